@@ -1,0 +1,72 @@
+"""Where everything lives, read from the environment at call time (never at import).
+
+Every local file sits under ``MONITORING_HOME`` (default ``./.monitoring``) unless an environment
+variable points elsewhere, so deleting that folder resets the embedded default completely.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_TENANTS = ("acme", "globex", "initech", "umbrella", "wayne")
+DEFAULT_START_DATE = "2026-09-01"
+DEFAULT_RESOLUTION_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    warehouse_url: str
+    mlflow_tracking_uri: str
+    dagster_home: Path
+    drop_dir: Path
+    tenants: tuple[str, ...]
+    start_date: str
+    resolution_seconds: int
+
+    @property
+    def quality_dir(self) -> Path:
+        """GX validation results, one JSON and one HTML page per partition."""
+        return self.home / "quality"
+
+    @property
+    def demo_dir(self) -> Path:
+        return self.home / "demo"
+
+    def ensure_dirs(self) -> None:
+        for path in (self.home, self.dagster_home, self.drop_dir, self.quality_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    home = Path(env.get("MONITORING_HOME") or ".monitoring").expanduser().resolve()
+    tenants = tuple(
+        t.strip() for t in (env.get("MONITORING_TENANTS") or ",".join(DEFAULT_TENANTS)).split(",")
+    )
+    return Settings(
+        home=home,
+        warehouse_url=env.get("MONITORING_WAREHOUSE_URL") or _sqlite_url(home / "warehouse.db"),
+        mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or _sqlite_url(home / "mlflow.db"),
+        dagster_home=Path(env.get("DAGSTER_HOME") or home / "dagster").expanduser().resolve(),
+        drop_dir=Path(env.get("MONITORING_DROP_DIR") or home / "drop").expanduser().resolve(),
+        tenants=tuple(t for t in tenants if t),
+        start_date=env.get("MONITORING_START_DATE") or DEFAULT_START_DATE,
+        resolution_seconds=int(
+            env.get("MONITORING_RESOLUTION_SECONDS") or DEFAULT_RESOLUTION_SECONDS
+        ),
+    )
+
+
+def redact_url(url: str) -> str:
+    """A database URL safe for logs and metadata: the password is replaced by ``***``."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable url>"
