@@ -96,6 +96,8 @@ ingests = sa.Table(
     sa.Column("quarantined", sa.BigInteger, nullable=False),
     sa.Column("partitions", sa.Text, nullable=False),
     sa.Column("error", sa.Text, nullable=True),
+    # The Dagster run that staged this content, so the sensor knows which partitions to request.
+    sa.Column("run_id", sa.String(64), nullable=True),
     sa.Column("ingested_at", _TS, nullable=False),
 )
 
@@ -112,6 +114,7 @@ class IngestRecord:
     quarantined: int
     partitions: tuple[str, ...]
     error: str | None = None
+    run_id: str | None = None
 
 
 def _now() -> datetime:
@@ -178,6 +181,19 @@ class Warehouse:
             self._insert(conn, table, frame)
         return len(frame)
 
+    def replace_source_stream(
+        self, table_name: str, source: str, frames: Iterable[pd.DataFrame]
+    ) -> int:
+        """Like :meth:`replace_source` for a stream of chunks, still in one transaction."""
+        table = RECORD_TABLES[table_name]
+        written = 0
+        with self.engine.begin() as conn:
+            conn.execute(table.delete().where(table.c.source == source))
+            for frame in frames:
+                self._insert(conn, table, frame)
+                written += len(frame)
+        return written
+
     def replace_partition(
         self, table_name: str, tenant: str, start: datetime, end: datetime, frame: pd.DataFrame
     ) -> int:
@@ -231,6 +247,7 @@ class Warehouse:
             "quarantined": record.quarantined,
             "partitions": json.dumps(sorted(record.partitions)),
             "error": record.error,
+            "run_id": record.run_id,
             "ingested_at": _now(),
         }
         with self.engine.begin() as conn:
@@ -291,6 +308,7 @@ class Warehouse:
             quarantined=row.quarantined,
             partitions=tuple(json.loads(row.partitions)),
             error=row.error,
+            run_id=row.run_id,
         )
 
     def count(self, table_name: str, **filters: object) -> int:
@@ -301,16 +319,18 @@ class Warehouse:
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def series_count(self, tenant: str, start: datetime, end: datetime) -> int:
-        """Distinct (service, metric) pairs of a tenant in ``metrics`` over ``[start, end)``."""
-        inner = (
-            sa.select(metrics.c.service, metrics.c.metric)
-            .where(metrics.c.tenant == tenant, metrics.c.ts >= start, metrics.c.ts < end)
+    def series(
+        self, table_name: str, tenant: str, start: datetime, end: datetime
+    ) -> list[tuple[str, str, str]]:
+        """Distinct (tenant, service, metric) of a tenant in a record table in ``[start, end)``."""
+        table = RECORD_TABLES[table_name]
+        query = (
+            sa.select(table.c.tenant, table.c.service, table.c.metric)
+            .where(table.c.tenant == tenant, table.c.ts >= start, table.c.ts < end)
             .distinct()
-            .subquery()
         )
         with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(inner)).scalar_one())
+            return sorted(tuple(row) for row in conn.execute(query))
 
 
 def _ts_text(value: object) -> str | None:
