@@ -359,9 +359,11 @@ def _copy_into(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame, column
             out[col] = out[col].dt.strftime("%Y-%m-%d %H:%M:%S.%f+00")
     out.to_csv(buffer, index=False, header=False, na_rep="\\N")
     buffer.seek(0)
+    sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
     raw = conn.connection.dbapi_connection
     with raw.cursor() as cursor:
-        cursor.copy_expert(
-            f"COPY {table.name} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')",
-            buffer,
-        )
+        if hasattr(cursor, "copy_expert"):  # psycopg2
+            cursor.copy_expert(sql, buffer)
+        else:  # psycopg 3, SQLAlchemy 2.1's default for a bare postgresql:// URL
+            with cursor.copy(sql) as copy:
+                copy.write(buffer.getvalue())

@@ -32,11 +32,20 @@ def home(tmp_path, monkeypatch) -> Path:
     return home
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+        # A bare postgresql:// URL, as users write it: SQLAlchemy 2.1 picks psycopg 3 for it.
+        pytest.param("postgresql-bare", marks=pytest.mark.postgres),
+    ]
+)
 def warehouse_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'warehouse.db'}"
     url = request.getfixturevalue("pg_url")
+    if request.param == "postgresql-bare":
+        url = url.replace("postgresql+psycopg2://", "postgresql://")
     engine = sa.create_engine(url)
     from monitoring_pipelines.warehouse import metadata
 
