@@ -32,7 +32,7 @@ def is_valid_name(name: object) -> bool:
 
 @dataclass(frozen=True)
 class MetricKind:
-    """Physical bounds of a family of metrics: values outside them are data errors, not anomalies."""
+    """Physical bounds of a family of metrics: values outside are data errors, not anomalies."""
 
     name: str
     lower: float | None
