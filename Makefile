@@ -1,0 +1,43 @@
+# Each target installs what it needs when it is missing, so any of them works first on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export MONITORING_HOME ?= $(CURDIR)/.monitoring
+export DAGSTER_HOME ?= $(MONITORING_HOME)/dagster
+
+.PHONY: demo test ui bench lint format system-packages clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -c requirements.lock -e '.[dev]'
+	touch $@
+
+system-packages:
+	bash scripts/ensure-system-packages.sh
+
+demo: $(STAMP)
+	$(BIN)/monitoring-pipelines demo
+
+test: $(STAMP) system-packages
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+ui: $(STAMP)
+	$(BIN)/monitoring-pipelines ui
+
+bench: $(STAMP) system-packages
+	$(BIN)/python -m benchmarks.run
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(MONITORING_HOME)

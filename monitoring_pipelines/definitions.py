@@ -1,0 +1,49 @@
+"""The Dagster code location: everything assembled in one place.
+
+Loading it must stay fast (about two seconds): tensorflow, prophet, mlflow and great_expectations
+are imported inside the functions that use them, never here.
+"""
+
+import os
+
+import dagster as dg
+
+from monitoring_pipelines.assets.ingestion import clean_metrics, raw_metrics
+from monitoring_pipelines.jobs import ingest_job, stage_file_job
+from monitoring_pipelines.resources import PipelineSettingsResource, WarehouseResource
+from monitoring_pipelines.sensors import file_drop_sensor, ingest_schedule, staged_file_sensor
+from monitoring_pipelines.settings import Settings, load_settings
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    # A warehouse URL set in the environment may carry a password: pass it as an EnvVar so the
+    # value never shows in the UI or in run configs.
+    url = (
+        dg.EnvVar("MONITORING_WAREHOUSE_URL")
+        if os.environ.get("MONITORING_WAREHOUSE_URL")
+        else settings.warehouse_url
+    )
+    return {
+        "warehouse": WarehouseResource(url=url),
+        "pipeline": PipelineSettingsResource(
+            home=str(settings.home),
+            drop_dir=str(settings.drop_dir),
+            start_date=settings.start_date,
+            tenants=list(settings.tenants),
+            resolution_seconds=settings.resolution_seconds,
+        ),
+    }
+
+
+def build_defs(settings: Settings | None = None) -> dg.Definitions:
+    settings = settings or load_settings()
+    return dg.Definitions(
+        assets=[raw_metrics, clean_metrics],
+        jobs=[stage_file_job, ingest_job],
+        sensors=[file_drop_sensor, staged_file_sensor],
+        schedules=[ingest_schedule],
+        resources=build_resources(settings),
+    )
+
+
+defs = build_defs()

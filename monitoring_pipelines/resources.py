@@ -1,0 +1,49 @@
+"""Dagster resources: thin, configurable handles on the warehouse and the pipeline settings."""
+
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from monitoring_pipelines.warehouse import Warehouse
+
+
+@cache
+def _warehouse(url: str) -> Warehouse:
+    # One engine (and connection pool) per process and URL, shared by every op in the run.
+    return Warehouse(url)
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The warehouse database: SQLite under MONITORING_HOME by default, PostgreSQL by URL."""
+
+    url: str
+
+    def get(self) -> Warehouse:
+        return _warehouse(self.url)
+
+
+class PipelineSettingsResource(dg.ConfigurableResource):
+    """Where files land and how metrics are gridded and gated."""
+
+    home: str
+    drop_dir: str
+    start_date: str
+    tenants: list[str] = Field(default_factory=list)
+    resolution_seconds: int = 300
+    # Fraction of a partition's rows that may be quarantined before its checks block it.
+    quality_tolerance: float = 0.01
+
+    @property
+    def sources_file(self) -> Path:
+        return Path(self.home) / "sources.yaml"
+
+    @property
+    def quality_dir(self) -> Path:
+        return Path(self.home) / "quality"
+
+    @property
+    def earliest(self) -> datetime:
+        return datetime.fromisoformat(self.start_date).replace(tzinfo=UTC)

@@ -1,0 +1,234 @@
+"""Ingestion through Dagster: assets materialised on a real instance, sensors and the schedule
+evaluated as the daemon would."""
+
+import contextlib
+import json
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from monitoring_pipelines.assets.ingestion import clean_metrics, raw_metrics
+from monitoring_pipelines.definitions import build_defs
+from monitoring_pipelines.ingest import stage_file
+from monitoring_pipelines.partitions import TENANTS, tenant_day_key
+from monitoring_pipelines.settings import load_settings
+from monitoring_pipelines.sources.demo import DemoConfig, generate, write_demo
+from monitoring_pipelines.warehouse import Warehouse
+
+DAY = "2026-09-29"
+CONFIG = DemoConfig(tenants=("acme",), days=3, broken_partition=False, bad_rows=True)
+
+
+@pytest.fixture
+def env(home):
+    stack = contextlib.ExitStack()
+    settings = load_settings()
+    settings.ensure_dirs()
+    defs = build_defs(settings)
+    instance = stack.enter_context(dg.instance_for_test())
+    instance.add_dynamic_partitions(TENANTS, ["acme"])
+    data = generate(CONFIG)
+    write_demo(data, settings.drop_dir, fmt="parquet")
+    warehouse = Warehouse(settings.warehouse_url)
+    staged = stage_file(
+        warehouse,
+        settings.drop_dir / "acme.parquet",
+        root=settings.drop_dir,
+        earliest=datetime(2026, 9, 1, tzinfo=UTC),
+    )
+    yield {
+        "settings": settings,
+        "defs": defs,
+        "instance": instance,
+        "warehouse": warehouse,
+        "data": data,
+        "staged": staged,
+    }
+    warehouse.dispose()
+    stack.close()
+
+
+def _materialize(env, day=DAY, tenant="acme", raise_on_error=True):
+    defs = env["defs"]
+    return dg.materialize(
+        [raw_metrics, clean_metrics],
+        partition_key=tenant_day_key(day, tenant),
+        instance=env["instance"],
+        resources=defs.resources,
+        raise_on_error=raise_on_error,
+    )
+
+
+def _checks(result) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def test_a_partition_is_gated_written_and_gridded(env):
+    result = _materialize(env)
+    assert result.success
+    wh = env["warehouse"]
+    day = pd.Timestamp(DAY, tz="UTC")
+    landed = env["data"].records
+    landed = landed[(landed["ts"] >= day) & (landed["ts"] < day + pd.Timedelta(days=1))]
+    accepted, quarantined = wh.count("metrics"), wh.count("quarantine", stage="quality")
+    assert accepted + quarantined == len(landed)
+    assert quarantined > 0  # the demo's declared bad rows for that day
+    checks = _checks(result)
+    assert checks["schema"].passed and checks["keys_not_null"].passed
+    assert not checks["values_finite"].passed or not checks["values_in_range"].passed
+    assert all(c.severity == dg.AssetCheckSeverity.WARN for c in checks.values() if not c.passed)
+    meta = result.asset_materializations_for_node("raw_metrics")[0].metadata
+    assert meta["rows_in"].value == len(landed)
+    assert Path(meta["gx_validation"].value).exists()
+    assert wh.count("clean_metrics") == 24 * 288
+
+
+def test_rerunning_a_partition_changes_nothing(env):
+    _materialize(env)
+    wh = env["warehouse"]
+    before = {t: wh.count(t) for t in ("metrics", "quarantine", "clean_metrics", "landing")}
+    _materialize(env)
+    assert {t: wh.count(t) for t in before} == before
+
+
+def test_a_partition_failing_a_blocking_check_stops_downstream(env):
+    wh = env["warehouse"]
+    landed = wh.read_records("landing", source="acme.parquet")
+    garbage = landed[landed["ts"].dt.strftime("%Y-%m-%d") == DAY].copy()
+    garbage["value"] = -5.0  # every row out of physical range
+    wh.replace_source("landing", "acme.parquet", garbage)
+    result = _materialize(env, raise_on_error=False)
+    assert not result.success
+    checks = _checks(result)
+    assert not checks["values_in_range"].passed
+    assert checks["values_in_range"].severity == dg.AssetCheckSeverity.ERROR
+    assert result.asset_materializations_for_node("clean_metrics") == []
+    assert wh.count("clean_metrics") == 0
+
+
+def _sensor_context(env, cursor=None):
+    return dg.build_sensor_context(
+        instance=env["instance"], cursor=cursor, resources=env["defs"].resources
+    )
+
+
+def test_file_drop_sensor_requests_each_new_or_changed_file_once(env):
+    defs, drop = env["defs"], env["settings"].drop_dir
+    sensor = defs.resolve_sensor_def("file_drop_sensor")
+    old = time.time() - 60
+    os.utime(drop / "acme.parquet", (old, old))
+    first = sensor(_sensor_context(env))
+    assert [r.tags["monitoring/source"] for r in first.run_requests] == ["acme.parquet"]
+    config = first.run_requests[0].run_config["ops"]["stage_file_op"]["config"]
+    assert config["path"] == str(drop / "acme.parquet")
+    tenants = first.dynamic_partitions_requests[0].partition_keys
+    assert set(tenants) == set(env["settings"].tenants) - {"acme"}
+
+    again = sensor(_sensor_context(env, cursor=first.cursor))
+    assert again.run_requests == []
+
+    (drop / "new-tenant").mkdir()
+    pd.read_parquet(drop / "acme.parquet").head(10).to_parquet(drop / "new-tenant" / "x.parquet")
+    os.utime(drop / "new-tenant" / "x.parquet", (old, old))
+    os.utime(drop / "acme.parquet", (old + 1, old + 1))
+    changed = sensor(_sensor_context(env, cursor=again.cursor))
+    assert sorted(r.tags["monitoring/source"] for r in changed.run_requests) == [
+        "acme.parquet",
+        "new-tenant/x.parquet",
+    ]
+
+
+def test_file_drop_sensor_waits_for_a_file_still_being_written(env):
+    sensor = env["defs"].resolve_sensor_def("file_drop_sensor")
+    os.utime(env["settings"].drop_dir / "acme.parquet")
+    result = sensor(_sensor_context(env))
+    assert result.run_requests == []
+    assert json.loads(result.cursor) == {}
+
+
+def _run_success(instance, result) -> dg.DagsterEvent:
+    records = instance.get_records_for_run(
+        result.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS
+    ).records
+    return records[0].event_log_entry.dagster_event
+
+
+def test_staging_run_leads_to_one_run_per_touched_partition(env):
+    defs, instance = env["defs"], env["instance"]
+    path = env["settings"].drop_dir / "acme.parquet"
+    run = defs.resolve_job_def("stage_file_job").execute_in_process(
+        run_config={"ops": {"stage_file_op": {"config": {"path": str(path), "force": True}}}},
+        instance=instance,
+        tags={"monitoring/source": "acme.parquet"},
+    )
+    assert run.success
+    sensor = defs.resolve_sensor_def("staged_file_sensor")
+    event = _run_success(instance, run)
+    context = dg.build_run_status_sensor_context(
+        sensor_name="staged_file_sensor",
+        dagster_event=event,
+        dagster_instance=instance,
+        dagster_run=run.dagster_run,
+        resources=defs.resources,
+    )
+    requests = sensor(context)
+    keys = sorted(str(r.partition_key) for r in requests)
+    assert keys == [f"{d}|acme" for d in ("2026-09-28", "2026-09-29", "2026-09-30")]
+
+    # Staging the same content again changes nothing, so no partition is requested again.
+    rerun = defs.resolve_job_def("stage_file_job").execute_in_process(
+        run_config={"ops": {"stage_file_op": {"config": {"path": str(path)}}}},
+        instance=instance,
+        tags={"monitoring/source": "acme.parquet"},
+    )
+    event = _run_success(instance, rerun)
+    context = dg.build_run_status_sensor_context(
+        sensor_name="staged_file_sensor",
+        dagster_event=event,
+        dagster_instance=instance,
+        dagster_run=rerun.dagster_run,
+        resources=defs.resources,
+    )
+    assert isinstance(sensor(context), dg.SkipReason)
+
+
+def test_a_file_that_cannot_be_read_fails_its_run_with_a_one_line_reason(env):
+    bad = env["settings"].drop_dir / "broken.csv"
+    bad.write_bytes(b"\x00\x01\x02garbage\xff\xfe")
+    run = (
+        env["defs"]
+        .resolve_job_def("stage_file_job")
+        .execute_in_process(
+            run_config={"ops": {"stage_file_op": {"config": {"path": str(bad)}}}},
+            instance=env["instance"],
+            raise_on_error=False,
+        )
+    )
+    assert not run.success
+    failure = next(e for e in run.all_events if e.event_type_value == "STEP_FAILURE")
+    description = failure.step_failure_data.user_failure_data.description
+    assert description.startswith("broken.csv: ") and "\n" not in description
+    assert env["warehouse"].read_ingest("broken.csv").status == "failed"
+
+
+def test_ingest_schedule_skips_without_sources_and_requests_every_tenant_with_them(env):
+    schedule = env["defs"].resolve_schedule_def("ingest_schedule")
+    tick = datetime(2026, 10, 5, 1, 7, tzinfo=UTC)
+    context = dg.build_schedule_context(
+        instance=env["instance"],
+        scheduled_execution_time=tick,
+        resources=env["defs"].resources,
+        repository_def=env["defs"].get_repository_def(),
+    )
+    assert isinstance(schedule.evaluate_tick(context).skip_message, str)
+
+    (env["settings"].home / "sources.yaml").write_text("prometheus: []\n")
+    requests = schedule.evaluate_tick(context).run_requests
+    keys = {str(r.partition_key) for r in requests}
+    tenants = env["settings"].tenants
+    assert keys == {f"{d}|{t}" for d in ("2026-10-04", "2026-10-05") for t in tenants}

@@ -1,0 +1,71 @@
+"""The monitoring-pipelines command as a user runs it."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from monitoring_pipelines.settings import load_settings
+from monitoring_pipelines.warehouse import Warehouse
+
+BAD = Path(__file__).parent / "data" / "bad"
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "monitoring_pipelines.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["ingest"], ["quarantine"], ["ui"]])
+def test_every_command_has_help(command):
+    out = _cli(*command, "--help")
+    assert out.returncode == 0
+    assert out.stdout.startswith("usage: monitoring-pipelines")
+
+
+def test_ingest_of_a_missing_path_exits_non_zero_with_one_line(home):
+    out = _cli("ingest", str(home / "nope.csv"))
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0
+    assert "nope.csv: no such file or directory" in out.stderr
+
+
+def test_ingest_reports_a_refused_file_and_keeps_the_good_one(home, tmp_path, monkeypatch):
+    monkeypatch.setenv("MONITORING_START_DATE", "2026-01-01")
+    drop = tmp_path / "in"
+    drop.mkdir()
+    (drop / "good.csv").write_bytes((BAD / "good_records.csv").read_bytes())
+    (drop / "garbage.bin.csv").write_bytes((BAD / "garbage.bin.csv").read_bytes())
+    out = _cli("ingest", str(drop), "--workers", "1")
+    assert out.returncode == 1
+    assert re.search(r"refused: .*garbage\.bin\.csv: not a text CSV file", out.stdout)
+    match = re.search(r"rows: ([\d,]+) in = ([\d,]+) accepted \+ ([\d,]+) quarantined", out.stdout)
+    rows_in, accepted, quarantined = (int(g.replace(",", "")) for g in match.groups())
+    assert rows_in == accepted + quarantined and accepted > 0
+
+
+def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(home):
+    out = _cli("demo", "--tenants", "2", "--days", "3", "--workers", "2")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "demo data: 2 tenants, 3 services, 24 series per tenant, 3 days" in out.stdout
+    assert "partitions (day x tenant): 6 gated, 1 blocked by quality checks" in out.stdout
+    assert re.search(r"blocked: 2026-\d\d-\d\d\|globex \(values_in_range\)", out.stdout)
+    settings = load_settings()
+    assert (settings.demo_dir / "labels.json").exists()
+    warehouse = Warehouse(settings.warehouse_url)
+    counts = {t: warehouse.count(t) for t in ("metrics", "quarantine", "clean_metrics")}
+    assert counts["metrics"] > 0 and counts["clean_metrics"] == 5 * 24 * 288
+
+    again = _cli("demo", "--tenants", "2", "--days", "3", "--workers", "1")
+    assert again.returncode == 0
+    assert "5 ingested" not in again.stdout
+    assert {t: warehouse.count(t) for t in counts} == counts
+    quarantine = _cli("quarantine", "--limit", "3")
+    assert quarantine.returncode == 0 and len(quarantine.stdout.strip().splitlines()) == 4
+    warehouse.dispose()

@@ -1,0 +1,83 @@
+"""The code location: what the Dagster UI shows, and that it loads without heavy libraries."""
+
+import json
+import subprocess
+import sys
+
+import dagster as dg
+
+HEAVY = ("tensorflow", "keras", "prophet", "mlflow", "great_expectations")
+
+
+def _defs(home):
+    from monitoring_pipelines.definitions import build_defs
+
+    return build_defs()
+
+
+def test_code_location_lists_assets_checks_jobs_sensors_and_schedule(home):
+    defs = _defs(home)
+    repo = defs.get_repository_def()
+    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == {
+        "raw_metrics",
+        "clean_metrics",
+    }
+    checks = {(k.asset_key.to_user_string(), k.name) for k in repo.asset_graph.asset_check_keys}
+    for name in (
+        "schema",
+        "keys_not_null",
+        "values_finite",
+        "values_in_range",
+        "timestamps_in_partition",
+        "keys_unique",
+        "volume",
+        "freshness",
+    ):
+        assert ("raw_metrics", name) in checks
+    assert ("clean_metrics", "gap_fraction") in checks
+    assert {j.name for j in repo.get_all_jobs()} >= {"stage_file_job", "ingest_job"}
+    assert {s.name for s in repo.sensor_defs} == {"file_drop_sensor", "staged_file_sensor"}
+    assert {s.name for s in repo.schedule_defs} == {"ingest_schedule"}
+
+
+def test_checks_that_mean_bad_data_block_downstream(home):
+    defs = _defs(home)
+    specs = {s.name: s for s in defs.resolve_assets_def("raw_metrics").check_specs}
+    blocking = {name for name, spec in specs.items() if spec.blocking}
+    assert blocking == {
+        "schema",
+        "keys_not_null",
+        "values_finite",
+        "values_in_range",
+        "timestamps_in_partition",
+        "keys_unique",
+        "volume",
+    }
+    assert not specs["freshness"].blocking
+
+
+def test_every_asset_has_a_description_and_group(home):
+    defs = _defs(home)
+    for key in ("raw_metrics", "clean_metrics"):
+        spec = next(iter(defs.resolve_assets_def(key).specs))
+        assert spec.description and len(spec.description) > 40
+        assert spec.group_name in {"ingestion", "features"}
+
+
+def test_loading_the_code_location_imports_no_heavy_library(home):
+    code = (
+        "import sys, time, json; t = time.perf_counter();"
+        "import monitoring_pipelines.definitions as d; d.defs.get_repository_def();"
+        "print(json.dumps({'seconds': time.perf_counter() - t,"
+        f" 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["heavy"] == []
+
+
+def test_warehouse_url_from_environment_is_not_shown_in_config(home, monkeypatch):
+    monkeypatch.setenv("MONITORING_WAREHOUSE_URL", "postgresql://u:s3cret@db.example/wh")
+    defs = _defs(home)
+    resource = defs.resources["warehouse"]
+    assert isinstance(resource.url, dg.EnvVar) or "s3cret" not in repr(resource)
