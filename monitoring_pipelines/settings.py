@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_TENANTS = ("acme", "globex", "initech", "umbrella", "wayne")
-DEFAULT_START_DATE = "2026-09-01"
+DEFAULT_START_DATE = "2026-09-28"
 DEFAULT_RESOLUTION_SECONDS = 300
 
 

@@ -6,6 +6,7 @@ set -euo pipefail
 # Debian package -> a file that proves it is installed.
 declare -A PACKAGES=(
     [prometheus]=/usr/bin/prometheus
+    [chromium]=/usr/bin/chromium
 )
 
 missing=()
