@@ -256,6 +256,14 @@ def _kind_column(data: pd.DataFrame) -> pd.Series:
     return data["metric"].map(names).fillna("gauge").astype(object)
 
 
+def _bound_column(kinds: pd.Series, which: str) -> np.ndarray:
+    bounds = {
+        name: np.nan if getattr(kind, which) is None else float(getattr(kind, which))
+        for name, kind in records.KINDS.items()
+    }
+    return kinds.map(bounds).to_numpy(dtype="float64")
+
+
 def _errored(finding: gx_suite.Finding, n: int, field_name: str) -> dict[int, tuple[str, str]]:
     """A rule GX could not evaluate protects nothing: every row is held back under it."""
     message = _show(finding.error.splitlines()[0] if finding.error else "unknown error")
@@ -301,24 +309,32 @@ def _values_in_range(findings, data: pd.DataFrame) -> _RowCheck:
     bad: dict[int, tuple[str, str]] = {}
     values = data["value"].to_numpy()
     metrics = data["metric"].to_numpy()
-    per_kind = {}
-    for f in sorted(findings, key=lambda f: f.kind or ""):
+    kinds = _kind_column(data).to_numpy()
+    flagged: set[int] = set()
+    for f in findings:
         if f.error:
             for pos, item in _errored(f, len(data), "value").items():
                 bad.setdefault(pos, item)
             continue
-        kind = records.KINDS[f.kind]
-        per_kind[kind.name] = {
+        flagged |= f.rows
+    per_kind = {}
+    for name in sorted(set(kinds)):
+        kind = records.KINDS[name]
+        if kind.lower is None and kind.upper is None:
+            continue
+        rows = np.flatnonzero(kinds == name)
+        per_kind[name] = {
             "bounds": _bounds(kind),
-            "rows": f.element_count,
-            "violations": len(f.rows),
+            "rows": len(rows),
+            "violations": len(flagged.intersection(rows.tolist())),
         }
-        for pos in sorted(f.rows):
-            reason = (
-                f"value: {_number(float(values[pos]))} outside {_bounds(kind)} "
-                f"for {kind.name} metric {_show(metrics[pos])}"
-            )
-            bad.setdefault(pos, ("value", reason))
+    for pos in sorted(flagged):
+        kind = records.KINDS[kinds[pos]]
+        reason = (
+            f"value: {_number(float(values[pos]))} outside {_bounds(kind)} "
+            f"for {kind.name} metric {_show(metrics[pos])}"
+        )
+        bad.setdefault(pos, ("value", reason))
     return _RowCheck("values_in_range", bad, {"kinds": per_kind})
 
 
@@ -633,15 +649,20 @@ def run_gate(
         raise ValueError(f"empty partition window [{start_ts}, {end_ts})")
     data = frame.reset_index(drop=True)
     n = len(data)
+    kinds = _kind_column(data)
     work = data.assign(
-        **{gx_suite.ROW_ID: np.arange(n, dtype="int64"), gx_suite.KIND: _kind_column(data)}
+        **{
+            gx_suite.ROW_ID: np.arange(n, dtype="int64"),
+            gx_suite.KIND: kinds,
+            gx_suite.LOWER: _bound_column(kinds, "lower"),
+            gx_suite.UPPER: _bound_column(kinds, "upper"),
+        }
     )
     findings, validation = gx_suite.validate(
         work,
         tenant=tenant,
         start=start_ts.to_pydatetime(),
         end=end_ts.to_pydatetime(),
-        kinds=set(work[gx_suite.KIND]),
     )
     by_check: dict[str, list[gx_suite.Finding]] = {}
     for f in findings:

@@ -2,8 +2,8 @@
 
 GX is imported only inside functions: importing it costs seconds and the Dagster code location must
 load fast. The ephemeral context, its pandas data source and batch definition are created once per
-process and the suites are cached by the set of metric kinds they bound, so a warm validation only
-pays for computing the metrics.
+process together with the one suite (partition bounds are suite parameters), so a warm validation
+only pays for computing the metrics.
 
 Every expectation carries ``meta = {"check": <check name>, ...}`` so that results map back to the
 gate's checks whatever order GX returns them in. Row-level expectations run with result format
@@ -13,7 +13,6 @@ result is exactly the set of input rows GX found bad.
 
 import math
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,6 +24,8 @@ from monitoring_pipelines.sources import records
 # that the per-kind range expectations select with a row condition.
 ROW_ID = "gate_row"
 KIND = "gate_kind"
+LOWER = "gate_lower"
+UPPER = "gate_upper"
 
 # The widest finite float64: a "between" on it fails exactly the infinities (NaN is null for GX).
 _FLOAT_MAX = 1.7976931348623157e308
@@ -78,7 +79,7 @@ class Finding:
 @dataclass
 class _Engine:
     batch_definition: object
-    suites: dict[tuple[str, ...], object]
+    suite: object
 
 
 _engine: _Engine | None = None
@@ -99,7 +100,7 @@ def _get_engine() -> _Engine:
         source = context.data_sources.add_pandas(name="monitoring_gate")
         asset = source.add_dataframe_asset(name="raw_metrics_partition")
         batch_definition = asset.add_batch_definition_whole_dataframe(name="whole_partition")
-        _engine = _Engine(batch_definition=batch_definition, suites={})
+        _engine = _Engine(batch_definition=batch_definition, suite=_build_suite())
     return _engine
 
 
@@ -109,24 +110,11 @@ def warm_up() -> None:
         _get_engine()
 
 
-def bounded_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
-    """The metric kinds among ``kinds`` that have at least one physical bound, sorted."""
-    return tuple(
-        sorted(
-            k
-            for k in set(kinds)
-            if k in records.KINDS
-            and (records.KINDS[k].lower is not None or records.KINDS[k].upper is not None)
-        )
-    )
-
-
-def _build_suite(kinds: tuple[str, ...]):
+def _build_suite():
     import great_expectations as gx
     import great_expectations.expectations as gxe
-    from great_expectations.expectations.row_conditions import Column
 
-    suite = gx.ExpectationSuite(name="raw_metrics_gate." + ("-".join(kinds) or "unbounded"))
+    suite = gx.ExpectationSuite(name="raw_metrics_gate")
     add = suite.add_expectation
 
     add(
@@ -158,17 +146,27 @@ def _build_suite(kinds: tuple[str, ...]):
         )
     )
 
-    for kind in kinds:
-        bounds = records.KINDS[kind]
-        add(
-            gxe.ExpectColumnValuesToBeBetween(
-                column="value",
-                min_value=bounds.lower,
-                max_value=bounds.upper,
-                row_condition=Column(KIND) == kind,
-                meta={"check": "values_in_range", "kind": kind},
-            )
+    # One pair of expectations against per-row bound columns covers every metric kind: a suite per
+    # kind costs GX's per-expectation overhead once per kind and partition. Rows of a kind without
+    # a bound have NaN there and are skipped.
+    add(
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="value",
+            column_B=LOWER,
+            or_equal=True,
+            ignore_row_if="either_value_is_missing",
+            meta={"check": "values_in_range", "bound": "lower"},
         )
+    )
+    add(
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A=UPPER,
+            column_B="value",
+            or_equal=True,
+            ignore_row_if="either_value_is_missing",
+            meta={"check": "values_in_range", "bound": "upper"},
+        )
+    )
 
     # Partition bounds change on every call: suite parameters keep the suite itself cacheable.
     add(
@@ -224,13 +222,12 @@ def json_safe(value: object) -> object:
 
 
 def validate(
-    work: pd.DataFrame, *, tenant: str, start: datetime, end: datetime, kinds: Iterable[str]
+    work: pd.DataFrame, *, tenant: str, start: datetime, end: datetime
 ) -> tuple[list[Finding], dict]:
     """Validate ``work`` (the partition plus :data:`ROW_ID` and :data:`KIND`) against the suite.
 
     Returns one :class:`Finding` per expectation and the JSON-safe GX validation result.
     """
-    key = bounded_kinds(kinds)
     index_columns = [ROW_ID, *(c for c in ("source", "source_row") if c in work.columns)]
     result_format = {**RESULT_FORMAT_BASE, "unexpected_index_column_names": index_columns}
     parameters = {
@@ -240,9 +237,7 @@ def validate(
     }
     with _lock:
         engine = _get_engine()
-        suite = engine.suites.get(key)
-        if suite is None:
-            suite = engine.suites[key] = _build_suite(key)
+        suite = engine.suite
         batch = engine.batch_definition.get_batch(batch_parameters={"dataframe": work})
         result = batch.validate(
             suite, result_format=result_format, expectation_parameters=parameters
