@@ -1,0 +1,153 @@
+"""Combine the calibrated scores of several detectors into one ensemble score in [0, 1].
+
+A mean of raw or badly calibrated scores is dominated by the worst-calibrated member
+(DETECTION #4), so members are combined only *after* each is calibrated per series by
+:class:`~monitoring_pipelines.ml.base.Detector` (every member score is already in [0, 1], on the
+same "how many decades of surprise" scale). The combination is pointwise, so the ensemble is causal
+whenever its members are.
+
+Rules (:class:`CombinerConfig`): ``mean``, ``max``, ``top_k_mean`` (mean of the ``top_k`` highest
+member scores at each point), ``noisy_or`` (``1 - prod(1 - s)``) and ``weighted_mean`` (weights per
+member kind, e.g. from validation, see :func:`weights_from_validation`). Members missing at a point
+(NaN: a gap, a member that is not fitted for that series) are left out of that point's combination.
+
+:data:`DEFAULT_COMBINER` was chosen by measurement
+(:func:`monitoring_pipelines.ml.backtest.evaluate_on_demo`: train weeks 1-3, thresholds and rule on
+week 4, report on week 5) over six demo seeds, Isolation Forest + z-score members. Pooled over the
+six validation weeks (131 incident windows, thresholds fitted there, no false alarms for any rule):
+
+    rule            detected   F1      event AUC
+    noisy_or        125        0.977   0.9935
+    weighted_mean   124        0.973   0.9939
+    mean            121        0.960   0.9942
+    max             114        0.931   0.9914    (= the z-score member alone: 0.931)
+
+Noisy-OR and the weighted mean are one window apart. The weighted mean was kept: it needs the
+members to agree in proportion to how good each is, where noisy-OR treats calibrated scores as
+independent probabilities (which they are not) and lets either member alone raise an alert. The
+pooled *test* weeks (161 windows), which were also looked at, agree: weighted mean F1 0.924 with
+0.021 false alarms per series-week, noisy-OR 0.896, mean 0.892, z-score alone 0.904, Isolation
+Forest alone 0.484. The weights (0.69, 1.31) are :func:`weights_from_validation` of the members'
+pooled validation F1 (0.486, 0.931); kinds without a weight (LSTM, Prophet) weigh 1.
+
+Measured afterwards on three seeds never looked at before (101-103, 77 windows), this rule gave
+F1 0.864 (precision 0.78, recall 0.97, 0.061 false alarms per series-week) against 0.859 for
+the z-score member alone: it only just beats its best member, and the false alarms of a week
+after the validation week are about three times what the validation week allowed.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+Rule = Literal["mean", "max", "top_k_mean", "noisy_or", "weighted_mean"]
+RULES: tuple[str, ...] = ("mean", "max", "top_k_mean", "noisy_or", "weighted_mean")
+
+
+@dataclass(frozen=True)
+class CombinerConfig:
+    rule: Rule = "mean"
+    top_k: int = 2
+    # (kind, weight) pairs for weighted_mean; kinds not listed weigh 1.
+    weights: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise ValueError(f"unknown combiner rule {self.rule!r}; choose from {RULES}")
+        if self.top_k < 1:
+            raise ValueError("top_k must be at least 1")
+        object.__setattr__(self, "weights", tuple((str(k), float(w)) for k, w in self.weights))
+
+    def weight(self, kind: str) -> float:
+        return dict(self.weights).get(kind, 1.0)
+
+    def to_dict(self) -> dict:
+        return {"rule": self.rule, "top_k": self.top_k, "weights": [list(w) for w in self.weights]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "CombinerConfig":
+        return cls(
+            rule=data.get("rule", "mean"),
+            top_k=int(data.get("top_k", 2)),
+            weights=tuple(tuple(w) for w in data.get("weights", ())),
+        )
+
+
+DEFAULT_COMBINER = CombinerConfig(
+    rule="weighted_mean", weights=(("isolation_forest", 0.69), ("zscore", 1.31))
+)
+
+
+def combine_arrays(
+    members: Mapping[str, np.ndarray], config: CombinerConfig = DEFAULT_COMBINER
+) -> np.ndarray:
+    """Combine same-shaped member score arrays (keyed by member kind) point by point."""
+    if not members:
+        raise ValueError("no member scores to combine")
+    kinds = list(members)
+    stack = np.stack([np.asarray(members[k], dtype="float64") for k in kinds], axis=0)
+    present = ~np.isnan(stack)
+    count = present.sum(axis=0)
+    filled = np.where(present, stack, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if config.rule == "mean":
+            out = filled.sum(axis=0) / count
+        elif config.rule == "max":
+            out = np.where(present, stack, -np.inf).max(axis=0)
+        elif config.rule == "top_k_mean":
+            ordered = np.sort(np.where(present, stack, -np.inf), axis=0)[::-1]
+            k = min(config.top_k, len(kinds))
+            top = ordered[:k]
+            usable = np.isfinite(top)
+            out = np.where(usable, top, 0.0).sum(axis=0) / np.minimum(count, k)
+        elif config.rule == "noisy_or":
+            out = 1.0 - np.prod(1.0 - np.clip(filled, 0.0, 1.0), axis=0)
+        else:
+            w = np.array([config.weight(k) for k in kinds]).reshape((-1,) + (1,) * (stack.ndim - 1))
+            out = (filled * w).sum(axis=0) / (present * w).sum(axis=0)
+    out = np.where(count > 0, out, np.nan)
+    return np.clip(out, 0.0, 1.0)
+
+
+def combine(
+    members: Mapping[str, pd.DataFrame], config: CombinerConfig = DEFAULT_COMBINER
+) -> pd.DataFrame:
+    """Combine member score frames of one group (same index; columns are aligned by name)."""
+    if not members:
+        raise ValueError("no member scores to combine")
+    first = next(iter(members.values()))
+    columns = list(dict.fromkeys(c for frame in members.values() for c in frame.columns))
+    index = first.index
+    arrays = {
+        kind: frame.reindex(index=index, columns=columns).to_numpy(dtype="float64")
+        for kind, frame in members.items()
+    }
+    return pd.DataFrame(combine_arrays(arrays, config), index=index, columns=columns)
+
+
+def combine_groups(
+    members: Mapping[str, Mapping[tuple, pd.DataFrame]],
+    config: CombinerConfig = DEFAULT_COMBINER,
+) -> dict[tuple, pd.DataFrame]:
+    """:func:`combine` for every group any member scored: ``{kind: {group: frame}}`` in."""
+    groups = list(dict.fromkeys(g for frames in members.values() for g in frames))
+    return {
+        group: combine(
+            {kind: frames[group] for kind, frames in members.items() if group in frames}, config
+        )
+        for group in groups
+    }
+
+
+def weights_from_validation(quality: Mapping[str, float], floor: float = 0.05) -> tuple:
+    """Weights proportional to each member's validation quality (e.g. event F1 or PR-AUC).
+
+    ``floor`` keeps a weak member from vanishing entirely, so the ensemble still sees it where
+    the others are missing.
+    """
+    values = {k: max(float(v), floor) if np.isfinite(v) else floor for k, v in quality.items()}
+    total = sum(values.values())
+    return tuple((k, v * len(values) / total) for k, v in values.items())

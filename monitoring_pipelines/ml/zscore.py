@@ -1,0 +1,120 @@
+"""Seasonal robust z-scores: the cheap, causal baseline member of the ensemble.
+
+Raw score per point: the largest *surprise* among a few scale-free features of
+:mod:`~monitoring_pipelines.ml.features`: ``seasonal_z`` (far from the usual level for this time of
+the week), ``step_z3`` (a sudden change), ``flat`` (a frozen series) and ``burst`` (noise well above
+its usual spread). Each feature is first turned into decades of surprise by its own per-series
+tail calibrator (:class:`~monitoring_pipelines.ml.calibration.LikelihoodCalibrator`, method
+``"tail"``), fitted on the training frame: their tails differ a lot (a flat-line feature is 0
+nearly always, a z-score is not) and a plain max of raw features would be decided by the
+heaviest-tailed one. Because the raw score is then already in decades, this detector's own
+calibration is ``"identity"``: a second tail calibration on top measured worse on the demo's
+validation week (it re-normalised each series' tail twice, flattening the real incidents).
+"""
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from monitoring_pipelines.ml.base import Detector, DetectorConfig
+from monitoring_pipelines.ml.calibration import (
+    CalibrationConfig,
+    LikelihoodCalibrator,
+    tail_calibration,
+)
+from monitoring_pipelines.ml.features import FeatureConfig, compute_features
+
+
+def _identity() -> CalibrationConfig:
+    return CalibrationConfig(method="identity", short_window=1, decades=4.0, mapping="soft")
+
+
+def _part_calibration() -> CalibrationConfig:
+    # The parts are already averages over their own windows; averaging again only delayed the
+    # first alert (validation: median delay 10 -> 5 minutes, event AUC 0.993 -> 0.997).
+    return tail_calibration(short_window=1)
+
+
+@dataclass(frozen=True)
+class ZScoreConfig(DetectorConfig):
+    calibration: CalibrationConfig = field(default_factory=_identity)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    parts: tuple[str, ...] = ("seasonal_z12", "step_z3", "flat", "burst")
+    part_calibration: CalibrationConfig = field(default_factory=_part_calibration)
+    # Per part, the smallest tail spread in the feature's own units: one decade of surprise
+    # needs at least this much beyond the series' 99th percentile. Keeps a feature that is 0
+    # nearly always (flat, burst) from calling its first small wiggle a certainty.
+    part_min_spread: tuple[tuple[str, float], ...] = (
+        ("seasonal_z12", 0.5),
+        ("step_z3", 0.5),
+        ("flat", 0.5),
+        ("burst", 0.25),
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "part_min_spread", tuple((str(k), float(v)) for k, v in self.part_min_spread)
+        )
+
+
+class ZScoreDetector(Detector):
+    kind = "zscore"
+    config_class = ZScoreConfig
+
+    def __init__(self, config: ZScoreConfig | None = None):
+        super().__init__(config)
+        self.part_calibrators: dict[str, LikelihoodCalibrator] = {}
+
+    def _part_config(self, part: str) -> CalibrationConfig:
+        cfg: ZScoreConfig = self.config
+        floor = dict(cfg.part_min_spread).get(part, cfg.part_calibration.min_spread)
+        return replace(cfg.part_calibration, min_spread=floor)
+
+    def _parts(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        cfg: ZScoreConfig = self.config
+        computed = compute_features(frame, cfg.parts, cfg.features)
+        return {
+            part: pd.DataFrame(np.abs(values), index=frame.index, columns=frame.columns)
+            for part, values in computed.items()
+        }
+
+    def _fit(self, frame: pd.DataFrame) -> None:
+        self.part_calibrators = {
+            part: LikelihoodCalibrator(self._part_config(part)).fit(values)
+            for part, values in self._parts(frame).items()
+        }
+
+    def raw_scores(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if not self.part_calibrators:
+            raise RuntimeError("zscore: fit or load the detector before scoring")
+        surprise = [
+            self.part_calibrators[part].decades(values).to_numpy()
+            for part, values in self._parts(frame).items()
+        ]
+        stacked = np.stack(surprise)
+        have = ~np.isnan(stacked)
+        raw = np.where(have, stacked, -np.inf).max(axis=0)
+        raw = np.where(have.any(axis=0) & frame.notna().to_numpy(), raw, np.nan)
+        return pd.DataFrame(raw, index=frame.index, columns=frame.columns)
+
+    def _state(self) -> dict[str, Any]:
+        return {"parts": {p: c.to_dict() for p, c in self.part_calibrators.items()}}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        self.part_calibrators = {
+            p: LikelihoodCalibrator.from_dict(c) for p, c in state.get("parts", {}).items()
+        }
+
+    def history_steps(self) -> int:
+        step = self.step or pd.Timedelta(minutes=5)
+        return self.config.features.history_steps(step)
+
+    def _save_native(self, directory: Path) -> None:
+        # Nothing beyond detector.json: the config and the calibrators are the whole model.
+        return None
+
+    def _load_native(self, directory: Path) -> None:
+        return None

@@ -1,0 +1,129 @@
+"""Ensemble rules on hand numbers, causality of the ensemble, and the z-score member."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monitoring_pipelines.ml.ensemble import (
+    DEFAULT_COMBINER,
+    CombinerConfig,
+    combine,
+    combine_arrays,
+    combine_groups,
+    weights_from_validation,
+)
+from monitoring_pipelines.ml.isolation_forest import IsolationForestConfig, IsolationForestDetector
+from monitoring_pipelines.ml.zscore import ZScoreConfig, ZScoreDetector
+
+NAN = np.nan
+MEMBERS = {
+    "a": np.array([0.2, 0.9, NAN, NAN]),
+    "b": np.array([0.4, 0.1, 0.5, NAN]),
+    "c": np.array([0.6, 0.5, 0.7, NAN]),
+}
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (CombinerConfig("mean"), [0.4, 0.5, 0.6, NAN]),
+        (CombinerConfig("max"), [0.6, 0.9, 0.7, NAN]),
+        (CombinerConfig("top_k_mean", top_k=2), [0.5, 0.7, 0.6, NAN]),
+        (
+            CombinerConfig("noisy_or"),
+            [1 - 0.8 * 0.6 * 0.4, 1 - 0.1 * 0.9 * 0.5, 1 - 0.5 * 0.3, NAN],
+        ),
+        (
+            CombinerConfig("weighted_mean", weights=(("a", 2.0), ("b", 1.0), ("c", 1.0))),
+            [(0.4 + 0.4 + 0.6) / 4, (1.8 + 0.1 + 0.5) / 4, 0.6, NAN],
+        ),
+    ],
+)
+def test_rules_on_hand_numbers_skip_missing_members(config, expected):
+    assert np.allclose(combine_arrays(MEMBERS, config), expected, equal_nan=True)
+
+
+def test_rules_are_validated_and_survive_json():
+    with pytest.raises(ValueError, match="unknown combiner rule"):
+        CombinerConfig("median")
+    config = CombinerConfig("weighted_mean", weights=(("a", 2.0),))
+    assert CombinerConfig.from_dict(config.to_dict()) == config
+    assert DEFAULT_COMBINER.rule == "weighted_mean"
+
+
+def test_weights_follow_validation_quality_with_a_floor():
+    weights = dict(weights_from_validation({"a": 0.9, "b": 0.3, "c": float("nan")}))
+    assert weights["a"] == pytest.approx(3 * weights["b"])
+    assert weights["c"] > 0 and sum(weights.values()) == pytest.approx(3.0)
+
+
+def test_frames_are_aligned_by_column_and_groups_by_key():
+    index = pd.date_range("2026-01-05", periods=2, freq="5min", tz="UTC")
+    one = pd.DataFrame({"x": [0.2, 0.4], "y": [0.6, 0.8]}, index=index)
+    two = pd.DataFrame({"y": [0.0, 0.0]}, index=index)
+    combined = combine({"one": one, "two": two})
+    assert combined["x"].tolist() == [0.2, 0.4]
+    assert np.allclose(combined["y"], [0.3, 0.4])
+    groups = combine_groups({"one": {("t", "s"): one}, "two": {("t", "s"): two, ("t", "u"): two}})
+    assert set(groups) == {("t", "s"), ("t", "u")}
+
+
+def group_frame(days: int = 7, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = days * 288
+    daily = np.sin(2 * np.pi * np.arange(n) / 288)
+    index = pd.date_range("2026-01-05", periods=n, freq="5min", tz="UTC")
+    return pd.DataFrame(
+        {"rps": 1000 + 400 * daily + rng.normal(0, 20, n), "p95": 300 + rng.normal(0, 10, n)},
+        index=index,
+    )
+
+
+@pytest.fixture(scope="module")
+def members() -> tuple[dict, pd.DataFrame]:
+    frame = group_frame()
+    frame.iloc[1700:1706, 0] -= 500.0  # a dip of 25 sigmas
+    frame.iloc[1800:1840, 1] = frame.iloc[1799, 1]  # a flat line
+    frame.iloc[1850:1860, 0] = np.nan
+    train = frame.iloc[:1440]
+    return {
+        "zscore": ZScoreDetector().fit(train),
+        "isolation_forest": IsolationForestDetector(IsolationForestConfig(n_estimators=20)).fit(
+            train
+        ),
+    }, frame
+
+
+def test_the_ensemble_of_causal_members_is_causal(members):
+    detectors, frame = members
+
+    def ensemble(part: pd.DataFrame) -> np.ndarray:
+        return combine({k: d.score(part) for k, d in detectors.items()}).to_numpy()
+
+    whole = ensemble(frame)
+    for cut in (1500, 1703, 1855):
+        assert np.allclose(ensemble(frame.iloc[:cut]), whole[:cut], equal_nan=True)
+
+
+def test_zscore_flags_the_dip_and_the_flat_line_and_keeps_gaps(members):
+    detectors, frame = members
+    scores = detectors["zscore"].score(frame)
+    ordinary = scores.iloc[1440:1690].max()
+    assert scores["rps"].iloc[1700:1706].max() > ordinary["rps"]
+    assert scores["p95"].iloc[1812:1840].max() > ordinary["p95"]
+    assert scores["rps"].iloc[1850:1860].isna().all()
+
+
+def test_zscore_is_causal_and_identical_after_save_and_load(members, tmp_path):
+    detectors, frame = members
+    detector = detectors["zscore"]
+    whole = detector.score(frame).to_numpy()
+    assert np.allclose(detector.score(frame.iloc[:1702]).to_numpy(), whole[:1702], equal_nan=True)
+    loaded = ZScoreDetector.load(detector.save(tmp_path / "z"))
+    assert loaded.config == detector.config
+    assert np.allclose(loaded.score(frame).to_numpy(), whole, equal_nan=True)
+
+
+def test_zscore_config_round_trips_with_its_nested_parts():
+    config = ZScoreConfig(parts=("step_z3", "flat"), part_min_spread=[["flat", 1.0]])
+    assert ZScoreConfig.from_dict(config.to_dict()) == config

@@ -1,0 +1,124 @@
+"""Features: causal (a prefix gets the values of the whole), scale-free, NaN-safe, right."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monitoring_pipelines.ml.features import (
+    FeatureConfig,
+    compute_features,
+    context,
+    group_features,
+    nan_median,
+    rolling_mean,
+    time_features,
+    trailing_quantiles,
+)
+
+ALL = (*FeatureConfig().names(), "seasonal_z12", "step_z12")
+
+
+def seasonal_frame(days: int = 5, seed: int = 0, metrics=("a", "b", "c")) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = days * 288
+    daily = np.sin(2 * np.pi * np.arange(n) / 288)
+    data = {
+        m: 100.0 * (i + 1) + 20.0 * (i + 1) * daily + rng.normal(0, 1.0 + i, n)
+        for i, m in enumerate(metrics)
+    }
+    index = pd.date_range("2026-01-05", periods=n, freq="5min", tz="UTC")
+    return pd.DataFrame(data, index=index)
+
+
+def test_a_prefix_gets_exactly_the_features_of_the_whole():
+    frame = seasonal_frame()
+    frame.iloc[700:720, 1] = np.nan
+    whole = compute_features(frame, ALL)
+    for cut in (500, 1000, 1337):
+        prefix = compute_features(frame.iloc[:cut], ALL)
+        for name in ALL:
+            assert np.allclose(prefix[name], whole[name][:cut], equal_nan=True), (name, cut)
+
+
+def test_features_do_not_change_with_the_unit_of_a_metric():
+    frame = seasonal_frame()
+    scaled = frame * 1000.0 + 5.0
+    names = ["z_value", "z_diff", "seasonal_z", "step_z3", "flat", "burst"]
+    a, b = compute_features(frame, names), compute_features(scaled, names)
+    for name in names:
+        assert np.allclose(a[name], b[name], equal_nan=True, rtol=1e-6, atol=1e-6), name
+
+
+def test_gaps_give_nan_features_at_the_gap_and_finite_ones_after_it():
+    frame = seasonal_frame()
+    frame.iloc[800:830, 0] = np.nan
+    feats = compute_features(frame, ["z_value", "seasonal_z", "step_z3", "flat", "burst"])
+    for name, values in feats.items():
+        assert np.isnan(values[800:830, 0]).all(), name
+        assert np.isfinite(values[900:, 0]).all(), name
+
+
+def test_a_jump_stands_out_in_the_step_and_seasonal_features():
+    frame = seasonal_frame()
+    frame.iloc[1200:1210, 0] += 40.0  # 40 noise sigmas
+    feats = compute_features(frame, ["step_z3", "seasonal_z"])
+    normal = np.nanmax(np.abs(feats["step_z3"][600:1190, 0]))
+    assert np.nanmax(feats["step_z3"][1200:1203, 0]) > 3 * normal
+    assert np.nanmax(feats["seasonal_z"][1200:1210, 0]) > 10
+
+
+def test_a_frozen_series_raises_flat_and_noise_raises_burst():
+    frame = seasonal_frame()
+    frame.iloc[1200:1240, 0] = frame.iloc[1199, 0]
+    frame.iloc[1200:1240, 1] += np.random.default_rng(1).normal(0, 30.0, 40)
+    feats = compute_features(frame, ["flat", "burst"])
+    assert feats["flat"][1230, 0] > 3.0
+    assert np.nanmax(feats["flat"][600:1190, 0]) < 1.0
+    assert feats["burst"][1230, 1] > 1.5
+
+
+def test_context_is_the_mean_and_max_of_the_other_metrics():
+    abs_z = np.array([[1.0, 2.0, 4.0], [np.nan, 3.0, 1.0]])
+    mean, maximum = context(abs_z)
+    assert np.allclose(mean, [[3.0, 2.5, 1.5], [2.0, 1.0, 3.0]])
+    assert np.allclose(maximum, [[4.0, 4.0, 2.0], [3.0, 1.0, 3.0]])
+
+
+def test_time_features_put_monday_midnight_at_angle_zero():
+    index = pd.DatetimeIndex(["2026-01-05T00:00:00Z", "2026-01-05T12:00:00Z"])  # a Monday
+    clock = time_features(index)
+    assert np.allclose(clock[0], [0.0, 1.0, 0.0, 1.0])
+    assert np.allclose(clock[1, :2], [0.0, -1.0])
+
+
+def test_helpers_match_their_slow_equivalents():
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(500, 4))
+    values[rng.random(values.shape) < 0.1] = np.nan
+    expected = pd.DataFrame(values).rolling(7, min_periods=3).mean().to_numpy()
+    assert np.allclose(rolling_mean(values, 7, min_periods=3), expected, equal_nan=True)
+    stack = rng.normal(size=(5, 30, 2))
+    stack[rng.random(stack.shape) < 0.3] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices
+        reference = np.nanmedian(stack, axis=0)
+    assert np.allclose(nan_median(stack), reference, equal_nan=True)
+
+
+def test_trailing_quantiles_exclude_the_row_itself():
+    index = pd.date_range("2026-01-01", periods=6, freq="5min", tz="UTC")
+    values = np.array([[1.0], [2.0], [3.0], [4.0], [100.0], [5.0]])
+    (median,) = trailing_quantiles(values, index, (0.5,), window=3, min_periods=1)
+    assert np.isnan(median[0, 0])
+    assert median[4, 0] == 3.0  # rows 1..3, not the 100 at row 4
+    assert median[5, 0] == 4.0
+
+
+def test_group_features_stacks_in_the_order_asked_and_rejects_unknown_names():
+    frame = seasonal_frame(days=2)
+    stacked = group_features(frame, names=["flat", "z_value"])
+    assert stacked.shape == (len(frame), 3, 2)
+    with pytest.raises(ValueError, match="unknown features"):
+        compute_features(frame, ["no_such_feature"])
