@@ -5,6 +5,7 @@ Every command runs the same Dagster jobs the sensors and schedules run, against 
 """
 
 import argparse
+import json
 import multiprocessing
 import os
 import shutil
@@ -62,23 +63,38 @@ def _data_files(path: Path) -> list[Path]:
     raise CliError(f"{path}: no such file or directory")
 
 
-def _worker_init(environ: dict[str, str]) -> None:
+def _quiet_libraries() -> None:
+    """The terminal gets the summary; runs keep their full logs in the Dagster instance."""
+    import logging
     import warnings
 
-    os.environ.update(environ)
+    # Dagster flags its own beta parameters at definition time; users cannot act on that.
     warnings.filterwarnings("ignore", message=".*is currently in beta.*")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("mlflow", "tensorflow", "absl", "prophet", "cmdstanpy", "py.warnings"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _gate_partition(key: str) -> tuple[str, list[str], str | None]:
-    """Run ingest_job on one partition; returns the blocking checks that failed, or the error."""
+def _worker_init(environ: dict[str, str]) -> None:
+    os.environ.update(environ)
+    _quiet_libraries()
+
+
+def _run_partition(task: tuple[str, str]) -> tuple[str, list[str], str | None]:
+    """Run one job on one partition (``date|tenant`` or ``tenant``).
+
+    Returns the key, the blocking checks that failed with ERROR, and the error if the run failed.
+    """
     import dagster as dg
 
     from monitoring_pipelines.definitions import build_defs
     from monitoring_pipelines.partitions import tenant_day_key
 
-    job = build_defs().resolve_job_def("ingest_job")
+    job_name, key = task
+    job = build_defs().resolve_job_def(job_name)
     run = job.execute_in_process(
-        partition_key=tenant_day_key(*key.split("|", 1)),
+        partition_key=tenant_day_key(*key.split("|", 1)) if "|" in key else key,
         run_config=QUIET,
         instance=_instance(),
         raise_on_error=False,
@@ -94,6 +110,27 @@ def _gate_partition(key: str) -> tuple[str, list[str], str | None]:
         }
     )
     return key, blocked, None if run.success else _failure_reason(run, None)
+
+
+def _run_all(job_name: str, keys: list[str], workers: int | None):
+    """Run ``job_name`` on every key; independent partitions run one process per core."""
+    workers = max(1, min(workers or os.cpu_count() or 1, len(keys)))
+    tasks = [(job_name, key) for key in keys]
+    _progress_start(job_name, len(keys))
+    if workers == 1:
+        outcomes = map(_run_partition, tasks)
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        pool = ctx.Pool(workers, initializer=_worker_init, initargs=(dict(os.environ),))
+        outcomes = pool.imap_unordered(_run_partition, tasks)
+    try:
+        for i, outcome in enumerate(outcomes, start=1):
+            _progress(i, len(keys))
+            yield outcome
+    finally:
+        if workers > 1:
+            pool.close()
+            pool.join()
 
 
 def ingest_paths(
@@ -138,26 +175,12 @@ def ingest_paths(
         summary.parse_quarantined += int(stage_meta.get("quarantined", 0))
         if not stage_meta.get("skipped_same_content"):
             summary.partitions.update(result.output_for_node("stage_file_op"))
-    keys = sorted(summary.partitions)
-    _progress_start(len(keys))
-    workers = max(1, min(workers or os.cpu_count() or 1, len(keys)))
-    if workers == 1:
-        outcomes = map(_gate_partition, keys)
-    else:
-        # Partitions are independent: one process per core, each running whole Dagster runs.
-        ctx = multiprocessing.get_context("spawn")
-        pool = ctx.Pool(workers, initializer=_worker_init, initargs=(dict(os.environ),))
-        outcomes = pool.imap_unordered(_gate_partition, keys)
-    for i, (key, blocked, failure) in enumerate(outcomes, start=1):
+    for key, blocked, failure in _run_all("ingest_job", sorted(summary.partitions), workers):
         if blocked:
             # A partition stopped by its blocking checks is the gate working, not a failure.
             summary.blocked.append(f"{key} ({', '.join(blocked)})")
         elif failure:
             summary.partition_failures.append(f"{key}: {failure}")
-        _progress(i, len(keys))
-    if workers > 1:
-        pool.close()
-        pool.join()
     summary.blocked.sort()
     warehouse.dispose()
     return summary
@@ -181,9 +204,9 @@ def _failure_reason(result, path: Path | None) -> str:
     return f"{path}: run failed" if path else "run failed"
 
 
-def _progress_start(total: int) -> None:
+def _progress_start(job_name: str, total: int) -> None:
     if total and sys.stderr.isatty():
-        sys.stderr.write(f"gating {total} partitions\n")
+        sys.stderr.write(f"{job_name}: {total} partitions\n")
 
 
 def _progress(done: int, total: int) -> None:
@@ -252,8 +275,62 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  files: {drop}  labels: {manifest['labels']}")
     summary = ingest_paths([drop], settings, force=args.force, workers=args.workers)
     _print_ingest(summary, settings)
+    failed = bool(summary.failed or summary.partition_failures)
+    if not args.skip_models:
+        shutil.copyfile(manifest["labels"], settings.home / "labels.json")
+        blocked = {line.split(" ", 1)[0] for line in summary.blocked}
+        days = sorted(summary.partitions - blocked)
+        failed |= train_and_score(settings, list(config.tenants), days, args.workers)
     print(f"done in {time.perf_counter() - started:.0f}s; see it with: make ui")
-    return 1 if summary.failed or summary.partition_failures else 0
+    return 1 if failed else 0
+
+
+def train_and_score(
+    settings: Settings, tenants: list[str], days: list[str], workers: int | None
+) -> bool:
+    """Train, validate and register every tenant's detectors, then score the given partitions.
+
+    Returns whether anything failed.
+    """
+    from monitoring_pipelines.warehouse import Warehouse
+
+    failures = [
+        f"training {key}: {failure}"
+        for key, _, failure in _run_all("training_job", tenants, workers)
+        if failure
+    ]
+    trained = [t for t in tenants if not any(f.startswith(f"training {t}:") for f in failures)]
+    failures += [
+        f"scoring {key}: {failure}"
+        for key, _, failure in _run_all(
+            "scoring_job", [d for d in days if d.split("|", 1)[1] in trained], workers
+        )
+        if failure
+    ]
+    warehouse = Warehouse(settings.warehouse_url)
+    print("models (validated on the last week, thresholds fitted on the week before):")
+    for tenant in tenants:
+        _, policy = warehouse.read_thresholds(tenant)
+        if not policy:
+            print(f"  {tenant}: no alert policy (training failed)")
+            continue
+        versions = ", ".join(f"{k} v{v}" for k, v in sorted(policy["model_versions"].items()))
+        ensemble = policy["validation"]["ensemble"]
+        print(
+            f"  {tenant}: {versions}; ensemble event F1 {ensemble['event_f1']:.2f}, "
+            f"{ensemble['false_alarms_per_series_week']:.2f} false alarms per series-week"
+        )
+    points = warehouse.count("anomaly_scores")
+    flagged = warehouse.count("anomaly_scores", is_anomaly=True)
+    warehouse.dispose()
+    print(f"scores: {points:,} points scored, {flagged:,} flagged anomalous")
+    print(
+        f"mlflow: {redact_url(settings.mlflow_tracking_uri)} (artifacts in "
+        f"{settings.home / 'mlartifacts'})"
+    )
+    for line in failures:
+        print(f"  failed: {line}")
+    return bool(failures)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -282,6 +359,127 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         print(f"{row.stage:8} {row.source}:{row.source_row}  {row.reason}")
     if len(rows) > args.limit:
         print(f"... {len(rows) - args.limit} more (use --limit)")
+    return 0
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from monitoring_pipelines.ml.backtest import run_backtest
+    from monitoring_pipelines.ml.backtest_io import BacktestInputError, read_inputs, write_series
+    from monitoring_pipelines.ml.training import KINDS, detector_class
+
+    kinds = [k.strip() for k in args.detectors.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise CliError(f"--detectors: unknown {', '.join(unknown)}; choose from {', '.join(KINDS)}")
+    try:
+        inputs = read_inputs(Path(args.data))
+        labels = json.loads(Path(args.labels).read_text()) if args.labels else {}
+    except (BacktestInputError, OSError, json.JSONDecodeError) as exc:
+        raise CliError(str(exc).splitlines()[0]) from None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    detectors = [detector_class(k) for k in kinds]
+    options = {
+        "train_fraction": args.train_fraction,
+        "max_train_points": args.max_train_points,
+        "detectors": detectors,
+        "refit_every": args.refit_every,
+        "progress": not args.quiet,
+    }
+    summaries = []
+    batches = [b for b in (inputs.series or None, inputs.records_frame) if b is not None]
+    for batch in batches:
+        result = run_backtest(batch, labels, **options)
+        for name, frame in result.series.items():
+            write_series(out, name, frame, result.detectors)
+        summaries.append(result.summary[result.summary["series"] != "overall"])
+    from monitoring_pipelines.ml.evaluation import SUMMARY_COLUMNS
+
+    summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
+    summary = _with_overall(summary, list(SUMMARY_COLUMNS))
+    summary.to_csv(out / "summary.csv", index=False)
+    shown = [
+        "series",
+        "windows",
+        "detected",
+        "alerts",
+        "precision",
+        "recall",
+        "f1",
+        "delay_median_minutes",
+        "false_alarms_per_day",
+    ]
+    with pd.option_context("display.width", 160, "display.max_rows", 60):
+        print(summary[shown].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"per-series scores and summary.csv written to {out}")
+    return 0
+
+
+def _with_overall(summary, columns: list[str]):
+    """Recompute the overall row from the per-series rows of every batch (micro averages)."""
+    import numpy as np
+    import pandas as pd
+
+    if summary.empty:
+        return pd.DataFrame(columns=columns)
+    total = {
+        c: summary[c].sum()
+        for c in (
+            "windows",
+            "detected",
+            "alerts",
+            "true_alerts",
+            "false_alerts",
+            "redundant",
+            "points",
+            "series_days",
+        )
+    }
+    precision = total["true_alerts"] / total["alerts"] if total["alerts"] else np.nan
+    recall = total["detected"] / total["windows"] if total["windows"] else np.nan
+    f1 = (2 * precision * recall / (precision + recall)) if precision and recall else 0.0
+    days = total["series_days"] / len(summary) if len(summary) else np.nan
+    row = {
+        "series": "overall",
+        **total,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1 if total["windows"] else np.nan,
+        "delay_median_minutes": summary["delay_median_minutes"].median(),
+        "false_alarms_per_day": total["false_alerts"] / days if days else np.nan,
+        "false_alarms_per_series_week": total["false_alerts"] / (total["series_days"] / 7.0)
+        if total["series_days"]
+        else np.nan,
+        "pr_auc": np.nan,
+    }
+    return pd.concat([summary, pd.DataFrame([row])], ignore_index=True)[columns]
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from monitoring_pipelines.ml import registry
+    from monitoring_pipelines.ml.training import KINDS
+
+    settings = load_settings()
+    _prepare(settings)
+    with registry.tracking(settings.mlflow_tracking_uri, settings.home / "mlartifacts"):
+        if args.action == "list":
+            for tenant in args.tenant or settings.tenants:
+                versions = registry.champion_versions(tenant)
+                shown = ", ".join(f"{k} v{versions[k]}" for k in KINDS if k in versions)
+                print(f"{tenant}: {shown or 'no champion yet'}")
+            return 0
+        if not args.kind or not args.tenant:
+            raise CliError("models rollback needs --kind and --tenant")
+        try:
+            before, after = registry.rollback(
+                args.kind, args.tenant[0], args.to_version, reason=args.reason
+            )
+        except registry.ModelNotFound as exc:
+            raise CliError(str(exc)) from None
+    name = registry.registered_model_name(args.kind, args.tenant[0])
+    print(f"{name}: champion v{before} -> v{after}")
     return 0
 
 
@@ -358,6 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     demo.add_argument("--force", action="store_true", help="re-stage files even if unchanged")
     demo.add_argument("--workers", type=int, help="parallel partition runs (default: cores)")
+    demo.add_argument(
+        "--skip-models", action="store_true", help="only generate, ingest and check the data"
+    )
     demo.set_defaults(func=cmd_demo)
 
     ingest = sub.add_parser(
@@ -369,6 +570,30 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--force", action="store_true", help="re-stage files even if unchanged")
     ingest.add_argument("--workers", type=int, help="parallel partition runs (default: cores)")
     ingest.set_defaults(func=cmd_ingest)
+
+    backtest = sub.add_parser(
+        "backtest",
+        help="judge the detectors on your own labelled history",
+        description="Fit each series on its first points, score the rest causally, and report "
+        "event-level precision, recall, F1 and detection delay against the label windows.",
+    )
+    backtest.add_argument("--data", required=True, help="a CSV/Parquet file or a folder of them")
+    backtest.add_argument("--labels", help="label windows JSON {series: [[start, end], ...]}")
+    backtest.add_argument("--train-fraction", type=float, default=0.15)
+    backtest.add_argument("--max-train-points", type=int)
+    backtest.add_argument("--refit-every", type=int, help="refit on past data every N points")
+    backtest.add_argument("--detectors", default="isolation_forest,lstm,prophet")
+    backtest.add_argument("--out", required=True, help="folder for per-series CSVs and summary")
+    backtest.add_argument("--quiet", action="store_true", help="no progress bar")
+    backtest.set_defaults(func=cmd_backtest)
+
+    models = sub.add_parser("models", help="list champions or roll a model back")
+    models.add_argument("action", choices=["list", "rollback"])
+    models.add_argument("--kind", choices=["isolation_forest", "lstm", "prophet"])
+    models.add_argument("--tenant", action="append", help="tenant (repeat for list)")
+    models.add_argument("--to-version", type=int, help="default: the previous champion")
+    models.add_argument("--reason", default="manual rollback from the command line")
+    models.set_defaults(func=cmd_models)
 
     quarantine = sub.add_parser("quarantine", help="list quarantined rows and why")
     quarantine.add_argument("--source", help="only rows from this source (file or query)")
@@ -384,12 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import warnings
-
     from monitoring_pipelines.sources.files import InputFileError
 
-    # Dagster flags its own beta parameters at definition time; users cannot act on that.
-    warnings.filterwarnings("ignore", message=".*is currently in beta.*")
+    _quiet_libraries()
 
     args = build_parser().parse_args(argv)
     try:

@@ -9,8 +9,14 @@ import os
 import dagster as dg
 
 from monitoring_pipelines.assets.ingestion import clean_metrics, raw_metrics
-from monitoring_pipelines.jobs import ingest_job, stage_file_job
-from monitoring_pipelines.resources import PipelineSettingsResource, WarehouseResource
+from monitoring_pipelines.assets.scoring import anomaly_scores, detection_policy
+from monitoring_pipelines.assets.training import isolation_forest_model, lstm_model, prophet_model
+from monitoring_pipelines.jobs import ingest_job, scoring_job, stage_file_job, training_job
+from monitoring_pipelines.resources import (
+    MlflowResource,
+    PipelineSettingsResource,
+    WarehouseResource,
+)
 from monitoring_pipelines.sensors import file_drop_sensor, ingest_schedule, staged_file_sensor
 from monitoring_pipelines.settings import Settings, load_settings
 
@@ -23,8 +29,16 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         if os.environ.get("MONITORING_WAREHOUSE_URL")
         else settings.warehouse_url
     )
+    mlflow_uri = (
+        dg.EnvVar("MLFLOW_TRACKING_URI")
+        if os.environ.get("MLFLOW_TRACKING_URI")
+        else settings.mlflow_tracking_uri
+    )
     return {
         "warehouse": WarehouseResource(url=url),
+        "mlflow": MlflowResource(
+            tracking_uri=mlflow_uri, artifact_root=str(settings.home / "mlartifacts")
+        ),
         "pipeline": PipelineSettingsResource(
             home=str(settings.home),
             drop_dir=str(settings.drop_dir),
@@ -38,8 +52,16 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 def build_defs(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     return dg.Definitions(
-        assets=[raw_metrics, clean_metrics],
-        jobs=[stage_file_job, ingest_job],
+        assets=[
+            raw_metrics,
+            clean_metrics,
+            isolation_forest_model,
+            lstm_model,
+            prophet_model,
+            detection_policy,
+            anomaly_scores,
+        ],
+        jobs=[stage_file_job, ingest_job, training_job, scoring_job],
         sensors=[file_drop_sensor, staged_file_sensor],
         schedules=[ingest_schedule],
         resources=build_resources(settings),

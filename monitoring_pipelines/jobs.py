@@ -5,8 +5,15 @@ from pathlib import Path
 import dagster as dg
 
 from monitoring_pipelines.assets.ingestion import clean_metrics, raw_metrics
+from monitoring_pipelines.assets.scoring import anomaly_scores, detection_policy
+from monitoring_pipelines.assets.training import isolation_forest_model, lstm_model, prophet_model
 from monitoring_pipelines.ingest import stage_file
-from monitoring_pipelines.partitions import TENANTS, missing_tenants, tenant_day_partitions
+from monitoring_pipelines.partitions import (
+    TENANTS,
+    missing_tenants,
+    tenant_day_partitions,
+    tenant_partitions,
+)
 from monitoring_pipelines.resources import PipelineSettingsResource, WarehouseResource
 from monitoring_pipelines.sources.files import InputFileError
 
@@ -67,4 +74,22 @@ ingest_job = dg.define_asset_job(
     partitions_def=tenant_day_partitions,
     description="Gate one tenant-day of landed metrics and put it on the regular grid.",
     tags={"pipeline": "ingestion"},
+)
+
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=dg.AssetSelection.assets(
+        isolation_forest_model, lstm_model, prophet_model, detection_policy
+    ),
+    partitions_def=tenant_partitions,
+    description="Train, validate and register a tenant's detectors; fit its alert policy.",
+    tags={"pipeline": "training"},
+)
+
+scoring_job = dg.define_asset_job(
+    "scoring_job",
+    selection=dg.AssetSelection.assets(anomaly_scores),
+    partitions_def=tenant_day_partitions,
+    description="Score one tenant-day with the champion detectors.",
+    tags={"pipeline": "scoring"},
 )

@@ -37,6 +37,11 @@ class PipelineSettingsResource(dg.ConfigurableResource):
     quality_tolerance: float = 0.01
 
     @property
+    def labels_file(self) -> Path:
+        """Label windows ``{series: [[start, end], ...]}`` used to validate models."""
+        return Path(self.home) / "labels.json"
+
+    @property
     def sources_file(self) -> Path:
         return Path(self.home) / "sources.yaml"
 
@@ -47,3 +52,19 @@ class PipelineSettingsResource(dg.ConfigurableResource):
     @property
     def earliest(self) -> datetime:
         return datetime.fromisoformat(self.start_date).replace(tzinfo=UTC)
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """The MLflow tracking server or store and where artifacts land."""
+
+    tracking_uri: str
+    artifact_root: str
+
+    def session(self):
+        import os
+
+        from monitoring_pipelines.ml import registry
+
+        # Download progress bars are noise in run logs.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        return registry.tracking(self.tracking_uri, Path(self.artifact_root))

@@ -84,6 +84,41 @@ clean_metrics = sa.Table(
     sa.Index("ix_clean_tenant_ts", "tenant", "ts"),
 )
 
+# Per point: each detector's calibrated score, the ensemble score, the decision and the model
+# versions that produced them. Keyed like the metrics, so re-scoring a partition replaces it.
+anomaly_scores = sa.Table(
+    "anomaly_scores",
+    metadata,
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("service", sa.String(64), nullable=False),
+    sa.Column("metric", sa.String(64), nullable=False),
+    sa.Column("ts", _TS, nullable=False),
+    sa.Column("value", sa.Float, nullable=True),
+    sa.Column("isolation_forest_score", sa.Float, nullable=True),
+    sa.Column("lstm_score", sa.Float, nullable=True),
+    sa.Column("prophet_score", sa.Float, nullable=True),
+    sa.Column("ensemble_score", sa.Float, nullable=True),
+    sa.Column("threshold", sa.Float, nullable=True),
+    sa.Column("is_anomaly", sa.Boolean, nullable=False),
+    sa.Column("model_versions", sa.Text, nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.PrimaryKeyConstraint("tenant", "service", "metric", "ts"),
+    sa.Index("ix_scores_tenant_ts", "tenant", "ts"),
+)
+
+# The alert threshold of each series on the ensemble score, calibrated on held-out data to a target
+# false-alarm rate. Kept apart from the models: changing the policy never retrains anything.
+thresholds = sa.Table(
+    "thresholds",
+    metadata,
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("series", sa.String(200), nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("policy", sa.Text, nullable=False),
+    sa.Column("computed_at", _TS, nullable=False),
+    sa.PrimaryKeyConstraint("tenant", "series"),
+)
+
 # One row per ingested source (file or query) with its fingerprint and counts.
 ingests = sa.Table(
     "ingests",
@@ -101,7 +136,12 @@ ingests = sa.Table(
     sa.Column("ingested_at", _TS, nullable=False),
 )
 
-RECORD_TABLES = {"landing": landing, "metrics": metrics, "clean_metrics": clean_metrics}
+RECORD_TABLES = {
+    "landing": landing,
+    "metrics": metrics,
+    "clean_metrics": clean_metrics,
+    "anomaly_scores": anomaly_scores,
+}
 
 
 @dataclass(frozen=True)
@@ -237,6 +277,31 @@ class Warehouse:
                 conn.execute(quarantine.insert(), _records(out, cols))
         return len(out)
 
+    def replace_thresholds(self, tenant: str, values: dict[str, float], policy: dict) -> None:
+        """Replace a tenant's per-series thresholds (``series`` = ``service/metric``)."""
+        now = _now()
+        rows = [
+            {
+                "tenant": tenant,
+                "series": series,
+                "threshold": float(value),
+                "policy": json.dumps(policy, sort_keys=True),
+                "computed_at": now,
+            }
+            for series, value in sorted(values.items())
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(thresholds.delete().where(thresholds.c.tenant == tenant))
+            if rows:
+                conn.execute(thresholds.insert(), rows)
+
+    def read_thresholds(self, tenant: str) -> tuple[dict[str, float], dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(thresholds).where(thresholds.c.tenant == tenant)).all()
+        if not rows:
+            return {}, {}
+        return {r.series: float(r.threshold) for r in rows}, json.loads(rows[0].policy)
+
     def record_ingest(self, record: IngestRecord) -> None:
         values = {
             "source": record.source,
@@ -309,6 +374,19 @@ class Warehouse:
             partitions=tuple(json.loads(row.partitions)),
             error=row.error,
             run_id=row.run_id,
+        )
+
+    def newest_ts(self, table_name: str, tenant: str) -> datetime | None:
+        table = RECORD_TABLES[table_name]
+        query = sa.select(sa.func.max(table.c.ts)).where(table.c.tenant == tenant)
+        with self.engine.connect() as conn:
+            value = conn.execute(query).scalar_one()
+        if value is None:
+            return None
+        return (
+            pd.Timestamp(value).tz_localize("UTC")
+            if pd.Timestamp(value).tzinfo is None
+            else (pd.Timestamp(value).tz_convert("UTC"))
         )
 
     def count(self, table_name: str, **filters: object) -> int:

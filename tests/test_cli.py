@@ -22,7 +22,10 @@ def _cli(*args):
     )
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["ingest"], ["quarantine"], ["ui"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], ["demo"], ["ingest"], ["backtest"], ["models"], ["quarantine"], ["ui"]],
+)
 def test_every_command_has_help(command):
     out = _cli(*command, "--help")
     assert out.returncode == 0
@@ -51,7 +54,7 @@ def test_ingest_reports_a_refused_file_and_keeps_the_good_one(home, tmp_path, mo
 
 
 def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(home):
-    out = _cli("demo", "--tenants", "2", "--days", "3", "--workers", "2")
+    out = _cli("demo", "--tenants", "2", "--days", "3", "--workers", "2", "--skip-models")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "demo data: 2 tenants, 3 services, 24 series per tenant, 3 days" in out.stdout
     assert "partitions (day x tenant): 6 gated, 1 blocked by quality checks" in out.stdout
@@ -62,7 +65,7 @@ def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(home):
     counts = {t: warehouse.count(t) for t in ("metrics", "quarantine", "clean_metrics")}
     assert counts["metrics"] > 0 and counts["clean_metrics"] == 5 * 24 * 288
 
-    again = _cli("demo", "--tenants", "2", "--days", "3", "--workers", "1")
+    again = _cli("demo", "--tenants", "2", "--days", "3", "--workers", "1", "--skip-models")
     assert again.returncode == 0
     assert "5 ingested" not in again.stdout
     assert {t: warehouse.count(t) for t in counts} == counts

@@ -21,6 +21,11 @@ def test_code_location_lists_assets_checks_jobs_sensors_and_schedule(home):
     assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == {
         "raw_metrics",
         "clean_metrics",
+        "isolation_forest_model",
+        "lstm_model",
+        "prophet_model",
+        "detection_policy",
+        "anomaly_scores",
     }
     checks = {(k.asset_key.to_user_string(), k.name) for k in repo.asset_graph.asset_check_keys}
     for name in (
@@ -35,7 +40,12 @@ def test_code_location_lists_assets_checks_jobs_sensors_and_schedule(home):
     ):
         assert ("raw_metrics", name) in checks
     assert ("clean_metrics", "gap_fraction") in checks
-    assert {j.name for j in repo.get_all_jobs()} >= {"stage_file_job", "ingest_job"}
+    assert {j.name for j in repo.get_all_jobs()} >= {
+        "stage_file_job",
+        "ingest_job",
+        "training_job",
+        "scoring_job",
+    }
     assert {s.name for s in repo.sensor_defs} == {"file_drop_sensor", "staged_file_sensor"}
     assert {s.name for s in repo.schedule_defs} == {"ingest_schedule"}
 
@@ -58,10 +68,11 @@ def test_checks_that_mean_bad_data_block_downstream(home):
 
 def test_every_asset_has_a_description_and_group(home):
     defs = _defs(home)
-    for key in ("raw_metrics", "clean_metrics"):
+    repo = defs.get_repository_def()
+    for key in repo.asset_graph.get_all_asset_keys():
         spec = next(iter(defs.resolve_assets_def(key).specs))
         assert spec.description and len(spec.description) > 40
-        assert spec.group_name in {"ingestion", "features"}
+        assert spec.group_name in {"ingestion", "features", "training", "scoring"}
 
 
 def test_loading_the_code_location_imports_no_heavy_library(home):

@@ -1,0 +1,225 @@
+"""Scoring assets: the ensemble's alert policy per tenant, then anomaly scores per tenant-day."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from monitoring_pipelines.assets.ingestion import clean_metrics
+from monitoring_pipelines.assets.training import (
+    BY_TENANT,
+    isolation_forest_model,
+    latest_day_end,
+    lstm_model,
+    prophet_model,
+    tenant_frames,
+    tenant_windows,
+)
+from monitoring_pipelines.ml.ensemble import DEFAULT_COMBINER, CombinerConfig, combine_groups
+from monitoring_pipelines.ml.frames import group_frames
+from monitoring_pipelines.ml.thresholds import DEFAULT_THRESHOLD, AlertPolicy
+from monitoring_pipelines.ml.training import (
+    KINDS,
+    TrainingPlan,
+    judge,
+    per_series,
+    score_period,
+    slice_frames,
+)
+from monitoring_pipelines.partitions import tenant_day_partitions, tenant_partitions
+from monitoring_pipelines.resources import (
+    MlflowResource,
+    PipelineSettingsResource,
+    WarehouseResource,
+)
+
+# At least this much history is scored before a day, so every detector has its lookback and its
+# calibration a baseline; detectors that compare with past weeks ask for more (history_steps).
+MIN_SCORING_CONTEXT = timedelta(days=2)
+
+
+def scoring_context(model_sets: dict, step_seconds: int) -> timedelta:
+    wanted = max((ms.history_steps() for ms in model_sets.values()), default=0)
+    return max(MIN_SCORING_CONTEXT, timedelta(seconds=wanted * step_seconds))
+
+
+def _champions(tenant: str) -> tuple[dict, dict[str, int]]:
+    from monitoring_pipelines.ml import registry
+
+    model_sets, versions = {}, {}
+    for kind in KINDS:
+        try:
+            model_set, info = registry.load_by_alias(kind, tenant)
+        except registry.ModelNotFound:
+            continue
+        model_sets[kind] = model_set
+        versions[kind] = info.version
+    return model_sets, versions
+
+
+@dg.asset(
+    partitions_def=tenant_partitions,
+    group_name="scoring",
+    kinds={"mlflow", "pandas"},
+    deps=[isolation_forest_model, lstm_model, prophet_model],
+)
+def detection_policy(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    pipeline: PipelineSettingsResource,
+    mlflow: MlflowResource,
+) -> dg.MaterializeResult:
+    """How the tenant's champion detectors become alerts: the ensemble rule and one threshold per
+    series on the ensemble score, fitted on the calibration week to a target false-alarm rate and
+    judged on the validation week. Also shows each detector alone on the same week, so you can
+    see that the ensemble beats its best member."""
+    tenant = context.partition_key
+    wh = warehouse.get()
+    as_of = latest_day_end(wh, tenant)
+    if as_of is None:
+        raise dg.Failure(f"{tenant}: no clean metrics yet")
+    plan = TrainingPlan.ending(as_of)
+    frames = tenant_frames(wh, tenant, plan, pipeline.resolution_seconds)
+    windows = tenant_windows(pipeline.labels_file, tenant)
+    with mlflow.session():
+        model_sets, versions = _champions(tenant)
+    if not model_sets:
+        raise dg.Failure(f"{tenant}: no champion model yet; materialize the *_model assets first")
+    scores = score_period(
+        model_sets, frames, plan.train_end, plan.validation_end, context_start=plan.train_start
+    )
+    combiner = DEFAULT_COMBINER
+    ensemble = judge(scores, plan, windows, combiner=combiner)
+    members = {kind: judge({kind: s}, plan, windows).metrics for kind, s in scores.items()}
+    policy = {
+        "combiner": combiner.to_dict(),
+        "alert_policy": ensemble.thresholds.to_dict()["policy"],
+        "default_threshold": ensemble.thresholds.default,
+        "model_versions": versions,
+        "validation_window": [plan.calibration_end.isoformat(), plan.validation_end.isoformat()],
+        "validation": {"ensemble": ensemble.metrics, **members},
+    }
+    per_series_thresholds = {
+        name.split("/", 1)[1]: value for name, value in ensemble.thresholds.per_series.items()
+    }
+    wh.replace_thresholds(tenant, per_series_thresholds, policy)
+    return dg.MaterializeResult(
+        metadata={
+            "model_versions": dg.MetadataValue.json(versions),
+            "combiner": combiner.rule,
+            "series_thresholds": len(per_series_thresholds),
+            "default_threshold": round(ensemble.thresholds.default, 4),
+            "validation": dg.MetadataValue.md(_table({"ensemble": ensemble.metrics, **members})),
+            **{f"ensemble/{k}": float(v) for k, v in ensemble.metrics.items()},
+        }
+    )
+
+
+def _table(rows: dict[str, dict[str, float]]) -> str:
+    """A Markdown table: one row per model, one column per metric."""
+    columns = list(next(iter(rows.values())))
+    lines = ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, metrics in rows.items():
+        cells = " | ".join(f"{metrics.get(c, float('nan')):.3f}" for c in columns)
+        lines.append(f"| {name} | {cells} |")
+    return "\n".join(lines)
+
+
+def score_day(
+    frames: dict[tuple, pd.DataFrame],
+    model_sets: dict,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    thresholds: dict[str, float],
+    policy: dict,
+    context: timedelta = MIN_SCORING_CONTEXT,
+) -> pd.DataFrame:
+    """Per point of ``[start, end)``: each member's score, the ensemble score and the decision."""
+    members = score_period(model_sets, frames, start, end, context_start=start - context)
+    combiner = CombinerConfig.from_dict(policy.get("combiner", DEFAULT_COMBINER.to_dict()))
+    ensemble = per_series(combine_groups(members, combiner))
+    by_member = {kind: per_series(groups) for kind, groups in members.items()}
+    default = float(policy.get("default_threshold", DEFAULT_THRESHOLD))
+    values = per_series(slice_frames(frames, start, end))
+    parts = []
+    for name, score in ensemble.items():
+        tenant, service, metric = name.split("/", 2)
+        threshold = thresholds.get(f"{service}/{metric}", default)
+        part = pd.DataFrame(
+            {
+                "tenant": tenant,
+                "service": service,
+                "metric": metric,
+                "ts": score.index,
+                "value": values[name].reindex(score.index).to_numpy() if name in values else np.nan,
+                "ensemble_score": score.to_numpy(),
+                "threshold": threshold,
+            }
+        )
+        for kind in KINDS:
+            member = by_member.get(kind, {}).get(name)
+            part[f"{kind}_score"] = (
+                np.nan if member is None else member.reindex(score.index).to_numpy()
+            )
+        with np.errstate(invalid="ignore"):
+            part["is_anomaly"] = part["ensemble_score"].to_numpy() >= threshold
+        parts.append(part[part["value"].notna()])
+    if not parts:
+        return pd.DataFrame()
+    return pd.concat(parts, ignore_index=True)
+
+
+@dg.asset(
+    partitions_def=tenant_day_partitions,
+    group_name="scoring",
+    kinds={"mlflow", "pandas"},
+    deps=[
+        clean_metrics,
+        dg.AssetDep(detection_policy, partition_mapping=BY_TENANT),
+    ],
+)
+def anomaly_scores(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    mlflow: MlflowResource,
+    pipeline: PipelineSettingsResource,
+) -> dg.MaterializeResult:
+    """Anomaly scores of one tenant for one UTC day: per point, each champion detector's
+    calibrated score in [0, 1], the ensemble score, the series' threshold, the anomaly flag and the
+    model versions used (champions loaded by alias once per run). Re-scoring replaces the day."""
+    keys = context.partition_key.keys_by_dimension
+    tenant = keys["tenant"]
+    window = context.partition_time_window
+    start, end = pd.Timestamp(window.start), pd.Timestamp(window.end)
+    wh = warehouse.get()
+    with mlflow.session():
+        model_sets, versions = _champions(tenant)
+    if not model_sets:
+        raise dg.Failure(f"{tenant}: no champion model yet; run training_job first")
+    thresholds, policy = wh.read_thresholds(tenant)
+    policy = policy or {"alert_policy": AlertPolicy().__dict__}
+    history = scoring_context(model_sets, pipeline.resolution_seconds)
+    grid = wh.read_records("clean_metrics", tenant=tenant, start=start - history, end=end)
+    frames = group_frames(grid, step_seconds=pipeline.resolution_seconds) if len(grid) else {}
+    scored = score_day(frames, model_sets, start, end, thresholds, policy, history)
+    if scored.empty:
+        wh.replace_partition("anomaly_scores", tenant, start, end, scored)
+        return dg.MaterializeResult(metadata={"points": 0, "anomalies": 0})
+    scored["model_versions"] = json.dumps(versions, sort_keys=True)
+    scored["run_id"] = context.run_id
+    wh.replace_partition("anomaly_scores", tenant, start, end, scored)
+    flagged = scored[scored["is_anomaly"]]
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(scored),
+            "points": len(scored),
+            "anomalies": len(flagged),
+            "series_with_anomalies": dg.MetadataValue.json(
+                sorted(set(flagged["service"] + "/" + flagged["metric"]))
+            ),
+            "model_versions": dg.MetadataValue.json(versions),
+            "scored_at": datetime.now(UTC).isoformat(),
+        }
+    )
