@@ -30,6 +30,7 @@ ui: $(STAMP)
 
 bench: $(STAMP) system-packages
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.models
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
