@@ -285,6 +285,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _prepare_mlflow(settings: Settings) -> None:
+    """Create the MLflow store once, before worker processes train in parallel.
+
+    Opening a new embedded store runs its schema migrations; two processes doing that at the same
+    moment collide ("duplicate column"), so the parent does it first.
+    """
+    import mlflow
+
+    mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri).search_experiments(max_results=1)
+
+
 def train_and_score(
     settings: Settings, tenants: list[str], days: list[str], workers: int | None
 ) -> bool:
@@ -294,6 +305,7 @@ def train_and_score(
     """
     from monitoring_pipelines.warehouse import Warehouse
 
+    _prepare_mlflow(settings)
     failures = [
         f"training {key}: {failure}"
         for key, _, failure in _run_all("training_job", tenants, workers)
