@@ -21,8 +21,6 @@ This module also holds what both pull sources share: :class:`FetchResult`, :clas
 and the helpers that build the rejected-rows frame.
 """
 
-from __future__ import annotations
-
 import json
 import math
 import os
@@ -245,7 +243,7 @@ _QUERY_KEYS = {"name", "query", "metric", "tenant_label", "service_label", "tena
 _SQL_KEYS = {"name", "url", "url_env", "query", "timeout"}
 
 
-def _prometheus(entry: object, key: str, environ: Mapping[str, str]) -> PrometheusSource:
+def _prometheus(entry: object, key: str, environ: Mapping[str, str]) -> "PrometheusSource":
     from monitoring_pipelines.sources.prometheus import LABEL_NAME, PrometheusSource, PromQuery
 
     spec = _mapping(entry, key, _PROM_KEYS, {"name", "url", "queries"})
@@ -288,7 +286,7 @@ def _prometheus(entry: object, key: str, environ: Mapping[str, str]) -> Promethe
     return PrometheusSource(url, queries, name=name, environ=environ, **options)
 
 
-def _sql(entry: object, key: str, environ: Mapping[str, str]) -> SqlSource:
+def _sql(entry: object, key: str, environ: Mapping[str, str]) -> "SqlSource":
     from monitoring_pipelines.sources.sql import SqlSource, missing_parameters
 
     spec = _mapping(entry, key, _SQL_KEYS, {"name", "query"})
@@ -321,7 +319,7 @@ def _sql(entry: object, key: str, environ: Mapping[str, str]) -> SqlSource:
 
 def load_sources(
     path: Path, environ: Mapping[str, str] = os.environ
-) -> list[PrometheusSource | SqlSource]:
+) -> list["PrometheusSource | SqlSource"]:
     """The pull sources listed in ``path`` (none when the file does not exist).
 
     Environment variables named by ``bearer_token_env`` and ``url_env`` must be set now, so that

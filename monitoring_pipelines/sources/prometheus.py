@@ -6,8 +6,6 @@ except ``__name__`` becomes a tag. A series that cannot be attributed to a valid
 service is rejected point by point, so it shows up in quarantine instead of vanishing.
 """
 
-from __future__ import annotations
-
 import math
 import os
 import re

@@ -12,8 +12,6 @@ times stored the way SQLAlchemy's ``DateTime`` stores them (``2026-09-01 00:00:0
 compare with ``julianday()`` when a table stores another format.
 """
 
-from __future__ import annotations
-
 import importlib.util
 import json
 import math
