@@ -400,17 +400,15 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         "refit_every": args.refit_every,
         "progress": not args.quiet,
     }
-    summaries = []
-    batches = [b for b in (inputs.series or None, inputs.records_frame) if b is not None]
-    for batch in batches:
+    from monitoring_pipelines.ml.evaluation import summarise
+
+    evaluations = []
+    for batch in (b for b in (inputs.series or None, inputs.records_frame) if b is not None):
         result = run_backtest(batch, labels, **options)
         for name, frame in result.series.items():
             write_series(out, name, frame, result.detectors)
-        summaries.append(result.summary[result.summary["series"] != "overall"])
-    from monitoring_pipelines.ml.evaluation import SUMMARY_COLUMNS
-
-    summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
-    summary = _with_overall(summary, list(SUMMARY_COLUMNS))
+        evaluations += result.evaluations
+    summary = summarise(evaluations)
     summary.to_csv(out / "summary.csv", index=False)
     shown = [
         "series",
@@ -427,46 +425,6 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         print(summary[shown].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"per-series scores and summary.csv written to {out}")
     return 0
-
-
-def _with_overall(summary, columns: list[str]):
-    """Recompute the overall row from the per-series rows of every batch (micro averages)."""
-    import numpy as np
-    import pandas as pd
-
-    if summary.empty:
-        return pd.DataFrame(columns=columns)
-    total = {
-        c: summary[c].sum()
-        for c in (
-            "windows",
-            "detected",
-            "alerts",
-            "true_alerts",
-            "false_alerts",
-            "redundant",
-            "points",
-            "series_days",
-        )
-    }
-    precision = total["true_alerts"] / total["alerts"] if total["alerts"] else np.nan
-    recall = total["detected"] / total["windows"] if total["windows"] else np.nan
-    f1 = (2 * precision * recall / (precision + recall)) if precision and recall else 0.0
-    days = total["series_days"] / len(summary) if len(summary) else np.nan
-    row = {
-        "series": "overall",
-        **total,
-        "precision": precision,
-        "recall": recall,
-        "f1": f1 if total["windows"] else np.nan,
-        "delay_median_minutes": summary["delay_median_minutes"].median(),
-        "false_alarms_per_day": total["false_alerts"] / days if days else np.nan,
-        "false_alarms_per_series_week": total["false_alerts"] / (total["series_days"] / 7.0)
-        if total["series_days"]
-        else np.nan,
-        "pr_auc": np.nan,
-    }
-    return pd.concat([summary, pd.DataFrame([row])], ignore_index=True)[columns]
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -96,6 +96,8 @@ class BacktestResult:
     combiner: CombinerConfig
     rows: pd.DataFrame | None = None
     skipped: dict[str, str] = field(default_factory=dict)
+    # The ensemble's per-series evaluations behind ``summary``, to summarise several runs together.
+    evaluations: list[SeriesEvaluation] = field(default_factory=list)
 
     @property
     def overall(self) -> dict:
@@ -293,6 +295,7 @@ def run_backtest(
     return BacktestResult(
         series=series,
         summary=summarise(evaluations[ENSEMBLE]),
+        evaluations=evaluations[ENSEMBLE],
         member_summaries={k: summarise(evaluations[k]) for k in kinds},
         thresholds=fitted,
         detectors=kinds,
