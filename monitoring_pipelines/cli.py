@@ -5,6 +5,7 @@ Every command runs the same Dagster jobs the sensors and schedules run, against 
 """
 
 import argparse
+import functools
 import json
 import multiprocessing
 import os
@@ -47,10 +48,19 @@ def _prepare(settings: Settings) -> None:
         dagster_yaml.write_text("telemetry:\n  enabled: false\n")
 
 
+@functools.cache
 def _instance():
     import dagster as dg
 
     return dg.DagsterInstance.get()
+
+
+@functools.cache
+def _job(job_name: str):
+    """Definitions are built once per process, not once per partition run."""
+    from monitoring_pipelines.definitions import build_defs
+
+    return build_defs().resolve_job_def(job_name)
 
 
 def _data_files(path: Path) -> list[Path]:
@@ -88,12 +98,10 @@ def _run_partition(task: tuple[str, str]) -> tuple[str, list[str], str | None]:
     """
     import dagster as dg
 
-    from monitoring_pipelines.definitions import build_defs
     from monitoring_pipelines.partitions import tenant_day_key
 
     job_name, key = task
-    job = build_defs().resolve_job_def(job_name)
-    run = job.execute_in_process(
+    run = _job(job_name).execute_in_process(
         partition_key=tenant_day_key(*key.split("|", 1)) if "|" in key else key,
         run_config=QUIET,
         instance=_instance(),
