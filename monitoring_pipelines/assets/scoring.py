@@ -11,18 +11,15 @@ from monitoring_pipelines.assets.ingestion import clean_metrics
 from monitoring_pipelines.assets.training import (
     BY_TENANT,
     isolation_forest_model,
-    latest_day_end,
     lstm_model,
     prophet_model,
-    tenant_frames,
-    tenant_windows,
+    tenant_history,
 )
 from monitoring_pipelines.ml.ensemble import DEFAULT_COMBINER, CombinerConfig, combine_groups
 from monitoring_pipelines.ml.frames import group_frames
 from monitoring_pipelines.ml.thresholds import DEFAULT_THRESHOLD, AlertPolicy
 from monitoring_pipelines.ml.training import (
     KINDS,
-    TrainingPlan,
     judge,
     per_series,
     score_period,
@@ -77,12 +74,7 @@ def detection_policy(
     see that the ensemble beats its best member."""
     tenant = context.partition_key
     wh = warehouse.get()
-    as_of = latest_day_end(wh, tenant)
-    if as_of is None:
-        raise dg.Failure(f"{tenant}: no clean metrics yet")
-    plan = TrainingPlan.ending(as_of)
-    frames = tenant_frames(wh, tenant, plan, pipeline.resolution_seconds)
-    windows = tenant_windows(pipeline.labels_file, tenant)
+    plan, frames, windows = tenant_history(wh, pipeline, tenant)
     with mlflow.session():
         model_sets, versions = _champions(tenant)
     if not model_sets:

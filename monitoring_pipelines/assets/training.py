@@ -61,6 +61,18 @@ def tenant_windows(labels_file: Path, tenant: str) -> dict[str, list]:
     return parse_windows({k: v for k, v in labels.items() if k.startswith(f"{tenant}/")})
 
 
+def tenant_history(
+    warehouse: Warehouse, pipeline: PipelineSettingsResource, tenant: str
+) -> tuple[TrainingPlan, dict[tuple, pd.DataFrame], dict[str, list]]:
+    """The rolling plan ending at the tenant's last clean day, its grid frames and label windows."""
+    as_of = latest_day_end(warehouse, tenant)
+    if as_of is None:
+        raise dg.Failure(f"{tenant}: no clean metrics yet; run ingest_job first")
+    plan = TrainingPlan.ending(as_of)
+    frames = tenant_frames(warehouse, tenant, plan, pipeline.resolution_seconds)
+    return plan, frames, tenant_windows(pipeline.labels_file, tenant)
+
+
 def _example(frames: dict[tuple, pd.DataFrame], rows: int = 48) -> pd.DataFrame:
     key = sorted(frames)[0]
     head = frames[key].iloc[-rows:]
@@ -105,13 +117,7 @@ def build_model_asset(kind: str) -> dg.AssetsDefinition:
         from monitoring_pipelines.ml import registry
 
         tenant = context.partition_key
-        wh = warehouse.get()
-        as_of = latest_day_end(wh, tenant)
-        if as_of is None:
-            raise dg.Failure(f"{tenant}: no clean metrics yet; run ingest_job first")
-        plan = TrainingPlan.ending(as_of)
-        frames = tenant_frames(wh, tenant, plan, pipeline.resolution_seconds)
-        windows = tenant_windows(pipeline.labels_file, tenant)
+        plan, frames, windows = tenant_history(warehouse.get(), pipeline, tenant)
         train = slice_frames(frames, plan.train_start, plan.train_end)
         candidate = fit_candidate(kind, frames, plan)
         if not len(candidate):
