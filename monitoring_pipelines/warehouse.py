@@ -19,6 +19,17 @@ metadata = sa.MetaData()
 
 _TS = sa.DateTime(timezone=True)
 
+
+def _series_point() -> list[sa.Column]:
+    """The key columns of a point of a series; fresh Column objects for each table."""
+    return [
+        sa.Column("tenant", sa.String(64), nullable=False),
+        sa.Column("service", sa.String(64), nullable=False),
+        sa.Column("metric", sa.String(64), nullable=False),
+        sa.Column("ts", _TS, nullable=False),
+    ]
+
+
 # Rows exactly as parsed from a source, before the quality gate: raw_metrics reads its partition
 # from here, so a dropped file, a query and the demo all pass through the same gate.
 landing = sa.Table(
@@ -26,10 +37,7 @@ landing = sa.Table(
     metadata,
     sa.Column("source", sa.String(512), nullable=False),
     sa.Column("source_row", sa.BigInteger, nullable=False),
-    sa.Column("tenant", sa.String(64), nullable=False),
-    sa.Column("service", sa.String(64), nullable=False),
-    sa.Column("metric", sa.String(64), nullable=False),
-    sa.Column("ts", _TS, nullable=False),
+    *_series_point(),
     sa.Column("value", sa.Float, nullable=True),
     sa.Column("tags", sa.Text, nullable=False, default=""),
     sa.PrimaryKeyConstraint("source", "source_row"),
@@ -39,10 +47,7 @@ landing = sa.Table(
 metrics = sa.Table(
     "metrics",
     metadata,
-    sa.Column("tenant", sa.String(64), nullable=False),
-    sa.Column("service", sa.String(64), nullable=False),
-    sa.Column("metric", sa.String(64), nullable=False),
-    sa.Column("ts", _TS, nullable=False),
+    *_series_point(),
     sa.Column("value", sa.Float, nullable=False),
     sa.Column("tags", sa.Text, nullable=False, default=""),
     sa.Column("source", sa.String(512), nullable=False),
@@ -73,10 +78,7 @@ quarantine = sa.Table(
 clean_metrics = sa.Table(
     "clean_metrics",
     metadata,
-    sa.Column("tenant", sa.String(64), nullable=False),
-    sa.Column("service", sa.String(64), nullable=False),
-    sa.Column("metric", sa.String(64), nullable=False),
-    sa.Column("ts", _TS, nullable=False),
+    *_series_point(),
     sa.Column("value", sa.Float, nullable=True),
     sa.Column("is_gap", sa.Boolean, nullable=False),
     sa.Column("n_raw", sa.Integer, nullable=False),
@@ -89,10 +91,7 @@ clean_metrics = sa.Table(
 anomaly_scores = sa.Table(
     "anomaly_scores",
     metadata,
-    sa.Column("tenant", sa.String(64), nullable=False),
-    sa.Column("service", sa.String(64), nullable=False),
-    sa.Column("metric", sa.String(64), nullable=False),
-    sa.Column("ts", _TS, nullable=False),
+    *_series_point(),
     sa.Column("value", sa.Float, nullable=True),
     sa.Column("isolation_forest_score", sa.Float, nullable=True),
     sa.Column("lstm_score", sa.Float, nullable=True),
