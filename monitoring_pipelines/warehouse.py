@@ -96,6 +96,7 @@ anomaly_scores = sa.Table(
     sa.Column("isolation_forest_score", sa.Float, nullable=True),
     sa.Column("lstm_score", sa.Float, nullable=True),
     sa.Column("prophet_score", sa.Float, nullable=True),
+    sa.Column("zscore_score", sa.Float, nullable=True),
     sa.Column("ensemble_score", sa.Float, nullable=True),
     sa.Column("threshold", sa.Float, nullable=True),
     sa.Column("is_anomaly", sa.Boolean, nullable=False),
@@ -116,6 +117,64 @@ thresholds = sa.Table(
     sa.Column("policy", sa.Text, nullable=False),
     sa.Column("computed_at", _TS, nullable=False),
     sa.PrimaryKeyConstraint("tenant", "series"),
+)
+
+# One row per incident, keyed by its fingerprint (computed from the data), so re-running a
+# partition updates the incident instead of raising a second one.
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("fingerprint", sa.String(32), primary_key=True),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("service", sa.String(128), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("started_at", _TS, nullable=False),
+    sa.Column("last_seen_at", _TS, nullable=False),
+    sa.Column("resolved_at", _TS, nullable=True),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("metrics", sa.Text, nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("labels", sa.Text, nullable=False),
+    sa.Column("model_versions", sa.Text, nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Column("partition_key", sa.String(128), nullable=True),
+    sa.Column("acknowledged_by", sa.String(128), nullable=True),
+    sa.Column("acknowledged_at", _TS, nullable=True),
+    # Reviewer feedback (e.g. "false_positive"), kept for the reports and the promotion gate.
+    sa.Column("feedback", sa.String(32), nullable=True),
+    sa.Column("feedback_note", sa.Text, nullable=True),
+    sa.Column("updated_at", _TS, nullable=False),
+    sa.Index("ix_alerts_tenant_started", "tenant", "started_at"),
+    sa.Index("ix_alerts_status", "status"),
+)
+
+# The outbox: one row per notification, keyed by its idempotency key, written in the same
+# transaction as the incident it is about; the dispatcher delivers it at least once.
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("idempotency_key", sa.String(64), primary_key=True),
+    sa.Column("fingerprint", sa.String(32), nullable=False),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("receiver", sa.String(128), nullable=False),
+    sa.Column("event", sa.String(16), nullable=False),
+    sa.Column("locale", sa.String(8), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    # pending -> sending (leased) -> sent | dead; suppressed rows (silenced, rate limited) are kept
+    # with their reason so nothing disappears without a trace.
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("not_before", _TS, nullable=True),
+    sa.Column("next_attempt_at", _TS, nullable=False),
+    sa.Column("lease_until", _TS, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("sent_at", _TS, nullable=True),
+    sa.Index("ix_notifications_due", "status", "next_attempt_at"),
+    sa.Index("ix_notifications_fingerprint", "fingerprint"),
 )
 
 # One row per ingested source (file or query) with its fingerprint and counts.
