@@ -102,3 +102,105 @@ class Notification:
     payload: dict
     # Delivery does not start before this time (escalations wait for their deadline).
     not_before: datetime | None = None
+    # "pending" to be delivered, or "suppressed" (silenced, inhibited, rate limited) with a reason:
+    # suppressed notifications are stored too, so nothing disappears without a trace.
+    status: str = "pending"
+    reason: str | None = None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def incident_to_dict(incident: Incident) -> dict:
+    """The incident as JSON-safe values (what notification payloads and the CLI carry)."""
+    return {
+        "fingerprint": incident.fingerprint,
+        "tenant": incident.tenant,
+        "service": incident.service,
+        "kind": incident.kind,
+        "severity": incident.severity.label,
+        "status": incident.status,
+        "started_at": _iso(incident.started_at),
+        "last_seen_at": _iso(incident.last_seen_at),
+        "resolved_at": _iso(incident.resolved_at),
+        "score": incident.score,
+        "metrics": [
+            {
+                "metric": m.metric,
+                "peak_score": m.peak_score,
+                "peak_value": m.peak_value,
+                "threshold": m.threshold,
+                "first_ts": _iso(m.first_ts),
+                "last_ts": _iso(m.last_ts),
+                "points": m.points,
+            }
+            for m in incident.metrics
+        ],
+        "model_versions": dict(incident.model_versions),
+        "run_id": incident.run_id,
+        "partition_key": incident.partition_key,
+        "summary": incident.summary,
+        "labels": dict(incident.labels),
+    }
+
+
+def incident_from_dict(data: dict) -> Incident:
+    return Incident(
+        fingerprint=data["fingerprint"],
+        tenant=data["tenant"],
+        service=data["service"],
+        kind=data["kind"],
+        severity=Severity.parse(data["severity"]),
+        status=data["status"],
+        started_at=_dt(data["started_at"]),
+        last_seen_at=_dt(data["last_seen_at"]),
+        resolved_at=_dt(data.get("resolved_at")),
+        score=float(data["score"]),
+        metrics=tuple(
+            MetricEvidence(
+                metric=m["metric"],
+                peak_score=float(m["peak_score"]),
+                peak_value=m.get("peak_value"),
+                threshold=float(m["threshold"]),
+                first_ts=_dt(m["first_ts"]),
+                last_ts=_dt(m["last_ts"]),
+                points=int(m["points"]),
+            )
+            for m in data.get("metrics", [])
+        ),
+        model_versions=dict(data.get("model_versions") or {}),
+        run_id=data.get("run_id"),
+        partition_key=data.get("partition_key"),
+        summary=data.get("summary", ""),
+        labels=dict(data.get("labels") or {}),
+    )
+
+
+def incident_links(incident: Incident, dagster_url: str) -> dict[str, str]:
+    """Links into the Dagster UI: the run that raised the incident and the scored partition."""
+    from urllib.parse import quote
+
+    base = dagster_url.rstrip("/")
+    links = {}
+    if incident.run_id:
+        links["run"] = f"{base}/runs/{incident.run_id}"
+    if incident.partition_key:
+        links["partition"] = (
+            f"{base}/assets/anomaly_scores?partition={quote(incident.partition_key, safe='')}"
+        )
+    return links
+
+
+def notification_payload(incident: Incident, event: str, dagster_url: str) -> dict:
+    """What a notification carries: the incident, the event and the links; templates do the rest
+    (title, body, suggested next step) in the receiver's locale."""
+    return {
+        "event": event,
+        "incident": incident_to_dict(incident),
+        "links": incident_links(incident, dagster_url),
+    }
