@@ -11,6 +11,7 @@ from pathlib import Path
 DEFAULT_TENANTS = ("acme", "globex", "initech", "umbrella", "wayne")
 DEFAULT_START_DATE = "2026-09-28"
 DEFAULT_RESOLUTION_SECONDS = 300
+DEFAULT_DAGSTER_URL = "http://127.0.0.1:3000"
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,10 @@ class Settings:
     tenants: tuple[str, ...]
     start_date: str
     resolution_seconds: int
+    # The alerting policy (routing, silences, receivers); the embedded default is used when absent.
+    alerting_file: Path
+    # Where alert messages link to: the Dagster UI as the on-call person reaches it.
+    dagster_url: str
 
     @property
     def quality_dir(self) -> Path:
@@ -59,6 +64,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         resolution_seconds=int(
             env.get("MONITORING_RESOLUTION_SECONDS") or DEFAULT_RESOLUTION_SECONDS
         ),
+        alerting_file=Path(env.get("MONITORING_ALERTING_FILE") or home / "alerting.yaml")
+        .expanduser()
+        .resolve(),
+        dagster_url=env.get("MONITORING_DAGSTER_URL") or DEFAULT_DAGSTER_URL,
     )
 
 

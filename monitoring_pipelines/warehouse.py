@@ -142,6 +142,8 @@ alerts = sa.Table(
     sa.Column("partition_key", sa.String(128), nullable=True),
     sa.Column("acknowledged_by", sa.String(128), nullable=True),
     sa.Column("acknowledged_at", _TS, nullable=True),
+    # Set when a person resolved the incident by hand; re-runs keep it resolved.
+    sa.Column("resolved_by", sa.String(128), nullable=True),
     # Reviewer feedback (e.g. "false_positive"), kept for the reports and the promotion gate.
     sa.Column("feedback", sa.String(32), nullable=True),
     sa.Column("feedback_note", sa.Text, nullable=True),
@@ -162,14 +164,18 @@ notifications = sa.Table(
     sa.Column("event", sa.String(16), nullable=False),
     sa.Column("locale", sa.String(8), nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
-    # pending -> sending (leased) -> sent | dead; suppressed rows (silenced, rate limited) are kept
-    # with their reason so nothing disappears without a trace.
+    # pending -> sending (leased) -> sent | dead | cancelled (an escalation whose incident was
+    # acknowledged or resolved first); suppressed rows (silenced, rate limited) are kept with
+    # their reason so nothing disappears without a trace.
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("not_before", _TS, nullable=True),
     sa.Column("next_attempt_at", _TS, nullable=False),
     sa.Column("lease_until", _TS, nullable=True),
+    # Which claim holds the lease: a dispatcher whose lease expired and was taken over by another
+    # cannot overwrite the newer claim's outcome.
+    sa.Column("lease_token", sa.String(32), nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("created_at", _TS, nullable=False),
     sa.Column("sent_at", _TS, nullable=True),
