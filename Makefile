@@ -31,6 +31,7 @@ ui: $(STAMP)
 bench: $(STAMP) system-packages
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.models
+	$(BIN)/python -m benchmarks.alerting
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

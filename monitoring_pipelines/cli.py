@@ -289,6 +289,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         blocked = {line.split(" ", 1)[0] for line in summary.blocked}
         days = sorted(summary.partitions - blocked)
         failed |= train_and_score(settings, list(config.tenants), days, args.workers)
+        failed |= raise_and_deliver(settings, days, sorted(blocked), args.workers)
     print(f"done in {time.perf_counter() - started:.0f}s; see it with: make ui")
     return 1 if failed else 0
 
@@ -351,6 +352,94 @@ def train_and_score(
     for line in failures:
         print(f"  failed: {line}")
     return bool(failures)
+
+
+def _failed_ingest_run(key: str):
+    import dagster as dg
+
+    runs = _instance().get_runs(
+        dg.RunsFilter(
+            job_name="ingest_job",
+            statuses=[dg.DagsterRunStatus.FAILURE],
+            tags={"dagster/partition": key},
+        ),
+        limit=1,
+    )
+    return runs[0] if runs else None
+
+
+def raise_and_deliver(
+    settings: Settings, days: list[str], blocked: list[str], workers: int | None
+) -> bool:
+    """Raise the scored partitions' incidents and the blocked partitions' data-quality incidents
+    (what the sensors do when the daemon runs), then deliver the outbox once. Returns whether
+    anything failed."""
+    from monitoring_pipelines.alerting import outbox, store
+    from monitoring_pipelines.alerting.policy import PolicyError, load_policy
+    from monitoring_pipelines.alerting.service import raise_incident
+    from monitoring_pipelines.sensors import failure_incidents
+    from monitoring_pipelines.warehouse import Warehouse
+
+    try:
+        policy = load_policy(settings.alerting_file, home=settings.home)
+    except PolicyError as exc:
+        raise CliError(str(exc)) from None
+    failures = [
+        f"alerting {key}: {failure}"
+        for key, _, failure in _run_all("alerting_job", days, workers)
+        if failure
+    ]
+    warehouse = Warehouse(settings.warehouse_url)
+    for key in blocked:
+        run = _failed_ingest_run(key)
+        if run is not None:
+            for incident in failure_incidents(_instance(), run, "blocked by a quality check"):
+                raise_incident(warehouse, policy, incident, dagster_url=settings.dagster_url)
+    result = _job("delivery_job").execute_in_process(
+        run_config=QUIET, instance=_instance(), raise_on_error=False
+    )
+    if not result.success:
+        failures.append(f"delivery: {_failure_reason(result, None)}")
+    incidents = store.read_incidents(warehouse)
+    notes = outbox.read_notifications(warehouse, limit=None)
+    warehouse.dispose()
+    _print_alerts(incidents, notes, policy)
+    for line in failures:
+        print(f"  failed: {line}")
+    return bool(failures)
+
+
+def _counts(values) -> str:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1])) or "0"
+
+
+def _print_alerts(incidents, notes, policy) -> None:
+    from monitoring_pipelines.alerting import model
+
+    anomalies = [s.incident for s in incidents if s.incident.kind == model.ANOMALY]
+    order = [s.label for s in sorted(model.Severity, reverse=True)]
+    severities = {label: 0 for label in order}
+    for incident in anomalies:
+        severities[incident.severity.label] += 1
+    print(
+        f"alerts: {len(anomalies)} incidents from anomalies ("
+        + ", ".join(f"{n} {label}" for label, n in severities.items())
+        + f"); {sum(1 for s in incidents if s.incident.kind == model.DATA_QUALITY)} data-quality "
+        "incidents for the data owner"
+    )
+    print(f"  notifications: {len(notes)} ({_counts(n['status'] for n in notes)})")
+    for name, spec in sorted(policy.receivers.items()):
+        sent = sum(1 for n in notes if n["receiver"] == name and n["status"] == "sent")
+        where = ""
+        if spec.get("type") == "file":
+            from monitoring_pipelines.alerting.receivers import receiver_from_spec
+
+            where = f" -> {receiver_from_spec(name, spec).target}"
+        print(f"  receiver {name} ({spec.get('type')}): {sent} delivered{where}")
+    print(f"  policy: {policy.source}; list them with: monitoring-pipelines alerts list")
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -461,6 +550,80 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _incident_line(stored) -> str:
+    i = stored.incident
+    metrics = ", ".join(m.metric for m in i.metrics) or i.summary
+    flags = []
+    if stored.acknowledged_by:
+        flags.append(f"ack by {stored.acknowledged_by}")
+    if stored.feedback:
+        flags.append(stored.feedback.replace("_", " "))
+    extra = f"  [{'; '.join(flags)}]" if flags else ""
+    return (
+        f"{i.fingerprint[:12]}  {i.started_at:%Y-%m-%d %H:%M}  {i.severity.label:8} "
+        f"{i.status:12} {i.tenant}/{i.service}: {metrics}{extra}"
+    )
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from monitoring_pipelines.alerting import outbox, store
+    from monitoring_pipelines.alerting.model import incident_to_dict
+    from monitoring_pipelines.alerting.policy import PolicyError, load_policy
+    from monitoring_pipelines.warehouse import Warehouse
+
+    settings = load_settings()
+    warehouse = Warehouse(settings.warehouse_url)
+    by = args.by or os.environ.get("USER") or "cli"
+    try:
+        if args.action == "list":
+            since = datetime.fromisoformat(args.since).replace(tzinfo=UTC) if args.since else None
+            status = None if args.status == "all" else args.status
+            rows = store.read_incidents(warehouse, tenant=args.tenant, status=status, since=since)
+            if args.severity:
+                rows = [r for r in rows if r.incident.severity.label == args.severity]
+            if not rows:
+                print("no alerts match")
+            for stored in rows[-args.limit :]:
+                print(_incident_line(stored))
+            if len(rows) > args.limit:
+                print(f"... {len(rows) - args.limit} older (use --limit)")
+            return 0
+        if args.action == "deliver":
+            _prepare(settings)
+            policy = load_policy(settings.alerting_file, home=settings.home)
+            from monitoring_pipelines.alerting.service import deliver
+
+            report = deliver(warehouse, policy)
+            print(
+                f"delivered {report.sent}, retrying {report.retried}, dead {report.dead}, "
+                f"cancelled {report.cancelled}; {outbox.pending_count(warehouse)} still due"
+            )
+            return 0
+        if not args.fingerprint:
+            raise CliError(f"alerts {args.action} needs a FINGERPRINT (or a prefix of 6+)")
+        if args.action == "show":
+            fingerprint = store.find_fingerprint(warehouse, args.fingerprint)
+            stored = store.read_incidents(warehouse, fingerprints=[fingerprint])[0]
+            print(json.dumps(incident_to_dict(stored.incident), indent=2))
+            for note in outbox.read_notifications(warehouse, fingerprint=fingerprint, limit=None):
+                reason = f" ({note['reason']})" if note.get("reason") else ""
+                print(f"  {note['event']:8} -> {note['receiver']}: {note['status']}{reason}")
+            return 0
+        action = {
+            "ack": lambda fp: store.acknowledge(warehouse, fp, by),
+            "resolve": lambda fp: store.resolve(warehouse, fp, by),
+            "false-positive": lambda fp: store.mark_false_positive(warehouse, fp, args.note or ""),
+        }[args.action]
+        print(_incident_line(action(args.fingerprint)))
+        return 0
+    except (LookupError, ValueError, PolicyError) as exc:
+        raise CliError(str(exc).splitlines()[0]) from None
+    finally:
+        warehouse.dispose()
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     settings = load_settings()
     _prepare(settings)
@@ -567,7 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list champions or roll a model back")
     models.add_argument("action", choices=["list", "rollback"])
-    models.add_argument("--kind", choices=["isolation_forest", "lstm", "prophet"])
+    models.add_argument("--kind", choices=["isolation_forest", "lstm", "prophet", "zscore"])
     models.add_argument("--tenant", action="append", help="tenant (repeat for list)")
     models.add_argument("--to-version", type=int, help="default: the previous champion")
     models.add_argument("--reason", default="manual rollback from the command line")
@@ -577,6 +740,28 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine.add_argument("--source", help="only rows from this source (file or query)")
     quarantine.add_argument("--limit", type=int, default=50)
     quarantine.set_defaults(func=cmd_quarantine)
+
+    alerts = sub.add_parser(
+        "alerts",
+        help="list, acknowledge, resolve alerts; mark false positives; deliver the outbox",
+        description="Work with incidents: `list` (firing by default), `show FP`, `ack FP`, "
+        "`resolve FP`, `false-positive FP --note ...` (kept for reports and the promotion gate), "
+        "`deliver` (send what is due in the outbox now). FP is a fingerprint or a prefix of 6+.",
+    )
+    alerts.add_argument(
+        "action", choices=["list", "show", "ack", "resolve", "false-positive", "deliver"]
+    )
+    alerts.add_argument("fingerprint", nargs="?", metavar="FP")
+    alerts.add_argument("--tenant")
+    alerts.add_argument(
+        "--status", choices=["firing", "acknowledged", "resolved", "all"], default="firing"
+    )
+    alerts.add_argument("--severity", choices=["critical", "high", "medium", "low"])
+    alerts.add_argument("--since", help="only incidents seen since this UTC date or time")
+    alerts.add_argument("--limit", type=int, default=50)
+    alerts.add_argument("--by", help="who acknowledges or resolves (default: $USER)")
+    alerts.add_argument("--note", help="why it is a false positive")
+    alerts.set_defaults(func=cmd_alerts)
 
     ui = sub.add_parser("ui", help="start the Dagster UI and the MLflow UI side by side")
     ui.add_argument("--host", default="127.0.0.1")

@@ -8,16 +8,36 @@ import os
 
 import dagster as dg
 
+from monitoring_pipelines.assets.alerting import alerts
 from monitoring_pipelines.assets.ingestion import clean_metrics, raw_metrics
 from monitoring_pipelines.assets.scoring import anomaly_scores, detection_policy
-from monitoring_pipelines.assets.training import isolation_forest_model, lstm_model, prophet_model
-from monitoring_pipelines.jobs import ingest_job, scoring_job, stage_file_job, training_job
+from monitoring_pipelines.assets.training import (
+    isolation_forest_model,
+    lstm_model,
+    prophet_model,
+)
+from monitoring_pipelines.jobs import (
+    alerting_job,
+    delivery_job,
+    ingest_job,
+    scoring_job,
+    stage_file_job,
+    training_job,
+)
 from monitoring_pipelines.resources import (
+    AlertingResource,
     MlflowResource,
     PipelineSettingsResource,
     WarehouseResource,
 )
-from monitoring_pipelines.sensors import file_drop_sensor, ingest_schedule, staged_file_sensor
+from monitoring_pipelines.sensors import (
+    anomaly_scores_sensor,
+    file_drop_sensor,
+    ingest_schedule,
+    outbox_sensor,
+    run_failure_alert_sensor,
+    staged_file_sensor,
+)
 from monitoring_pipelines.settings import Settings, load_settings
 
 
@@ -46,6 +66,11 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             tenants=list(settings.tenants),
             resolution_seconds=settings.resolution_seconds,
         ),
+        "alerting": AlertingResource(
+            home=str(settings.home),
+            policy_file=str(settings.alerting_file or ""),
+            dagster_url=settings.dagster_url,
+        ),
     }
 
 
@@ -60,9 +85,23 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
             prophet_model,
             detection_policy,
             anomaly_scores,
+            alerts,
         ],
-        jobs=[stage_file_job, ingest_job, training_job, scoring_job],
-        sensors=[file_drop_sensor, staged_file_sensor],
+        jobs=[
+            stage_file_job,
+            ingest_job,
+            training_job,
+            scoring_job,
+            alerting_job,
+            delivery_job,
+        ],
+        sensors=[
+            file_drop_sensor,
+            staged_file_sensor,
+            anomaly_scores_sensor,
+            outbox_sensor,
+            run_failure_alert_sensor,
+        ],
         schedules=[ingest_schedule],
         resources=build_resources(settings),
     )

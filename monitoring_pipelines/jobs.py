@@ -4,9 +4,14 @@ from pathlib import Path
 
 import dagster as dg
 
+from monitoring_pipelines.assets.alerting import alerts, policy_or_failure
 from monitoring_pipelines.assets.ingestion import clean_metrics, raw_metrics
 from monitoring_pipelines.assets.scoring import anomaly_scores, detection_policy
-from monitoring_pipelines.assets.training import isolation_forest_model, lstm_model, prophet_model
+from monitoring_pipelines.assets.training import (
+    isolation_forest_model,
+    lstm_model,
+    prophet_model,
+)
 from monitoring_pipelines.ingest import stage_file
 from monitoring_pipelines.partitions import (
     TENANTS,
@@ -14,7 +19,11 @@ from monitoring_pipelines.partitions import (
     tenant_day_partitions,
     tenant_partitions,
 )
-from monitoring_pipelines.resources import PipelineSettingsResource, WarehouseResource
+from monitoring_pipelines.resources import (
+    AlertingResource,
+    PipelineSettingsResource,
+    WarehouseResource,
+)
 from monitoring_pipelines.sources.files import InputFileError
 
 
@@ -93,3 +102,37 @@ scoring_job = dg.define_asset_job(
     description="Score one tenant-day with the champion detectors.",
     tags={"pipeline": "scoring"},
 )
+
+alerting_job = dg.define_asset_job(
+    "alerting_job",
+    selection=dg.AssetSelection.assets(alerts),
+    partitions_def=tenant_day_partitions,
+    description="Raise one tenant-day's incidents from its anomaly scores and queue notifications.",
+    tags={"pipeline": "alerting"},
+)
+
+
+@dg.op(tags={"kind": "alerting"})
+def deliver_notifications_op(
+    context: dg.OpExecutionContext, warehouse: WarehouseResource, alerting: AlertingResource
+) -> dg.Output[int]:
+    """Send every notification due in the outbox. A receiver that fails is retried later with
+    backoff (it never holds up the others); the run itself fails only if nothing could be read."""
+    from monitoring_pipelines.alerting.service import deliver
+
+    report = deliver(warehouse.get(), policy_or_failure(alerting))
+    for key, error in sorted(report.errors.items()):
+        context.log.warning(f"notification {key}: {error}")
+    return dg.Output(
+        report.sent,
+        metadata={
+            **report.as_metadata(),
+            "by_receiver": dg.MetadataValue.json(report.by_receiver),
+        },
+    )
+
+
+@dg.job(tags={"pipeline": "alerting"})
+def delivery_job():
+    """Drain the outbox: deliver due notifications at least once, each with its idempotency key."""
+    deliver_notifications_op()

@@ -68,3 +68,19 @@ class MlflowResource(dg.ConfigurableResource):
         # Download progress bars are noise in run logs.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         return registry.tracking(self.tracking_uri, Path(self.artifact_root))
+
+
+class AlertingResource(dg.ConfigurableResource):
+    """The alerting policy (routing, silences, receivers) and where alert links point.
+
+    Receiver secrets are not here: the policy names environment variables, read when sending."""
+
+    home: str
+    # Empty: MONITORING_HOME/alerting.yaml if it exists, else the embedded default policy.
+    policy_file: str = ""
+    dagster_url: str = "http://127.0.0.1:3000"
+
+    def policy(self):
+        from monitoring_pipelines.alerting.policy import load_policy
+
+        return load_policy(self.policy_file or None, home=Path(self.home))

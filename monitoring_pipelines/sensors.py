@@ -1,4 +1,4 @@
-"""Sensors and schedules that drive ingestion."""
+"""Sensors and schedules that drive ingestion and alerting."""
 
 import json
 import time
@@ -7,9 +7,14 @@ from pathlib import Path
 
 import dagster as dg
 
-from monitoring_pipelines.jobs import ingest_job, stage_file_job
+from monitoring_pipelines.assets.scoring import anomaly_scores
+from monitoring_pipelines.jobs import alerting_job, delivery_job, ingest_job, stage_file_job
 from monitoring_pipelines.partitions import TENANTS, missing_tenants, tenant_day_key
-from monitoring_pipelines.resources import PipelineSettingsResource, WarehouseResource
+from monitoring_pipelines.resources import (
+    AlertingResource,
+    PipelineSettingsResource,
+    WarehouseResource,
+)
 from monitoring_pipelines.sources.files import source_name
 
 DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
@@ -128,3 +133,126 @@ def ingest_schedule(context: dg.ScheduleEvaluationContext, pipeline: PipelineSet
         for day in days
         for tenant in context.instance.get_dynamic_partitions(TENANTS)
     ]
+
+
+@dg.sensor(
+    job=alerting_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def anomaly_scores_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    """Runs alerting_job on each tenant-day whose anomaly scores were (re)materialized.
+
+    The cursor is the event log position of the last materialization seen, so every new one is
+    handled once, in order, however many arrived between two ticks."""
+    result = context.instance.fetch_materializations(
+        anomaly_scores.key, limit=500, cursor=context.cursor or None, ascending=True
+    )
+    requests = [
+        dg.RunRequest(
+            run_key=f"alerts:{record.storage_id}",
+            partition_key=record.partition_key,
+            tags={"monitoring/scores_run": record.run_id},
+        )
+        for record in result.records
+        if record.partition_key
+    ]
+    return dg.SensorResult(
+        run_requests=requests,
+        cursor=result.cursor if result.records else context.cursor,
+        skip_reason=None if requests else "No new anomaly_scores materializations",
+    )
+
+
+@dg.sensor(
+    job=delivery_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def outbox_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
+    """Drains the notification outbox: when notifications are due (new, retrying after backoff,
+    or escalations whose deadline passed) and no delivery run is in flight, starts delivery_job.
+    The cursor holds the time of the last request."""
+    from monitoring_pipelines.alerting.outbox import pending_count
+
+    due = pending_count(warehouse.get())
+    if not due:
+        return dg.SkipReason("Outbox empty: nothing due")
+    in_flight = context.instance.get_runs_count(
+        dg.RunsFilter(
+            job_name=delivery_job.name,
+            statuses=[
+                dg.DagsterRunStatus.QUEUED,
+                dg.DagsterRunStatus.NOT_STARTED,
+                dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
+            ],
+        )
+    )
+    if in_flight:
+        return dg.SkipReason(f"{due} notifications due; a delivery run is already in flight")
+    now = time.time()
+    context.update_cursor(str(now))
+    return dg.RunRequest(run_key=f"deliver@{now:.0f}", tags={"monitoring/due": str(due)})
+
+
+def _failed_blocking_checks(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, str]]:
+    """(check name, description) of the blocking checks that failed with ERROR in a run."""
+    out = []
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = entry.dagster_event.asset_check_evaluation_data
+        if (
+            not evaluation.passed
+            and evaluation.blocking
+            and evaluation.severity == dg.AssetCheckSeverity.ERROR
+        ):
+            out.append((evaluation.check_name, evaluation.description or "check failed"))
+    return out
+
+
+def failure_incidents(instance: dg.DagsterInstance, run: dg.DagsterRun, error: str) -> list:
+    """The incidents a failed run raises: one data-quality incident per blocking check that
+    stopped a tenant-day partition (for the data owner), otherwise one pipeline-failure incident
+    (for operations) carrying the run's error."""
+    from monitoring_pipelines.alerting.incidents import (
+        data_quality_incident,
+        pipeline_failure_incident,
+    )
+
+    partition = run.tags.get("dagster/partition")
+    blocked = _failed_blocking_checks(instance, run.run_id) if partition else []
+    if blocked and "|" in partition:
+        tenant = partition.split("|", 1)[1]
+        return [
+            data_quality_incident(tenant, partition, name, reason, run.run_id)
+            for name, reason in blocked
+        ]
+    return [pipeline_failure_incident(run.job_name, run.run_id, error, partition)]
+
+
+@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING)
+def run_failure_alert_sensor(
+    context: dg.RunFailureSensorContext,
+    warehouse: WarehouseResource,
+    alerting: AlertingResource,
+):
+    """Tells someone when a run fails. A partition stopped by a blocking quality check raises one
+    data-quality incident per check for the data owner (not the tenant's on-call); any other
+    failure raises a pipeline-failure incident for operations, with the run and its error. The
+    notifications go through the outbox like every alert."""
+    from monitoring_pipelines.alerting.service import raise_incident
+
+    run = context.dagster_run
+    error = context.failure_event.message or "run failed"
+    steps = context.get_step_failure_events()
+    if steps:
+        failure = steps[0].step_failure_data
+        if failure.user_failure_data is not None and failure.user_failure_data.description:
+            error = failure.user_failure_data.description
+        elif failure.error is not None:
+            error = failure.error.message.strip().splitlines()[-1]
+    incidents = failure_incidents(context.instance, run, error)
+    policy = alerting.policy()
+    for incident in incidents:
+        raise_incident(warehouse.get(), policy, incident, dagster_url=alerting.dagster_url)
+    context.log.info(f"{run.job_name} run {run.run_id}: raised {len(incidents)} incident(s)")

@@ -24,8 +24,9 @@ class Settings:
     tenants: tuple[str, ...]
     start_date: str
     resolution_seconds: int
-    # The alerting policy (routing, silences, receivers); the embedded default is used when absent.
-    alerting_file: Path
+    # The alerting policy (routing, silences, receivers) when set; otherwise
+    # MONITORING_HOME/alerting.yaml if it exists, else the embedded default.
+    alerting_file: Path | None
     # Where alert messages link to: the Dagster UI as the on-call person reaches it.
     dagster_url: str
 
@@ -64,9 +65,11 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         resolution_seconds=int(
             env.get("MONITORING_RESOLUTION_SECONDS") or DEFAULT_RESOLUTION_SECONDS
         ),
-        alerting_file=Path(env.get("MONITORING_ALERTING_FILE") or home / "alerting.yaml")
-        .expanduser()
-        .resolve(),
+        alerting_file=(
+            Path(env["MONITORING_ALERTING_FILE"]).expanduser().resolve()
+            if env.get("MONITORING_ALERTING_FILE")
+            else None
+        ),
         dagster_url=env.get("MONITORING_DAGSTER_URL") or DEFAULT_DAGSTER_URL,
     )
 

@@ -393,9 +393,10 @@ class Warehouse:
         start: datetime | None = None,
         end: datetime | None = None,
         source: str | None = None,
+        columns: Iterable[str] | None = None,
     ) -> pd.DataFrame:
         table = RECORD_TABLES[table_name]
-        query = sa.select(table)
+        query = sa.select(*(table.c[c] for c in columns)) if columns else sa.select(table)
         if tenant is not None:
             query = query.where(table.c.tenant == tenant)
         if start is not None:

@@ -26,6 +26,7 @@ def test_code_location_lists_assets_checks_jobs_sensors_and_schedule(home):
         "prophet_model",
         "detection_policy",
         "anomaly_scores",
+        "alerts",
     }
     checks = {(k.asset_key.to_user_string(), k.name) for k in repo.asset_graph.asset_check_keys}
     for name in (
@@ -45,8 +46,16 @@ def test_code_location_lists_assets_checks_jobs_sensors_and_schedule(home):
         "ingest_job",
         "training_job",
         "scoring_job",
+        "alerting_job",
+        "delivery_job",
     }
-    assert {s.name for s in repo.sensor_defs} == {"file_drop_sensor", "staged_file_sensor"}
+    assert {s.name for s in repo.sensor_defs} == {
+        "file_drop_sensor",
+        "staged_file_sensor",
+        "anomaly_scores_sensor",
+        "outbox_sensor",
+        "run_failure_alert_sensor",
+    }
     assert {s.name for s in repo.schedule_defs} == {"ingest_schedule"}
 
 
@@ -72,7 +81,7 @@ def test_every_asset_has_a_description_and_group(home):
     for key in repo.asset_graph.get_all_asset_keys():
         spec = next(iter(defs.resolve_assets_def(key).specs))
         assert spec.description and len(spec.description) > 40
-        assert spec.group_name in {"ingestion", "features", "training", "scoring"}
+        assert spec.group_name in {"ingestion", "features", "training", "scoring", "alerting"}
 
 
 def test_loading_the_code_location_imports_no_heavy_library(home):

@@ -101,7 +101,13 @@ def test_code_location_serves_assets_checks_sensors_and_schedule(webserver):
     assert checks["values_in_range"] is True and checks["freshness"] is False
     repo = data["repositoriesOrError"]["nodes"][0]
     sensors = {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]}
-    assert sensors == {"file_drop_sensor": "RUNNING", "staged_file_sensor": "RUNNING"}
+    assert sensors == {
+        "file_drop_sensor": "RUNNING",
+        "staged_file_sensor": "RUNNING",
+        "anomaly_scores_sensor": "RUNNING",
+        "outbox_sensor": "RUNNING",
+        "run_failure_alert_sensor": "RUNNING",
+    }
     assert [s["name"] for s in repo["schedules"]] == ["ingest_schedule"]
 
 

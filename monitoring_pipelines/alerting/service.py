@@ -1,0 +1,133 @@
+"""The alerting steps the pipeline runs, as plain functions over a warehouse and a policy.
+
+The Dagster asset, the sensors, the CLI and the benchmark all call these, so what they do is the
+same everywhere:
+
+- :func:`raise_incidents`: a tenant's anomaly scores over a span become incidents, and the
+  incidents' notifications are queued in the outbox, in one transaction;
+- :func:`raise_incident`: one incident built elsewhere (a blocked partition, a failed run);
+- :func:`deliver`: the outbox is drained to the policy's receivers.
+"""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from monitoring_pipelines.alerting import model, outbox, store
+from monitoring_pipelines.alerting.incidents import detect_incidents
+from monitoring_pipelines.alerting.model import Incident
+from monitoring_pipelines.alerting.policy import AlertingPolicy, plan_notifications
+from monitoring_pipelines.alerting.receivers import Receiver, receiver_from_spec
+from monitoring_pipelines.warehouse import Warehouse
+
+# Scores read before the span, so an incident that began before midnight is seen from its start
+# (same fingerprint) and one that ended just before the span is not raised again.
+LOOKBACK = timedelta(days=1)
+SCORE_COLUMNS = (
+    "tenant",
+    "service",
+    "metric",
+    "ts",
+    "value",
+    "ensemble_score",
+    "threshold",
+    "model_versions",
+    "run_id",
+)
+
+
+@dataclass
+class RaiseOutcome:
+    incidents: list[Incident] = field(default_factory=list)
+    queued: int = 0
+    suppressed: int = 0
+    written: dict = field(default_factory=dict)
+
+    def by_severity(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for incident in self.incidents:
+            label = incident.severity.label
+            counts[label] = counts.get(label, 0) + 1
+        return counts
+
+    def by_status(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for incident in self.incidents:
+            counts[incident.status] = counts.get(incident.status, 0) + 1
+        return counts
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _record(wh: Warehouse, policy, incidents, *, now, dagster_url) -> RaiseOutcome:
+    previous = store.load_states(wh, [i.fingerprint for i in incidents])
+    notes = plan_notifications(incidents, previous, policy, now, dagster_url)
+    outcome = RaiseOutcome(incidents=list(incidents))
+    with wh.engine.begin() as conn:
+        outcome.written = store.upsert_incidents(wh, incidents, conn=conn)
+        outbox.enqueue(wh, notes, conn=conn, now=now)
+    outcome.queued = sum(1 for n in notes if n.status == outbox.PENDING)
+    outcome.suppressed = len(notes) - outcome.queued
+    return outcome
+
+
+def raise_incidents(
+    wh: Warehouse,
+    policy: AlertingPolicy,
+    tenant: str,
+    start: datetime,
+    end: datetime,
+    *,
+    run_id: str | None,
+    partition_key: str | None,
+    dagster_url: str,
+    now: datetime | None = None,
+) -> RaiseOutcome:
+    """Turn the tenant's anomaly scores in ``[start, end)`` into incidents and queue who is told.
+
+    Idempotent: re-running the same span finds the same fingerprints and the same idempotency
+    keys, so nothing is raised or queued twice."""
+    start, end = _utc(start), _utc(end)
+    scores = wh.read_records(
+        "anomaly_scores", tenant=tenant, start=start - LOOKBACK, end=end, columns=SCORE_COLUMNS
+    )
+    firing = store.read_incidents(wh, tenant=tenant, status=model.FIRING, since=start - LOOKBACK)
+    previous = [s.incident for s in firing if s.incident.kind == model.ANOMALY]
+    # The incident's provenance is the scoring run that produced its scores.
+    scoring_run = None
+    if "run_id" in scores.columns and scores["run_id"].notna().any():
+        scoring_run = str(scores["run_id"].dropna().iloc[-1])
+    incidents = detect_incidents(
+        scores,
+        policy,
+        run_id=scoring_run or run_id,
+        partition_key=partition_key,
+        since=start,
+        previous=previous,
+    )
+    return _record(wh, policy, incidents, now=now or datetime.now(UTC), dagster_url=dagster_url)
+
+
+def raise_incident(
+    wh: Warehouse,
+    policy: AlertingPolicy,
+    incident: Incident,
+    *,
+    dagster_url: str,
+    now: datetime | None = None,
+) -> RaiseOutcome:
+    """Record one incident built elsewhere (data quality, pipeline failure) and queue its
+    notifications to the policy's data owner or operations receiver."""
+    return _record(wh, policy, [incident], now=now or datetime.now(UTC), dagster_url=dagster_url)
+
+
+def receivers(policy: AlertingPolicy) -> dict[str, Receiver]:
+    return {name: receiver_from_spec(name, spec) for name, spec in policy.receivers.items()}
+
+
+def deliver(
+    wh: Warehouse, policy: AlertingPolicy, *, now: datetime | None = None, **options
+) -> outbox.DispatchReport:
+    """Send what is due in the outbox to the policy's receivers (see :func:`outbox.dispatch`)."""
+    return outbox.dispatch(wh, receivers(policy), now=now, **options)

@@ -1,0 +1,378 @@
+"""Notification text in the receiver's language: one payload becomes a title, a plain-text body, an
+HTML body and the structured pieces (facts, metric rows, links, next step) that Slack, Teams and
+PagerDuty lay out in their own formats.
+
+Translations live in ``locales/<locale>.yaml`` (English is the reference catalog) and the bodies in
+Jinja2 templates under ``templates/`` (HTML autoescaped). A key missing from a catalog never shows
+up raw in a message: the English text is used, and the test suite fails on any catalog that does
+not have exactly the English keys and placeholders.
+"""
+
+import functools
+import math
+import string
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from monitoring_pipelines.alerting import model
+
+LOCALES = ("en", "fr", "de", "es", "it")
+DEFAULT_LOCALE = "en"
+EVENTS = (model.TRIGGER, model.REPEAT, model.ESCALATE, model.RESOLVE)
+
+_HERE = Path(__file__).parent
+LOCALE_DIR = _HERE / "locales"
+TEMPLATE_DIR = _HERE / "templates"
+
+# (thousands separator, decimal separator) by locale; fr uses a narrow no-break space.
+_SEPARATORS = {
+    "en": (",", "."),
+    "fr": ("\u202f", ","),
+    "de": (".", ","),
+    "es": (".", ","),
+    "it": (".", ","),
+}
+
+# Colours by severity (hex, no #), and the one for a resolved incident.
+SEVERITY_COLORS = {
+    "critical": "B71C1C",
+    "high": "E65100",
+    "medium": "F9A825",
+    "low": "1565C0",
+}
+RESOLVED_COLOR = "2E7D32"
+
+
+class MissingTranslation(KeyError):
+    """A message key that not even the English catalog has: a bug in a template or this module."""
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = str(value)
+    return out
+
+
+@functools.cache
+def catalog(locale: str) -> dict[str, str]:
+    """The flat ``{"severity.critical": "Critical", ...}`` catalog of one locale."""
+    if locale not in LOCALES:
+        raise ValueError(f"unsupported locale {locale!r} (expected one of {', '.join(LOCALES)})")
+    with open(LOCALE_DIR / f"{locale}.yaml", encoding="utf-8") as fh:
+        return _flatten(yaml.safe_load(fh) or {})
+
+
+def placeholders(text: str) -> set[str]:
+    """The ``{names}`` a catalog message expects."""
+    return {field for _, field, _, _ in string.Formatter().parse(text) if field}
+
+
+def normalize_locale(locale: str | None) -> str:
+    """``fr-CA`` and ``fr_FR`` become ``fr``; anything unsupported becomes English."""
+    if not locale:
+        return DEFAULT_LOCALE
+    base = locale.replace("_", "-").split("-")[0].lower()
+    return base if base in LOCALES else DEFAULT_LOCALE
+
+
+class Translator:
+    """``t("severity.high")`` or ``t("intro.trigger", kind=..., ...)`` in one locale."""
+
+    def __init__(self, locale: str, *, strict: bool = False):
+        self.locale = normalize_locale(locale)
+        self.strict = strict
+        self._messages = catalog(self.locale)
+        self._fallback = catalog(DEFAULT_LOCALE)
+
+    def __call__(self, key: str, **values: object) -> str:
+        text = self._messages.get(key)
+        if text is None:
+            if self.strict or key not in self._fallback:
+                raise MissingTranslation(f"no {self.locale!r} translation for {key!r}")
+            text = self._fallback[key]
+        return text.format(**values) if values else text
+
+    def number(self, value: float | int | None) -> str:
+        return format_number(value, self.locale)
+
+
+def format_number(value: float | int | None, locale: str = DEFAULT_LOCALE) -> str:
+    """A number the way the locale writes it: three significant-ish digits, grouped thousands."""
+    if value is None:
+        return "—"
+    value = float(value)
+    if math.isnan(value) or math.isinf(value):
+        return str(value)
+    magnitude = abs(value)
+    if magnitude >= 100 or value == int(value):
+        text = f"{value:,.0f}"
+    elif magnitude >= 1:
+        text = f"{value:,.2f}"
+    else:
+        text = f"{value:.3g}"
+    group, decimal = _SEPARATORS.get(locale, _SEPARATORS[DEFAULT_LOCALE])
+    return text.replace(",", "\x00").replace(".", decimal).replace("\x00", group)
+
+
+def format_time(value: str | datetime | None) -> str:
+    """UTC, minutes, the same in every locale (on-call rotations span countries)."""
+    if value is None:
+        return "—"
+    ts = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# Metric name -> which runbook step fits. Order matters: "auth_failures" is auth, not errors.
+_CATEGORY_RULES = (
+    ("latency", ("latency", "_ms", "duration")),
+    ("auth", ("auth",)),
+    ("errors", ("error", "fail")),
+    ("saturation", ("cpu", "memory", "disk", "saturation")),
+    ("cache", ("cache",)),
+    ("playback", ("buffer", "bitrate", "cdn", "egress", "stream")),
+    ("engagement", ("skip", "click", "engagement")),
+    ("traffic", ("requests", "per_second", "rate_limited", "traffic")),
+)
+
+
+def metric_category(metric: str | None) -> str:
+    """The family of a metric for the suggested next step (``generic`` when nothing matches)."""
+    name = (metric or "").lower()
+    for category, needles in _CATEGORY_RULES:
+        if any(n in name for n in needles):
+            return category
+    return "generic"
+
+
+def strongest_metric(incident: dict) -> str | None:
+    """The metric the incident is mostly about: the label if set, else the largest excess."""
+    labelled = (incident.get("labels") or {}).get("metric")
+    if labelled:
+        return labelled
+    metrics = incident.get("metrics") or []
+    if not metrics:
+        return None
+
+    def excess(m: dict) -> float:
+        threshold = float(m.get("threshold") or 0.0)
+        score = float(m.get("peak_score") or 0.0)
+        return score / threshold if threshold > 0 else score
+
+    return max(metrics, key=excess)["metric"]
+
+
+def next_step_key(incident: dict, event: str) -> str:
+    """The catalog key of the suggested next step, chosen by event, kind and metric."""
+    if event == model.RESOLVE:
+        return "next_step.resolve"
+    kind = incident.get("kind")
+    if kind == model.DATA_QUALITY:
+        return "next_step.data_quality"
+    if kind == model.PIPELINE_FAILURE:
+        return "next_step.pipeline_failure"
+    return f"next_step.{metric_category(strongest_metric(incident))}"
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    metric: str
+    value: str
+    score: str
+    threshold: str
+    window: str
+    points: int
+
+
+@dataclass(frozen=True)
+class Message:
+    """A rendered notification. Text fields are in ``locale``; ``severity`` and ``event`` stay the
+    machine values (``critical``, ``trigger``) for receivers that map them (PagerDuty)."""
+
+    locale: str
+    event: str
+    severity: str
+    title: str
+    text: str
+    html: str
+    intro: str
+    severity_text: str
+    event_text: str
+    kind_text: str
+    next_step: str
+    # (localized label, value) pairs: tenant, service, severity, status, started, score, ...
+    facts: tuple[tuple[str, str], ...]
+    metric_header: tuple[str, str, str, str, str]
+    metrics: tuple[MetricRow, ...]
+    # (localized label, url)
+    links: tuple[tuple[str, str], ...]
+    models: str
+    color: str
+    footer: str
+    labels: dict
+
+    def fact(self, label: str) -> str | None:
+        return next((v for k, v in self.facts if k == label), None)
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def render(
+    payload: dict, locale: str = DEFAULT_LOCALE, *, event: str | None = None, strict: bool = False
+) -> Message:
+    """Render a notification payload (see ``model.notification_payload``) in ``locale``.
+
+    ``strict`` raises :class:`MissingTranslation` instead of falling back to English; the tests
+    render every event and kind in every locale that way.
+    """
+    t = Translator(locale, strict=strict)
+    event = event or payload.get("event") or model.TRIGGER
+    if event not in EVENTS:
+        raise ValueError(f"unknown notification event {event!r}")
+    incident = payload["incident"]
+    severity = str(incident.get("severity") or "medium")
+    tenant, service = incident["tenant"], incident["service"]
+    kind = incident.get("kind") or model.ANOMALY
+    started = format_time(incident.get("started_at"))
+    resolved = format_time(incident.get("resolved_at") or incident.get("last_seen_at"))
+    metric_names = [m["metric"] for m in incident.get("metrics") or []]
+    # Without metrics (a failed run, a blocked partition) the title names what was hit instead.
+    metrics_text = (
+        ", ".join(metric_names)
+        if metric_names
+        else incident.get("partition_key") or incident.get("run_id") or service
+    )
+
+    severity_text = t(f"severity.{severity}")
+    event_text = t(f"event.{event}")
+    kind_text = t(f"kind.{kind}")
+    fields = {
+        "severity": severity_text,
+        "event": event_text,
+        "kind": kind_text,
+        "tenant": tenant,
+        "service": service,
+        "metrics": metrics_text,
+        "started": started,
+        "resolved": resolved,
+        "fingerprint": incident.get("fingerprint", ""),
+    }
+    title = t(f"title.{event}", **fields)
+    intro = t(f"intro.{event}", **fields)
+    next_step = t(next_step_key(incident, event), **fields)
+
+    versions = incident.get("model_versions") or {}
+    models_text = (
+        ", ".join(f"{name} v{version}" for name, version in sorted(versions.items()))
+        if versions
+        else t("label.none")
+    )
+    status = incident.get("status") or model.FIRING
+    facts = [
+        (t("label.tenant"), tenant),
+        (t("label.service"), service),
+        (t("label.severity"), severity_text),
+        (t("label.status"), t(f"status.{status}") if status in model_statuses() else status),
+        (t("label.started"), started),
+    ]
+    if event == model.RESOLVE:
+        facts.append((t("label.resolved"), resolved))
+    else:
+        facts.append((t("label.last_seen"), format_time(incident.get("last_seen_at"))))
+    facts.append((t("label.score"), t.number(incident.get("score"))))
+    facts.append((t("label.models"), models_text))
+    if incident.get("partition_key"):
+        facts.append((t("label.partition"), incident["partition_key"]))
+    if incident.get("run_id"):
+        facts.append((t("label.run"), incident["run_id"]))
+
+    rows = tuple(
+        MetricRow(
+            metric=m["metric"],
+            value=t.number(m.get("peak_value")),
+            score=t.number(m.get("peak_score")),
+            threshold=t.number(m.get("threshold")),
+            window=f"{format_time(m.get('first_ts'))} → {format_time(m.get('last_ts'))}",
+            points=int(m.get("points") or 0),
+        )
+        for m in incident.get("metrics") or []
+    )
+    header = (
+        t("label.metric"),
+        t("label.value"),
+        t("label.score"),
+        t("label.threshold"),
+        t("label.window"),
+    )
+    links = tuple(
+        (t(f"link.{name}") if f"link.{name}" in catalog(DEFAULT_LOCALE) else t("link.other"), url)
+        for name, url in (payload.get("links") or {}).items()
+        if url
+    )
+    color = RESOLVED_COLOR if event == model.RESOLVE else SEVERITY_COLORS.get(severity, "757575")
+    footer = t("footer", **fields)
+    context = {
+        "title": title,
+        "intro": intro,
+        "summary": incident.get("summary") or "",
+        "facts": facts,
+        "header": header,
+        "metrics": rows,
+        "links": links,
+        "next_step": next_step,
+        "footer": footer,
+        "color": color,
+        "locale": t.locale,
+        "label_summary": t("label.summary"),
+        "label_metrics": t("label.metrics"),
+        "label_next_step": t("label.next_step"),
+        "label_links": t("label.links"),
+        "label_points": t("label.points"),
+        "colon": t("colon"),
+    }
+    env = _environment()
+    return Message(
+        locale=t.locale,
+        event=event,
+        severity=severity,
+        title=title,
+        text=env.get_template("message.txt").render(context),
+        html=env.get_template("message.html").render(context),
+        intro=intro,
+        severity_text=severity_text,
+        event_text=event_text,
+        kind_text=kind_text,
+        next_step=next_step,
+        facts=tuple(facts),
+        metric_header=header,
+        metrics=rows,
+        links=links,
+        models=models_text,
+        color=color,
+        footer=footer,
+        labels=dict(incident.get("labels") or {}),
+    )
+
+
+def model_statuses() -> tuple[str, ...]:
+    return (model.FIRING, model.ACKNOWLEDGED, model.RESOLVED)
