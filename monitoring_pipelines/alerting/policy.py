@@ -725,6 +725,72 @@ def default_policy_text() -> str:
     )
 
 
+# Receivers the embedded default adds when their environment variables are set, so a demo or a
+# first deployment can page a real channel without writing a policy. Each gets every incident
+# (PagerDuty only critical and high ones) besides the file receiver.
+ENVIRONMENT_RECEIVERS = {
+    "slack": ("MONITORING_SLACK_WEBHOOK_URL", {"type": "slack", "url_env": "{var}"}),
+    "teams": ("MONITORING_TEAMS_WEBHOOK_URL", {"type": "teams", "url_env": "{var}"}),
+    "pagerduty": (
+        "MONITORING_PAGERDUTY_ROUTING_KEY",
+        {"type": "pagerduty", "routing_key_env": "{var}"},
+    ),
+    "webhook": (
+        "MONITORING_WEBHOOK_URL",
+        {"type": "webhook", "url_env": "{var}", "secret_env": "MONITORING_WEBHOOK_SECRET"},
+    ),
+    "email": ("MONITORING_SMTP_HOST", {"type": "email"}),
+}
+
+
+def _environment_receivers(environ: Mapping[str, str]) -> dict[str, dict]:
+    out = {}
+    for name, (variable, template) in ENVIRONMENT_RECEIVERS.items():
+        if not environ.get(variable):
+            continue
+        spec = {k: v.format(var=variable) for k, v in template.items()}
+        if name == "email":
+            spec.update(
+                host=environ[variable],
+                port=int(environ.get("MONITORING_SMTP_PORT") or 25),
+                starttls=environ.get("MONITORING_SMTP_STARTTLS", "").lower() in ("1", "true"),
+                to=[a.strip() for a in environ.get("MONITORING_ALERT_EMAIL_TO", "").split(",")],
+            )
+            spec["from"] = environ.get("MONITORING_ALERT_EMAIL_FROM") or "alerts@localhost"
+            if environ.get("MONITORING_SMTP_USERNAME"):
+                spec.update(
+                    username_env="MONITORING_SMTP_USERNAME",
+                    password_env="MONITORING_SMTP_PASSWORD",
+                )
+        out[name] = spec
+    return out
+
+
+def default_policy(environ: Mapping[str, str] | None = None) -> AlertingPolicy:
+    """The embedded default policy, plus a receiver for each channel configured in the
+    environment (see :data:`ENVIRONMENT_RECEIVERS`)."""
+    import os
+
+    data = yaml.load(default_policy_text(), Loader=_Loader)
+    extra = _environment_receivers(os.environ if environ is None else environ)
+    source = "default_policy.yaml"
+    if extra:
+        data["receivers"].update(extra)
+        routes = [
+            {
+                "matchers": ["severity=~critical|high"] if name == "pagerduty" else [],
+                "receiver": name,
+                "continue": True,
+            }
+            for name in extra
+        ]
+        # Matching children replace the parent's receiver (as in Alertmanager): keep the files.
+        routes.append({"receiver": data["route"]["receiver"], "continue": True})
+        data["route"]["routes"] = routes + list(data["route"].get("routes") or [])
+        source += f" + {', '.join(extra)} from the environment"
+    return parse_policy(data, source)
+
+
 def policy_path(home: Path | None = None) -> Path:
     if home is None:
         from monitoring_pipelines.settings import load_settings
@@ -741,7 +807,7 @@ def load_policy(path: Path | str | None = None, *, home: Path | None = None) -> 
     if path is None:
         candidate = policy_path(home)
         if not candidate.exists():
-            return loads_policy(default_policy_text(), "default_policy.yaml")
+            return default_policy()
         path = candidate
     path = Path(path)
     try:

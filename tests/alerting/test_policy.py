@@ -339,3 +339,27 @@ def test_data_quality_goes_to_the_data_owner_and_failures_to_operations():
         ("data-team", "trigger", "pending"),
         ("ops", "trigger", "pending"),
     ]
+
+
+def test_the_default_policy_adds_receivers_configured_in_the_environment():
+    from monitoring_pipelines.alerting.policy import default_policy
+
+    assert set(default_policy({}).receivers) == {"files"}
+    policy = default_policy(
+        {
+            "MONITORING_PAGERDUTY_ROUTING_KEY": "R0UTING",
+            "MONITORING_SMTP_HOST": "smtp.example.org",
+            "MONITORING_SMTP_PORT": "2525",
+            "MONITORING_ALERT_EMAIL_TO": "oncall@example.org, sre@example.org",
+        }
+    )
+    assert set(policy.receivers) == {"files", "pagerduty", "email"}
+    assert policy.receivers["email"]["to"] == ["oncall@example.org", "sre@example.org"]
+    assert "R0UTING" not in repr(policy.receivers)  # only the variable's name is kept
+    start = datetime(2026, 10, 1, tzinfo=UTC)
+    medium = Incident(
+        "f1", "acme", "api", model.ANOMALY, Severity.MEDIUM, model.FIRING, start, start, None, 0.8
+    )
+    critical = replace(medium, fingerprint="f2", severity=Severity.CRITICAL)
+    assert [r for r, _ in policy.receivers_for(medium)] == ["email", "files"]
+    assert [r for r, _ in policy.receivers_for(critical)] == ["pagerduty", "email", "files"]

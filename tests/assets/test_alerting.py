@@ -282,3 +282,27 @@ def test_a_partition_blocked_by_a_quality_check_pages_the_data_owner_not_the_ten
     env["defs"].resolve_sensor_def("run_failure_alert_sensor")(_failure_context(env, failed))
     assert len(store.read_incidents(wh)) == len(raised)
     assert len(outbox.read_notifications(wh, limit=None)) == len(notes)
+
+
+def test_receivers_configured_in_the_environment_get_the_alerts_too(env, monkeypatch):
+    from tests.alerting.servers import RecordingServer, WebhookChecker, check_slack
+
+    slack, hook = RecordingServer(check_slack), RecordingServer(WebhookChecker("s3cret-signing"))
+    try:
+        monkeypatch.setenv("MONITORING_SLACK_WEBHOOK_URL", slack.url)
+        monkeypatch.setenv("MONITORING_WEBHOOK_URL", hook.url)
+        monkeypatch.setenv("MONITORING_WEBHOOK_SECRET", "s3cret-signing")
+        _alerts(env, DAY1)
+        assert _deliver(env).success
+        file_keys = {line["idempotency_key"] for line in _file_lines(env)}
+        assert file_keys
+        for server in (slack, hook):
+            assert server.errors == []
+            assert len(server.delivered) == len(file_keys)
+        [note] = [
+            n for n in outbox.read_notifications(env["warehouse"]) if n["receiver"] == "slack"
+        ][:1]
+        assert note["status"] == outbox.SENT
+    finally:
+        slack.close()
+        hook.close()
