@@ -12,12 +12,14 @@ same everywhere:
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import sqlalchemy as sa
+
 from monitoring_pipelines.alerting import model, outbox, store
 from monitoring_pipelines.alerting.incidents import detect_incidents
 from monitoring_pipelines.alerting.model import Incident
 from monitoring_pipelines.alerting.policy import AlertingPolicy, plan_notifications
 from monitoring_pipelines.alerting.receivers import Receiver, receiver_from_spec
-from monitoring_pipelines.warehouse import Warehouse
+from monitoring_pipelines.warehouse import Warehouse, alerts
 
 # Scores read before the span, so an incident that began before midnight is seen from its start
 # (same fingerprint) and one that ended just before the span is not raised again.
@@ -60,11 +62,22 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _serialise(conn, dialect: str) -> None:
+    """Alert writes take turns: two runs raising the same incident at once (adjacent days of a
+    tenant) must not both insert it, and each must plan against what the other wrote."""
+    if dialect == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('monitoring_alerts'))"))
+    elif dialect == "sqlite":
+        # The first write takes SQLite's write lock for the rest of the transaction.
+        conn.execute(alerts.update().where(sa.false()).values(tenant=alerts.c.tenant))
+
+
 def _record(wh: Warehouse, policy, incidents, *, now, dagster_url) -> RaiseOutcome:
-    previous = store.load_states(wh, [i.fingerprint for i in incidents])
-    notes = plan_notifications(incidents, previous, policy, now, dagster_url)
     outcome = RaiseOutcome(incidents=list(incidents))
     with wh.engine.begin() as conn:
+        _serialise(conn, wh.dialect)
+        previous = store.load_states(wh, [i.fingerprint for i in incidents], conn=conn)
+        notes = plan_notifications(incidents, previous, policy, now, dagster_url)
         outcome.written = store.upsert_incidents(wh, incidents, conn=conn)
         outbox.enqueue(wh, notes, conn=conn, now=now)
     outcome.queued = sum(1 for n in notes if n.status == outbox.PENDING)

@@ -195,8 +195,10 @@ def read_incidents(
     since: datetime | None = None,
     *,
     fingerprints: Iterable[str] | None = None,
+    conn: sa.Connection | None = None,
 ) -> list[StoredIncident]:
-    """Stored incidents, oldest first; ``since`` keeps those last seen at or after it."""
+    """Stored incidents, oldest first; ``since`` keeps those last seen at or after it. Inside
+    ``conn``'s transaction when given."""
     query = sa.select(alerts).order_by(alerts.c.started_at, alerts.c.fingerprint)
     if tenant is not None:
         query = query.where(alerts.c.tenant == tenant)
@@ -205,20 +207,27 @@ def read_incidents(
         query = query.where(alerts.c.status.in_(statuses))
     if since is not None:
         query = query.where(alerts.c.last_seen_at >= _utc(since))
-    with warehouse.engine.connect() as conn:
-        if fingerprints is None:
-            return [_from_row(r) for r in conn.execute(query)]
-        rows = []
-        for chunk in _chunks(list(fingerprints)):
-            rows.extend(conn.execute(query.where(alerts.c.fingerprint.in_(chunk))))
+    if conn is None:
+        with warehouse.engine.connect() as own:
+            return read_incidents(
+                warehouse, tenant, status, since, fingerprints=fingerprints, conn=own
+            )
+    if fingerprints is None:
+        return [_from_row(r) for r in conn.execute(query)]
+    rows = []
+    for chunk in _chunks(list(fingerprints)):
+        rows.extend(conn.execute(query.where(alerts.c.fingerprint.in_(chunk))))
     return sorted(
         (_from_row(r) for r in rows), key=lambda s: (s.incident.started_at, s.fingerprint)
     )
 
 
-def load_states(warehouse: Warehouse, fingerprints: Iterable[str]) -> dict[str, StoredIncident]:
+def load_states(
+    warehouse: Warehouse, fingerprints: Iterable[str], conn: sa.Connection | None = None
+) -> dict[str, StoredIncident]:
     """The stored state of these fingerprints (the ``previous`` of ``plan_notifications``)."""
-    return {s.fingerprint: s for s in read_incidents(warehouse, fingerprints=list(fingerprints))}
+    stored = read_incidents(warehouse, fingerprints=list(fingerprints), conn=conn)
+    return {s.fingerprint: s for s in stored}
 
 
 def find_fingerprint(warehouse: Warehouse, fingerprint: str, conn=None) -> str:
