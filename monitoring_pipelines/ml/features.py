@@ -18,6 +18,12 @@ Per point (time ``t``, metric ``j``), by name:
   median, averaged over the last 3 steps and divided by its usual size *at that time of day* over
   the past week. Metrics swing far more at the evening peak than at night, and a plain trailing
   z-score flags every peak (and every nightly restart) of a busy series.
+  In a group with a traffic metric (``FeatureConfig.load_metrics``), the residual of every other
+  metric is first taken net of what the service's load explains (a causal rolling regression on
+  the traffic's relative residual): a busier evening than the same evening of past weeks moves
+  latencies, errors and cpu together, and was the commonest false alarm on the demo. A moderate
+  traffic anomaly that the other metrics do *not* follow can show up on them instead (a traffic
+  drop of 15% with cpu unmoved does); large ones are beyond ``load_trust`` and explain nothing.
 - ``step_z<k>``: the change of the seasonal residual's mean over the last ``k`` steps against the
   ``k`` steps before, in units of its step-to-step noise: spikes, dips, level shifts and the
   onset of most incidents, whatever the time of day.
@@ -86,6 +92,17 @@ class FeatureConfig:
     burst_window: int = 12
     time_features: bool = True
     context: bool = True
+    # The group's traffic metric (the first of these names among its columns): the seasonal
+    # residuals of the other metrics are taken net of what the service's load explains (see
+    # ``_residual``). Empty, or no such column: residuals are used as they are.
+    load_metrics: tuple[str, ...] = ("requests_per_second", "streams_started")
+    load_window_days: int = 7
+    # Load residuals (in their own trailing-day robust sigmas) are fully trusted up to the first
+    # level and not at all from the second: beyond it the load is itself anomalous (a traffic
+    # dip, a frozen exporter) and explains nothing about the other metrics. (3, 5) left busy
+    # weekend evenings half explained; (5, 8) measured better on the demo (pipeline split, seeds
+    # 4, 5, 42: Isolation Forest F1 0.49 -> 0.56, z-score false alarms 33 -> 28).
+    load_trust: tuple[float, float] = (5.0, 8.0)
 
     def names(self) -> tuple[str, ...]:
         """Every feature this config computes, in :func:`group_features` order."""
@@ -104,7 +121,14 @@ class FeatureConfig:
 
     def history_steps(self, step: pd.Timedelta) -> int:
         """Steps of history the seasonal features need to be fully defined."""
-        longest = max((*self.seasonal_lags_days, *self.fallback_lags_days, self.time_of_day_days))
+        longest = max(
+            (
+                *self.seasonal_lags_days,
+                *self.fallback_lags_days,
+                self.time_of_day_days,
+                self.load_window_days if self.load_metrics else 0,
+            )
+        )
         return round(longest * _DAY_SECONDS / step.total_seconds()) + self.window
 
 
@@ -273,6 +297,7 @@ class _Features:
         self.cfg = cfg
         self.index = pd.DatetimeIndex(frame.index)
         self.x = frame.to_numpy(dtype="float64")
+        self.columns = list(frame.columns)
         self.step = _step_of(self.index)
         self._cache: dict[str, np.ndarray] = {}
 
@@ -308,8 +333,78 @@ class _Features:
             out = np.log((recent + 0.01 * scale) / scale)
         return np.where(np.isnan(self.x), np.nan, out)
 
-    def _residual(self) -> np.ndarray:
+    def _raw_residual(self) -> np.ndarray:
         return self.x - seasonal_reference(self.x, self.index, self.cfg)
+
+    def _load_column(self) -> int | None:
+        names = [str(c) for c in self.columns]
+        for name in self.cfg.load_metrics:
+            if name in names:
+                return names.index(name)
+        return None
+
+    def _residual(self) -> np.ndarray:
+        """The seasonal residual net of what the service's load explains.
+
+        Most metrics of a service follow its load, many of them steeply (latencies and error
+        rates with a power of the utilisation), so a busier evening than the same evening of past
+        weeks moves them all at once: the commonest false alarm of the plain residual. Per metric,
+        ``residual ~ (a + b * level) * load_residual`` (the effect of a given relative change of
+        load grows with the metric's level), fitted by least squares over the trailing
+        ``load_window_days`` (rows before ``t`` only, so the fit is causal) and subtracted. The
+        load residual is relative and centred on its trailing-day median; points where it is
+        beyond ``load_trust`` sigmas neither fit nor get adjusted, so a traffic incident does not
+        leak into the other metrics.
+        """
+        raw = self.get("raw_residual")
+        load = self._load_column()
+        if load is None or raw.shape[1] < 2:
+            return raw
+        cfg = self.cfg
+        reference = self.x - raw
+        with np.errstate(invalid="ignore", divide="ignore"):
+            relative = raw[:, load] / np.abs(reference[:, load])
+        relative = np.where(np.isfinite(relative), relative, np.nan)[:, None]
+        centre, spread = _robust_scale(relative, self.index, cfg)
+        centred = relative - centre
+        with np.errstate(invalid="ignore", divide="ignore"):
+            distance = np.abs(centred) / np.maximum(spread, 1e-9)
+        low, high = cfg.load_trust
+        trust = np.clip((high - distance) / max(high - low, 1e-9), 0.0, 1.0)
+        x1 = np.where(np.isfinite(distance), centred * trust, np.nan)  # (n, 1)
+        level_centre = _robust_scale(reference, self.index, cfg)[0]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            level = reference / np.abs(level_centre)
+        x2 = x1 * level
+        y_centre, y_scale = _robust_scale(raw, self.index, cfg)
+        y = raw - y_centre
+        # Winsorised: an incident inside the fitting window barely moves the slopes.
+        bound = 4.0 * y_scale
+        y = np.clip(y, -bound, bound)
+        window = round(cfg.load_window_days * _DAY_SECONDS / self.step.total_seconds())
+        minimum = round(_DAY_SECONDS / self.step.total_seconds())
+        both = np.isfinite(y) & np.isfinite(x2)
+        x1m = np.where(both, x1, np.nan)
+        x2m = np.where(both, x2, np.nan)
+        ym = np.where(both, y, np.nan)
+
+        def mean(values: np.ndarray) -> np.ndarray:
+            # Shifted one row: the slopes at t come from rows before t.
+            return _shift(rolling_mean(values, window, min_periods=minimum), 1)
+
+        s11, s12, s22 = mean(x1m * x1m), mean(x1m * x2m), mean(x2m * x2m)
+        s1y, s2y = mean(x1m * ym), mean(x2m * ym)
+        # A touch of ridge keeps the 2x2 solve defined when the load hardly moved.
+        ridge = 1e-3 * (s11 + s22) + 1e-18
+        a11, a22 = s11 + ridge, s22 + ridge
+        det = a11 * a22 - s12 * s12
+        with np.errstate(invalid="ignore", divide="ignore"):
+            b1 = (a22 * s1y - s12 * s2y) / det
+            b2 = (a11 * s2y - s12 * s1y) / det
+        explained = b1 * x1 + b2 * x2
+        explained = np.where(np.isfinite(explained), explained, 0.0)
+        explained[:, load] = 0.0
+        return raw - explained
 
     def _noise(self) -> np.ndarray:
         """Step-to-step noise sigma of the value (IQR of differences / sqrt 2)."""

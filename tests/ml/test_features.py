@@ -122,3 +122,66 @@ def test_group_features_stacks_in_the_order_asked_and_rejects_unknown_names():
     assert stacked.shape == (len(frame), 3, 2)
     with pytest.raises(ValueError, match="unknown features"):
         compute_features(frame, ["no_such_feature"])
+
+
+def loaded_frame(days: int = 12, seed: int = 0) -> pd.DataFrame:
+    """A service whose cpu follows its traffic, and traffic that wanders from day to day."""
+    rng = np.random.default_rng(seed)
+    n = days * 288
+    steps = np.arange(n)
+    knots = np.arange(0, n + 72, 72)
+    wander = np.exp(np.interp(steps, knots, rng.normal(0.0, 0.05, knots.size)))
+    load = (1.0 + 0.5 * np.sin(2 * np.pi * steps / 288)) * wander
+    index = pd.date_range("2026-01-05", periods=n, freq="5min", tz="UTC")
+    return pd.DataFrame(
+        {
+            "requests_per_second": 1000.0 * load * np.exp(rng.normal(0.0, 0.005, n)),
+            "cpu_percent": 10.0 + 40.0 * load + rng.normal(0.0, 0.5, n),
+        },
+        index=index,
+    )
+
+
+def _cpu_z(frame: pd.DataFrame, config: FeatureConfig) -> np.ndarray:
+    return compute_features(frame, ["seasonal_z12"], config)["seasonal_z12"][:, 1]
+
+
+def test_what_the_load_explains_is_not_an_anomaly_but_an_incident_still_is():
+    frame = loaded_frame()
+    busy = slice(10 * 288 + 200, 10 * 288 + 224)
+    frame.iloc[busy] *= [1.15, 1.0]  # 15% more traffic for two hours...
+    frame.iloc[busy, 1] = 10.0 + (frame.iloc[busy, 1] - 10.0) * 1.15  # ...and the cpu it costs
+    incident = slice(11 * 288 + 100, 11 * 288 + 124)
+    frame.iloc[incident, 1] += 12.0  # cpu up with no more traffic
+    plain = _cpu_z(frame, FeatureConfig(load_metrics=()))
+    adjusted = _cpu_z(frame, FeatureConfig())
+    assert np.abs(adjusted[busy]).max() < 0.5 * np.abs(plain[busy]).max()
+    # Against the series' own ordinary spread, the incident stands out more once load is out.
+    quiet = slice(8 * 288, 10 * 288)
+    plain_ratio = plain[incident].max() / np.nanquantile(np.abs(plain[quiet]), 0.99)
+    adjusted_ratio = adjusted[incident].max() / np.nanquantile(np.abs(adjusted[quiet]), 0.99)
+    assert adjusted_ratio > 1.5 * plain_ratio
+
+
+def test_a_traffic_incident_does_not_leak_into_the_other_metrics():
+    frame = loaded_frame()
+    dip = slice(11 * 288 + 100, 11 * 288 + 130)
+    frame.iloc[dip, 0] *= 0.5  # traffic halves; cpu (as in the demo's incidents) does not move
+    plain = _cpu_z(frame, FeatureConfig(load_metrics=()))
+    adjusted = _cpu_z(frame, FeatureConfig())
+    assert np.abs(adjusted[dip]).max() <= np.abs(plain[dip]).max() + 1.0
+
+
+def test_the_load_adjustment_is_causal_and_only_for_the_other_metrics():
+    frame = loaded_frame(days=10)
+    names = ["seasonal_z", "seasonal_z12", "step_z3"]
+    whole = compute_features(frame, names)
+    for cut in (1500, 2222):
+        prefix = compute_features(frame.iloc[:cut], names)
+        for name in names:
+            assert np.allclose(prefix[name], whole[name][:cut], equal_nan=True), (name, cut)
+    unadjusted = compute_features(frame, names, FeatureConfig(load_metrics=()))
+    assert np.allclose(whole["seasonal_z"][:, 0], unadjusted["seasonal_z"][:, 0], equal_nan=True)
+    assert not np.allclose(
+        whole["seasonal_z"][2000:, 1], unadjusted["seasonal_z"][2000:, 1], equal_nan=True
+    )
