@@ -15,6 +15,7 @@ from monitoring_pipelines.assets.training import (
     isolation_forest_model,
     lstm_model,
     prophet_model,
+    zscore_model,
 )
 from monitoring_pipelines.jobs import (
     alerting_job,
@@ -83,6 +84,7 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
             isolation_forest_model,
             lstm_model,
             prophet_model,
+            zscore_model,
             detection_policy,
             anomaly_scores,
             alerts,

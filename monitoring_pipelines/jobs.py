@@ -11,6 +11,7 @@ from monitoring_pipelines.assets.training import (
     isolation_forest_model,
     lstm_model,
     prophet_model,
+    zscore_model,
 )
 from monitoring_pipelines.ingest import stage_file
 from monitoring_pipelines.partitions import (
@@ -88,7 +89,7 @@ ingest_job = dg.define_asset_job(
 training_job = dg.define_asset_job(
     "training_job",
     selection=dg.AssetSelection.assets(
-        isolation_forest_model, lstm_model, prophet_model, detection_policy
+        isolation_forest_model, lstm_model, prophet_model, zscore_model, detection_policy
     ),
     partitions_def=tenant_partitions,
     description="Train, validate and register a tenant's detectors; fit its alert policy.",

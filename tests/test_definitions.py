@@ -24,6 +24,7 @@ def test_code_location_lists_assets_checks_jobs_sensors_and_schedule(home):
         "isolation_forest_model",
         "lstm_model",
         "prophet_model",
+        "zscore_model",
         "detection_policy",
         "anomaly_scores",
         "alerts",

@@ -1,7 +1,8 @@
 """Scoring assets: the ensemble's alert policy per tenant, then anomaly scores per tenant-day."""
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -14,9 +15,16 @@ from monitoring_pipelines.assets.training import (
     lstm_model,
     prophet_model,
     tenant_history,
+    zscore_model,
 )
 from monitoring_pipelines.ml.ensemble import DEFAULT_COMBINER, CombinerConfig, combine_groups
 from monitoring_pipelines.ml.frames import group_frames
+from monitoring_pipelines.ml.incremental import (
+    StateStore,
+    raw_context_steps,
+    score_sets_since,
+    state_start,
+)
 from monitoring_pipelines.ml.thresholds import DEFAULT_THRESHOLD, AlertPolicy
 from monitoring_pipelines.ml.training import (
     KINDS,
@@ -31,15 +39,9 @@ from monitoring_pipelines.resources import (
     PipelineSettingsResource,
     WarehouseResource,
 )
+from monitoring_pipelines.warehouse import Warehouse
 
-# At least this much history is scored before a day, so every detector has its lookback and its
-# calibration a baseline; detectors that compare with past weeks ask for more (history_steps).
-MIN_SCORING_CONTEXT = timedelta(days=2)
-
-
-def scoring_context(model_sets: dict, step_seconds: int) -> timedelta:
-    wanted = max((ms.history_steps() for ms in model_sets.values()), default=0)
-    return max(MIN_SCORING_CONTEXT, timedelta(seconds=wanted * step_seconds))
+STATE_DIR = "score-state"
 
 
 def _champions(tenant: str) -> tuple[dict, dict[str, int]]:
@@ -60,7 +62,7 @@ def _champions(tenant: str) -> tuple[dict, dict[str, int]]:
     partitions_def=tenant_partitions,
     group_name="scoring",
     kinds={"mlflow", "pandas"},
-    deps=[isolation_forest_model, lstm_model, prophet_model],
+    deps=[isolation_forest_model, lstm_model, prophet_model, zscore_model],
 )
 def detection_policy(
     context: dg.AssetExecutionContext,
@@ -119,17 +121,56 @@ def _table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def score_members(
+    wh: Warehouse,
+    store: StateStore,
+    tenant: str,
+    model_sets: dict,
+    versions: dict[str, int],
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    step_seconds: int,
+) -> tuple[dict[tuple, pd.DataFrame], dict[str, dict[tuple, pd.DataFrame]]]:
+    """The tenant's grid frames and each champion's scores on ``[start, end)``.
+
+    Exactly the scores of the whole history (each detector scored from the tenant's first
+    point), computed for the new points only: each detector's calibration state is carried from
+    the last scored day (:mod:`monitoring_pipelines.ml.incremental`), and only the past *values*
+    its features need are read. Without a stored state (first run, a new champion, the state
+    folder deleted) it catches up from the first point once.
+    """
+    step = pd.Timedelta(seconds=step_seconds)
+    states: dict[str, dict] = {}
+    read_from: pd.Timestamp | None = end
+    for kind, model_set in model_sets.items():
+        if not len(model_set):
+            continue
+        needed = state_start(next(iter(model_set.detectors.values())), step, start)
+        found = store.latest(tenant, kind, versions[kind], needed) or {}
+        states[kind] = found
+        if read_from is None or not set(model_set.detectors) <= set(found):
+            read_from = None
+            continue
+        context = max(raw_context_steps(d, step) for d in model_set.detectors.values()) * step
+        stands = pd.Timestamp(min(s.as_of for s in found.values()), tz="UTC")
+        read_from = min(read_from, stands - context)
+    grid = wh.read_records("clean_metrics", tenant=tenant, start=read_from, end=end)
+    frames = group_frames(grid, step_seconds=step_seconds) if len(grid) else {}
+    members, carried = score_sets_since(model_sets, frames, states, start, end)
+    for kind, group_states in carried.items():
+        store.save(tenant, kind, versions[kind], group_states)
+    return frames, members
+
+
 def score_day(
     frames: dict[tuple, pd.DataFrame],
-    model_sets: dict,
+    members: dict[str, dict[tuple, pd.DataFrame]],
     start: pd.Timestamp,
     end: pd.Timestamp,
     thresholds: dict[str, float],
     policy: dict,
-    context: timedelta = MIN_SCORING_CONTEXT,
 ) -> pd.DataFrame:
     """Per point of ``[start, end)``: each member's score, the ensemble score and the decision."""
-    members = score_period(model_sets, frames, start, end, context_start=start - context)
     combiner = CombinerConfig.from_dict(policy.get("combiner", DEFAULT_COMBINER.to_dict()))
     ensemble = per_series(combine_groups(members, combiner))
     by_member = {kind: per_series(groups) for kind, groups in members.items()}
@@ -192,10 +233,11 @@ def anomaly_scores(
         raise dg.Failure(f"{tenant}: no champion model yet; run training_job first")
     thresholds, policy = wh.read_thresholds(tenant)
     policy = policy or {"alert_policy": AlertPolicy().__dict__}
-    history = scoring_context(model_sets, pipeline.resolution_seconds)
-    grid = wh.read_records("clean_metrics", tenant=tenant, start=start - history, end=end)
-    frames = group_frames(grid, step_seconds=pipeline.resolution_seconds) if len(grid) else {}
-    scored = score_day(frames, model_sets, start, end, thresholds, policy, history)
+    store = StateStore(Path(pipeline.home) / STATE_DIR)
+    frames, members = score_members(
+        wh, store, tenant, model_sets, versions, start, end, pipeline.resolution_seconds
+    )
+    scored = score_day(frames, members, start, end, thresholds, policy)
     if scored.empty:
         wh.replace_partition("anomaly_scores", tenant, start, end, scored)
         return dg.MaterializeResult(metadata={"points": 0, "anomalies": 0})

@@ -27,7 +27,12 @@ from monitoring_pipelines.warehouse import Warehouse
 
 # Every tenant-day of clean metrics feeds the tenant's models.
 BY_TENANT = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="tenant")
-LIBRARIES = {"isolation_forest": "scikitlearn", "lstm": "tensorflow", "prophet": "prophet"}
+LIBRARIES = {
+    "isolation_forest": "scikitlearn",
+    "lstm": "tensorflow",
+    "prophet": "prophet",
+    "zscore": "numpy",
+}
 DESCRIPTIONS = {
     "isolation_forest": "Isolation Forest on scale-free features (trailing z of value and of its "
     "change, time of day and week, the other metrics of the same service).",
@@ -35,6 +40,9 @@ DESCRIPTIONS = {
     "the raw score.",
     "prophet": "Prophet per series with daily and weekly seasonality; the residual against its "
     "own uncertainty is the raw score.",
+    "zscore": "Seasonal robust z-scores: how far each point is from the usual level for its time "
+    "of the week, how sudden its change is, whether the series froze or burst into noise; each "
+    "part calibrated per series on the training weeks, the most surprising one is the raw score.",
 }
 
 
@@ -183,4 +191,6 @@ def build_model_asset(kind: str) -> dg.AssetsDefinition:
     return _model
 
 
-isolation_forest_model, lstm_model, prophet_model = (build_model_asset(kind) for kind in KINDS)
+isolation_forest_model, lstm_model, prophet_model, zscore_model = (
+    build_model_asset(kind) for kind in KINDS
+)

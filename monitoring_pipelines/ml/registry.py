@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("isolation_forest", "lstm", "prophet")
+KINDS = ("isolation_forest", "lstm", "prophet", "zscore")
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 DEFAULT_EXPERIMENT = "anomaly-detectors"
@@ -80,6 +80,8 @@ _PIP_EXTRAS = {
     "isolation_forest": ("scikit-learn",),
     "lstm": ("tensorflow-cpu",),
     "prophet": ("prophet",),
+    # numpy, pandas and scipy (always listed) are all the z-score detector needs.
+    "zscore": (),
 }
 
 
@@ -238,9 +240,9 @@ def _sqlite_parent(uri: str) -> Path:
 def registered_model_name(kind: str, scope: str) -> str:
     """``anomaly-<kind>-<scope>``: one registered model per detector kind and tenant.
 
-    ``kind`` is the detector's ``kind`` (``isolation_forest``, ``lstm``, ``prophet``) and ``scope``
-    the tenant. Both must be plain identifiers (letters, digits, ``_``, ``.``, ``-``) so the name
-    reads well in the UI and in ``models:/`` URIs.
+    ``kind`` is the detector's ``kind`` (``isolation_forest``, ``lstm``, ``prophet``, ``zscore``)
+    and ``scope`` the tenant. Both must be plain identifiers (letters, digits, ``_``, ``.``, ``-``)
+    so the name reads well in the UI and in ``models:/`` URIs.
     """
     for label, value in (("kind", kind), ("scope", scope)):
         if not isinstance(value, str) or not _NAME_PART.match(value):

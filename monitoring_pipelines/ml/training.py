@@ -30,11 +30,12 @@ from monitoring_pipelines.ml.evaluation import (
 from monitoring_pipelines.ml.model_set import DetectorSet
 from monitoring_pipelines.ml.thresholds import ThresholdConfig, Thresholds, fit_thresholds, flags
 
-KINDS = ("isolation_forest", "lstm", "prophet")
+KINDS = ("isolation_forest", "lstm", "prophet", "zscore")
 _CLASSES = {
     "isolation_forest": ("monitoring_pipelines.ml.isolation_forest", "IsolationForestDetector"),
     "lstm": ("monitoring_pipelines.ml.lstm", "LstmDetector"),
     "prophet": ("monitoring_pipelines.ml.prophet_model", "ProphetDetector"),
+    "zscore": ("monitoring_pipelines.ml.zscore", "ZScoreDetector"),
 }
 GroupFrames = Mapping[tuple, pd.DataFrame]
 

@@ -3,11 +3,12 @@
 import json
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 
 from monitoring_pipelines.assets.scoring import anomaly_scores, detection_policy
-from monitoring_pipelines.assets.training import isolation_forest_model
+from monitoring_pipelines.assets.training import isolation_forest_model, zscore_model
 from monitoring_pipelines.definitions import build_defs
 from monitoring_pipelines.grid import regular_grid
 from monitoring_pipelines.partitions import TENANTS, tenant_day_key
@@ -96,3 +97,54 @@ def test_a_second_training_run_is_judged_against_the_champion(pipeline):
     # Same data, same seed: the candidate equals the champion, and "not worse" promotes it.
     assert meta["promoted"].value is True
     assert "champion" in meta["decision"].value.lower()
+
+
+def test_zscore_is_a_fourth_champion_and_day_by_day_scores_equal_the_whole_history(pipeline):
+    from monitoring_pipelines.ml import registry
+    from monitoring_pipelines.ml.ensemble import combine_groups
+    from monitoring_pipelines.ml.frames import group_frames
+    from monitoring_pipelines.ml.training import per_series
+
+    trained = _run(pipeline, [isolation_forest_model, zscore_model], "acme")
+    meta = trained.asset_materializations_for_node("zscore_model")[0].metadata
+    assert meta["registered_model"].value == "anomaly-zscore-acme"
+    assert meta["promoted"].value is True
+    _run(pipeline, [detection_policy], "acme")
+    _, policy = pipeline["warehouse"].read_thresholds("acme")
+    assert set(policy["model_versions"]) == {"isolation_forest", "zscore"}
+
+    wh = pipeline["warehouse"]
+    days = ["2026-10-29", "2026-10-30", "2026-10-31"]
+    for day in days:
+        _run(pipeline, [anomaly_scores], tenant_day_key(day, "acme"))
+    scores = wh.read_records("anomaly_scores", tenant="acme")
+    scores = scores[scores["ts"] >= pd.Timestamp(days[0], tz="UTC")]
+    assert scores["zscore_score"].notna().mean() > 0.99
+    assert scores["isolation_forest_score"].notna().mean() > 0.99
+
+    # The same champions scored over the tenant's whole history in one go.
+    with pipeline["defs"].resources["mlflow"].session():
+        sets = {k: registry.load_by_alias(k, "acme")[0] for k in ("isolation_forest", "zscore")}
+    end = pd.Timestamp(days[-1], tz="UTC") + pd.Timedelta(days=1)
+    frames = group_frames(wh.read_records("clean_metrics", tenant="acme", end=end))
+    members = {kind: model_set.score(frames) for kind, model_set in sets.items()}
+    whole = per_series(combine_groups(members, _combiner(policy)))
+    by_kind = {kind: per_series(groups) for kind, groups in members.items()}
+    compared = 0
+    for (service, metric), rows in scores.groupby(["service", "metric"]):
+        name = f"acme/{service}/{metric}"
+        ts = pd.DatetimeIndex(pd.to_datetime(rows["ts"], utc=True))
+        for column, reference in [("ensemble_score", whole[name])] + [
+            (f"{kind}_score", by_kind[kind][name]) for kind in sets
+        ]:
+            want = reference.reindex(ts).to_numpy()
+            got = rows[column].to_numpy(dtype="float64")
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-7, err_msg=f"{name} {column}")
+            compared += len(got)
+    assert compared > 3 * 3 * 6800
+
+
+def _combiner(policy):
+    from monitoring_pipelines.ml.ensemble import CombinerConfig
+
+    return CombinerConfig.from_dict(policy["combiner"])

@@ -459,3 +459,13 @@ def test_score_plot_shades_label_windows_and_draws_the_threshold():
     assert len(values_ax.patches) == 1 and len(scores_ax.patches) == 1
     assert any(list(line.get_ydata()) == [0.5, 0.5] for line in scores_ax.lines)
     assert values_ax.get_title() == "acme api"
+
+
+def test_the_zscore_kind_has_a_registered_name_and_plain_requirements():
+    from monitoring_pipelines.ml import registry
+
+    assert registry.registered_model_name("zscore", "acme") == "anomaly-zscore-acme"
+    requirements = registry._pip_requirements("zscore")
+    names = {r.split("==")[0] for r in requirements}
+    assert {"numpy", "pandas", "scipy"} <= names
+    assert not names & {"tensorflow-cpu", "prophet", "scikit-learn"}

@@ -4,7 +4,8 @@ chose it."""
 import pandas as pd
 import pytest
 
-from monitoring_pipelines.ml.training import TrainingPlan, data_hash, detector_class
+from monitoring_pipelines.ml import registry
+from monitoring_pipelines.ml.training import KINDS, TrainingPlan, data_hash, detector_class
 
 
 def test_the_plan_cuts_time_into_train_calibration_and_validation_weeks():
@@ -28,3 +29,12 @@ def test_the_data_hash_changes_with_the_data_and_only_with_it():
 def test_unknown_detector_kinds_are_refused_in_one_line():
     with pytest.raises(ValueError, match="unknown detector kind 'arima'"):
         detector_class("arima")
+
+
+def test_every_kind_resolves_to_its_detector_and_the_registry_knows_it():
+    assert KINDS == registry.KINDS
+    assert "zscore" in KINDS
+    for kind in KINDS:
+        assert detector_class(kind).kind == kind
+    # Lazily: asking for the z-score detector imports neither TensorFlow nor Prophet classes.
+    assert detector_class("zscore").__name__ == "ZScoreDetector"
