@@ -56,6 +56,28 @@ def test_ingestion_runs_with_postgres_warehouse_and_postgres_dagster_storage(hom
                 [dg.AssetCheckKey(dg.AssetKey("raw_metrics"), "schema")]
             )
             assert evaluation
+
+            # Alerting on the same stores: incidents and the outbox in PostgreSQL.
+            import pandas as pd
+
+            from monitoring_pipelines.alerting import outbox, store
+            from tests.assets.test_alerting import DAY1, _scores
+
+            alerting_wh = Warehouse(warehouse_url)
+            day = pd.Timestamp(DAY1, tz="UTC")
+            alerting_wh.replace_partition(
+                "anomaly_scores", "acme", day, day + pd.Timedelta(days=1), _scores(DAY1)
+            )
+            alerted = defs.resolve_job_def("alerting_job").execute_in_process(
+                partition_key=tenant_day_key(DAY1, "acme"), instance=instance
+            )
+            assert alerted.success
+            assert defs.resolve_job_def("delivery_job").execute_in_process(instance=instance)
+            incidents = store.read_incidents(alerting_wh)
+            assert {s.incident.service for s in incidents} == {"api", "recommendations"}
+            sent = outbox.read_notifications(alerting_wh, status=outbox.SENT, limit=None)
+            assert sent and outbox.pending_count(alerting_wh) == 0
+            alerting_wh.dispose()
         warehouse = Warehouse(warehouse_url)
         assert warehouse.dialect == "postgresql"
         start = datetime(2026, 9, 29, tzinfo=UTC)
