@@ -82,6 +82,8 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*is currently in beta.*")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow sets its own logger level when imported; this is the setting it reads.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in ("mlflow", "tensorflow", "absl", "prophet", "cmdstanpy", "py.warnings"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
@@ -89,6 +91,14 @@ def _quiet_libraries() -> None:
 def _worker_init(environ: dict[str, str]) -> None:
     os.environ.update(environ)
     _quiet_libraries()
+    # Libraries in the workers (TensorFlow's C++ runtime, MLflow's registry messages) write to
+    # stderr directly; the terminal gets the summary, the runs' logs are in Dagster, and this
+    # stray output goes to a file under the home.
+    log = load_settings().home / "logs" / "workers.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def _run_partition(task: tuple[str, str]) -> tuple[str, list[str], str | None]:
