@@ -47,7 +47,7 @@ def alerts(
         keys["tenant"],
         window.start,
         window.end,
-        run_id=context.run_id,
+        run_id=context.run.run_id,
         partition_key=context.partition_key,
         dagster_url=alerting.dagster_url,
         now=datetime.now(UTC),
