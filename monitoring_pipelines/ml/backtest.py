@@ -56,6 +56,7 @@ from monitoring_pipelines.ml.model_set import DetectorSet, _build, map_threads
 from monitoring_pipelines.ml.thresholds import (
     ThresholdConfig,
     Thresholds,
+    config_for,
     fit_thresholds,
     flags,
 )
@@ -609,18 +610,20 @@ def measure_members(
     threshold_config: ThresholdConfig | None = None,
     evaluation: EvaluationConfig | None = None,
 ) -> DemoEvaluation:
-    """The measurement behind :func:`evaluate_on_demo`, on member scores already computed."""
-    threshold_config = threshold_config or ThresholdConfig()
+    """The measurement behind :func:`evaluate_on_demo`, on member scores already computed.
+
+    Without ``threshold_config`` each member alone gets its own default level and every ensemble
+    the ensemble's (:func:`~monitoring_pipelines.ml.thresholds.default_level`).
+    """
     kinds = list(member_scores)
     results: dict[str, tuple[dict, dict, pd.DataFrame, Thresholds]] = {}
 
-    def judge(name: str, arrays: Mapping[GroupKey, pd.DataFrame]) -> None:
-        results[name] = _judge(
-            _series_of(arrays), windows, train_end, val_end, threshold_config, evaluation
-        )
+    def judge(name: str, arrays: Mapping[GroupKey, pd.DataFrame], members: Sequence[str]) -> None:
+        config = config_for(members, threshold_config)
+        results[name] = _judge(_series_of(arrays), windows, train_end, val_end, config, evaluation)
 
     for kind in kinds:
-        judge(kind, member_scores[kind])
+        judge(kind, member_scores[kind], [kind])
     candidates: dict[str, tuple[tuple[str, ...], CombinerConfig]] = {}
     for size in range(2, len(kinds) + 1):
         for subset in itertools.combinations(kinds, size):
@@ -628,7 +631,7 @@ def measure_members(
             for rule in rules:
                 label = _candidate_label(subset, rule, len(kinds))
                 candidates[label] = (subset, rule)
-                judge(label, _combined(member_scores, subset, rule))
+                judge(label, _combined(member_scores, subset, rule), subset)
     if not candidates:
         raise ValueError("an ensemble needs at least two detectors")
     best = max(

@@ -28,7 +28,13 @@ from monitoring_pipelines.ml.evaluation import (
     summarise,
 )
 from monitoring_pipelines.ml.model_set import DetectorSet
-from monitoring_pipelines.ml.thresholds import ThresholdConfig, Thresholds, fit_thresholds, flags
+from monitoring_pipelines.ml.thresholds import (
+    ThresholdConfig,
+    Thresholds,
+    config_for,
+    fit_thresholds,
+    flags,
+)
 
 KINDS = ("isolation_forest", "lstm", "prophet", "zscore")
 _CLASSES = {
@@ -152,6 +158,9 @@ def validate(
     """Fit thresholds on the calibration week, judge on the validation week.
 
     One model set is judged alone; several are combined with ``combiner`` first (the ensemble).
+    Without ``threshold_config`` each series' threshold starts from the default level of what is
+    judged (one member's or the ensemble's, :func:`~monitoring_pipelines.ml.thresholds.config_for`)
+    and only rises above it where the series' own calibration week alerts too often.
     ``windows`` are parsed label windows keyed by ``tenant/service/metric``.
     """
     scores = score_period(
@@ -183,7 +192,7 @@ def judge(
         combined = combine_groups(scores, combiner or CombinerConfig())
     series = per_series(combined)
     calibration = {n: s[s.index < plan.calibration_end] for n, s in series.items()}
-    thresholds = fit_thresholds(calibration, windows, threshold_config)
+    thresholds = fit_thresholds(calibration, windows, config_for(scores, threshold_config))
     results = []
     for name, values in series.items():
         held_out = values[values.index >= plan.calibration_end]

@@ -127,3 +127,19 @@ def test_zscore_is_causal_and_identical_after_save_and_load(members, tmp_path):
 def test_zscore_config_round_trips_with_its_nested_parts():
     config = ZScoreConfig(parts=("step_z3", "flat"), part_min_spread=[["flat", 1.0]])
     assert ZScoreConfig.from_dict(config.to_dict()) == config
+
+
+def test_the_default_ensemble_is_isolation_forest_and_zscore_whatever_else_was_trained():
+    rng = np.random.default_rng(0)
+    forest, zscore, lstm, prophet = (rng.uniform(size=50) for _ in range(4))
+    lstm[:10] = NAN
+    four = combine_arrays(
+        {"isolation_forest": forest, "zscore": zscore, "lstm": lstm, "prophet": prophet},
+        DEFAULT_COMBINER,
+    )
+    two = combine_arrays({"isolation_forest": forest, "zscore": zscore}, DEFAULT_COMBINER)
+    assert np.allclose(four, two)
+    assert np.allclose(two, (0.69 * forest + 1.31 * zscore) / 2.0)
+    # Where only a weightless member scored, the ensemble has no score rather than its score.
+    alone = combine_arrays({"lstm": np.array([0.9]), "zscore": np.array([NAN])}, DEFAULT_COMBINER)
+    assert np.isnan(alone).all()

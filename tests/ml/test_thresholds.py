@@ -65,7 +65,9 @@ def _noise_scores(series: int, weeks: int, seed: int) -> dict[str, pd.Series]:
 
 @pytest.mark.parametrize("target", [0.5, 2.0])
 def test_fitted_thresholds_hit_the_target_false_alarm_rate_on_fresh_noise(target):
-    config = ThresholdConfig(target_false_alarms_per_week=target, grid_points=200)
+    config = ThresholdConfig(
+        target_false_alarms_per_week=target, grid_points=200, floor_at_default=False, prior_weeks=4
+    )
     thresholds = fit_thresholds(_noise_scores(60, 2, seed=1), None, config)
     fresh = _noise_scores(60, 6, seed=2)
     alerts = sum(
@@ -105,3 +107,30 @@ def test_unknown_series_get_the_default_and_thresholds_survive_json():
     assert fit_thresholds({}).default == DEFAULT_THRESHOLD
     config = ThresholdConfig.from_dict({"target_false_alarms_per_week": 1.0, "policy": {}})
     assert config.policy == AlertPolicy()
+
+
+def test_no_threshold_goes_below_the_default_level_and_busy_series_go_above_it():
+    scores = _noise_scores(3, 1, seed=4)
+    quiet = scores["s0"].clip(upper=0.3)
+    busy = scores["s1"].copy()
+    busy.iloc[1000] = 0.8
+    config = ThresholdConfig(target_false_alarms_per_week=0.02)
+    thresholds = fit_thresholds({"quiet": quiet, "busy": busy}, None, config)
+    # A quiet week does not prove a lower level safe; the busy series' own normal excursion
+    # (0.8, outside any label window) lifts its level just above it, and only its level.
+    assert thresholds.for_series("quiet") == DEFAULT_THRESHOLD
+    assert 0.8 < thresholds.for_series("busy") <= 0.82
+    assert thresholds.default == DEFAULT_THRESHOLD == thresholds.for_series("never seen")
+    _, alert = flags(busy.to_numpy(), thresholds.for_series("busy"), thresholds.policy)
+    assert not alert.any()
+
+
+def test_one_series_busy_week_does_not_lift_the_others_of_its_tenant():
+    scores = {name: s.clip(upper=0.3) for name, s in _noise_scores(24, 1, seed=5).items()}
+    scores["s0"].iloc[500] = 0.9
+    fitted = fit_thresholds(scores)
+    assert fitted.for_series("s0") > 0.9
+    assert {fitted.for_series(f"s{i}") for i in range(1, 24)} == {DEFAULT_THRESHOLD}
+    # Pooled over the tenant (the old rule), that one excursion lifted every series above 0.9.
+    pooled = fit_thresholds(scores, None, ThresholdConfig(floor_at_default=False, prior_weeks=4))
+    assert min(pooled.for_series(f"s{i}") for i in range(24)) > 0.9

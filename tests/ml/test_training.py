@@ -1,11 +1,13 @@
 """The pipeline's rolling plan and validation: windows in time order, nothing judged on data that
 chose it."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from monitoring_pipelines.ml import registry
-from monitoring_pipelines.ml.training import KINDS, TrainingPlan, data_hash, detector_class
+from monitoring_pipelines.ml.thresholds import DEFAULT_THRESHOLD, MEMBER_LEVELS
+from monitoring_pipelines.ml.training import KINDS, TrainingPlan, data_hash, detector_class, judge
 
 
 def test_the_plan_cuts_time_into_train_calibration_and_validation_weeks():
@@ -38,3 +40,31 @@ def test_every_kind_resolves_to_its_detector_and_the_registry_knows_it():
         assert detector_class(kind).kind == kind
     # Lazily: asking for the z-score detector imports neither TensorFlow nor Prophet classes.
     assert detector_class("zscore").__name__ == "ZScoreDetector"
+
+
+def _scores(spikes: list[tuple[int, float]], start: pd.Timestamp) -> dict[tuple, pd.DataFrame]:
+    """Calibration + validation weeks of one quiet series with a few spikes."""
+    index = pd.date_range(start, periods=2 * 2016, freq="5min", tz="UTC")
+    values = np.full(index.size, 0.1)
+    for position, level in spikes:
+        values[position] = level
+    return {("acme", "api"): pd.DataFrame({"latency": values}, index=index)}
+
+
+def test_judge_cuts_each_score_at_its_own_default_level_and_never_below_it():
+    plan = TrainingPlan.ending(pd.Timestamp("2026-11-02"))
+    week, step = 2016, pd.Timedelta(minutes=5)
+    # Week 4 (calibration) is quiet; week 5 has an ordinary 0.55 excursion and an incident at 0.7.
+    scores = _scores([(week + 100, 0.55), (week + 1000, 0.7)], plan.train_end)
+    incident = plan.calibration_end + 1000 * step
+    windows = {"acme/api/latency": [(incident, incident + 10 * step)]}
+    zscore = judge({"zscore": scores}, plan, windows)
+    forest = judge({"isolation_forest": scores}, plan, windows)
+    # Z-scores run higher (MEMBER_LEVELS): 0.55 is ordinary for them, not for the forest, and a
+    # quiet calibration week lowers neither level.
+    assert zscore.thresholds.for_series("acme/api/latency") == MEMBER_LEVELS["zscore"]
+    assert zscore.metrics["event_precision"] == 1.0 and zscore.metrics["event_recall"] == 1.0
+    assert forest.thresholds.for_series("acme/api/latency") == DEFAULT_THRESHOLD
+    assert forest.metrics["event_precision"] == 0.5 and forest.metrics["event_recall"] == 1.0
+    ensemble = judge({"zscore": scores, "isolation_forest": scores}, plan, windows)
+    assert ensemble.thresholds.for_series("acme/api/latency") == DEFAULT_THRESHOLD
