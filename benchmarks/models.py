@@ -18,13 +18,14 @@ import pandas as pd
 from monitoring_pipelines.ml.ensemble import DEFAULT_COMBINER, combine_groups
 from monitoring_pipelines.ml.frames import group_frames
 from monitoring_pipelines.ml.incremental import (
-    StateStore,
+    WarehouseStateStore,
     raw_context_steps,
     score_sets_since,
     state_start,
 )
 from monitoring_pipelines.ml.training import KINDS, TrainingPlan, fit_candidate
 from monitoring_pipelines.sources.demo import DemoConfig, generate
+from monitoring_pipelines.warehouse import Warehouse
 
 AS_OF = pd.Timestamp("2026-11-02", tz="UTC")
 
@@ -36,7 +37,8 @@ def _frames(tenant: str = "acme") -> dict:
 
 def measure(kinds: list[str], score_days: int) -> dict:
     """One process: fit each kind once, then score ``score_days`` day by day with the ensemble,
-    through the path ``anomaly_scores`` takes (carried states on disk, new points only)."""
+    through the path ``anomaly_scores`` takes (carried states in a SQLite warehouse, new points
+    only)."""
     frames = _frames()
     plan = TrainingPlan.ending(AS_OF)
     fitted, train_seconds = {}, {}
@@ -48,7 +50,7 @@ def measure(kinds: list[str], score_days: int) -> dict:
     step = pd.Timedelta(minutes=5)
     versions = dict.fromkeys(kinds, 1)
     with tempfile.TemporaryDirectory() as tmp:
-        store = StateStore(tmp)
+        store = WarehouseStateStore(Warehouse(f"sqlite:///{tmp}/warehouse.db"))
         # The one-off catch-up from the first point (a new champion's first day), not timed.
         _, carried = score_sets_since(fitted, _before(frames, start), {}, start, start)
         for kind, states in carried.items():

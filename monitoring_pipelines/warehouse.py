@@ -119,6 +119,21 @@ thresholds = sa.Table(
     sa.PrimaryKeyConstraint("tenant", "series"),
 )
 
+# What each champion detector's calibrators had seen when a tenant's scoring stopped at ``as_of``
+# (UTC ns): the next day is scored from it instead of from the first point. Keyed by position,
+# so re-scoring an older day adds an older row and never overwrites a newer one.
+score_states = sa.Table(
+    "score_states",
+    metadata,
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("as_of", sa.BigInteger, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.PrimaryKeyConstraint("tenant", "kind", "version", "as_of"),
+)
+
 # One row per incident, keyed by its fingerprint (computed from the data), so re-running a
 # partition updates the incident instead of raising a second one.
 alerts = sa.Table(
@@ -474,6 +489,61 @@ class Warehouse:
         )
         with self.engine.connect() as conn:
             return sorted(tuple(row) for row in conn.execute(query))
+
+    # -- scoring state -------------------------------------------------------------------------
+
+    def write_score_state(
+        self, tenant: str, kind: str, version: int, as_of: int, payload: bytes, *, keep: int = 3
+    ) -> None:
+        """Store (or replace) a detector set's scoring state at ``as_of``; keep the newest
+        ``keep`` positions of that tenant, kind and version."""
+        key = (
+            (score_states.c.tenant == tenant)
+            & (score_states.c.kind == kind)
+            & (score_states.c.version == int(version))
+        )
+        with self.engine.begin() as conn:
+            conn.execute(score_states.delete().where(key, score_states.c.as_of == int(as_of)))
+            conn.execute(
+                score_states.insert(),
+                [
+                    {
+                        "tenant": tenant,
+                        "kind": kind,
+                        "version": int(version),
+                        "as_of": int(as_of),
+                        "payload": payload,
+                        "created_at": _now(),
+                    }
+                ],
+            )
+            kept = (
+                sa.select(score_states.c.as_of)
+                .where(key)
+                .order_by(score_states.c.as_of.desc())
+                .limit(keep)
+            )
+            newest = [row[0] for row in conn.execute(kept)]
+            conn.execute(score_states.delete().where(key, score_states.c.as_of.not_in(newest)))
+
+    def read_score_state(
+        self, tenant: str, kind: str, version: int, not_after: int
+    ) -> tuple[int, bytes] | None:
+        """The newest stored state at or before ``not_after`` (UTC ns): ``(as_of, payload)``."""
+        query = (
+            sa.select(score_states.c.as_of, score_states.c.payload)
+            .where(
+                score_states.c.tenant == tenant,
+                score_states.c.kind == kind,
+                score_states.c.version == int(version),
+                score_states.c.as_of <= int(not_after),
+            )
+            .order_by(score_states.c.as_of.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else (int(row.as_of), bytes(row.payload))
 
 
 def _ts_text(value: object) -> str | None:

@@ -2,7 +2,6 @@
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -20,7 +19,7 @@ from monitoring_pipelines.assets.training import (
 from monitoring_pipelines.ml.ensemble import DEFAULT_COMBINER, CombinerConfig, combine_groups
 from monitoring_pipelines.ml.frames import group_frames
 from monitoring_pipelines.ml.incremental import (
-    StateStore,
+    WarehouseStateStore,
     raw_context_steps,
     score_sets_since,
     state_start,
@@ -40,8 +39,6 @@ from monitoring_pipelines.resources import (
     WarehouseResource,
 )
 from monitoring_pipelines.warehouse import Warehouse
-
-STATE_DIR = "score-state"
 
 
 def _champions(tenant: str) -> tuple[dict, dict[str, int]]:
@@ -123,7 +120,7 @@ def _table(rows: dict[str, dict[str, float]]) -> str:
 
 def score_members(
     wh: Warehouse,
-    store: StateStore,
+    store: WarehouseStateStore,
     tenant: str,
     model_sets: dict,
     versions: dict[str, int],
@@ -136,8 +133,8 @@ def score_members(
     Exactly the scores of the whole history (each detector scored from the tenant's first
     point), computed for the new points only: each detector's calibration state is carried from
     the last scored day (:mod:`monitoring_pipelines.ml.incremental`), and only the past *values*
-    its features need are read. Without a stored state (first run, a new champion, the state
-    folder deleted) it catches up from the first point once.
+    its features need are read. States live in the warehouse's ``score_states`` table; without
+    one (first run, a new champion, the rows deleted) it catches up from the first point once.
     """
     step = pd.Timedelta(seconds=step_seconds)
     states: dict[str, dict] = {}
@@ -233,7 +230,7 @@ def anomaly_scores(
         raise dg.Failure(f"{tenant}: no champion model yet; run training_job first")
     thresholds, policy = wh.read_thresholds(tenant)
     policy = policy or {"alert_policy": AlertPolicy().__dict__}
-    store = StateStore(Path(pipeline.home) / STATE_DIR)
+    store = WarehouseStateStore(wh)
     frames, members = score_members(
         wh, store, tenant, model_sets, versions, start, end, pipeline.resolution_seconds
     )
@@ -242,7 +239,7 @@ def anomaly_scores(
         wh.replace_partition("anomaly_scores", tenant, start, end, scored)
         return dg.MaterializeResult(metadata={"points": 0, "anomalies": 0})
     scored["model_versions"] = json.dumps(versions, sort_keys=True)
-    scored["run_id"] = context.run_id
+    scored["run_id"] = context.run.run_id
     wh.replace_partition("anomaly_scores", tenant, start, end, scored)
     flagged = scored[scored["is_anomaly"]]
     return dg.MaterializeResult(

@@ -153,7 +153,7 @@ def build_model_asset(kind: str) -> dg.AssetsDefinition:
                     f"{judged.metrics['false_alarms_per_series_week']:.2f} false alarms per "
                     "series-week."
                 ),
-                tags={"dagster.run_id": context.run_id, "dagster.partition": tenant},
+                tags={"dagster.run_id": context.run.run_id, "dagster.partition": tenant},
                 group_columns=("tenant", "service"),
             )
             try:

@@ -158,57 +158,78 @@ class LikelihoodCalibrator:
         if self.config.method == "identity":
             out = self._short(raw).to_numpy()
         elif self.config.method == "gaussian":
-            out = np.column_stack([self._gaussian(str(c), raw[c]) for c in raw.columns])
+            out = self._gaussian_all(raw)
         else:
             out = self._tail(raw)
         out = np.where(np.isnan(raw.to_numpy()), np.nan, np.maximum(out, 0.0))
         return pd.DataFrame(out.reshape(raw.shape), index=raw.index, columns=raw.columns)
 
+    def _seeded(self, columns, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each column's seed followed by ``values``' column, as one matrix, and the seed sizes.
+
+        Seeds differ in length, so shorter ones are padded with NaN at the front: rolling
+        windows skip NaN, and a window reaching into the padding holds exactly the samples it
+        would hold in that column alone, so every column's statistics are unchanged.
+        """
+        seeds = [np.asarray(self.history.get(str(c), []), dtype="float64") for c in columns]
+        sizes = np.array([seed.size for seed in seeds], dtype=np.int64)
+        width = int(sizes.max()) if len(sizes) else 0
+        head = np.full((width, values.shape[1]), np.nan)
+        for j, seed in enumerate(seeds):
+            if seed.size:
+                head[width - seed.size :, j] = seed
+        return np.concatenate([head, values]), sizes
+
     def _tail(self, raw: pd.DataFrame) -> np.ndarray:
+        from monitoring_pipelines.ml.features import rolling_quantiles
+
         cfg = self.config
         stride = max(1, cfg.stride)
         low, high = cfg.tail_quantiles
         index = pd.DatetimeIndex(raw.index)
         short = self._short(raw).to_numpy()
-        mask = _anchor_mask(index, stride)
-        where = np.flatnonzero(mask)
-        window = max(1, cfg.long_window // stride)
-        min_periods = max(1, cfg.min_history // stride)
+        where = np.flatnonzero(_anchor_mask(index, stride))
         # Row t may use anchors up to t - short_window: the recent mean is judged against what
         # came before it, not against itself.
         latest = np.searchsorted(where, np.arange(len(index)) - cfg.short_window, side="right") - 1
+        sample, sizes = self._seeded(raw.columns, short[where])
+        width = sample.shape[0] - len(where)
+        position = latest + width  # (rows,), in the padded sample
+        valid = (latest[:, None] + sizes[None, :]) >= 0  # (rows, columns)
         out = np.full(raw.shape, np.nan)
-        for j, col in enumerate(raw.columns):
-            seed = np.asarray(self.history.get(str(col), []), dtype="float64")
-            sample = pd.Series(np.concatenate([seed, short[where, j]]))
-            rolling = sample.rolling(window, min_periods=min_periods)
-            q_low = rolling.quantile(low).to_numpy()
-            q_high = rolling.quantile(high).to_numpy()
-            position = latest + seed.size
-            valid = position >= 0
-            safe = np.maximum(position, 0)
-            lo = np.where(valid, q_low[safe] if sample.size else np.nan, np.nan)
-            hi = np.where(valid, q_high[safe] if sample.size else np.nan, np.nan)
-            spread = np.maximum(
-                hi - lo, np.maximum(np.abs(hi) * cfg.min_spread_fraction, cfg.min_spread)
-            )
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[:, j] = -np.log10(1.0 - high) + (short[:, j] - hi) / spread
+        used = np.unique(position[valid.any(axis=1)]) if len(position) else position
+        if not len(used):
+            return out
+        q_low, q_high = rolling_quantiles(
+            sample,
+            max(1, cfg.long_window // stride),
+            max(1, cfg.min_history // stride),
+            (low, high),
+            positions=used,
+        )
+        rows = np.searchsorted(used, np.clip(position, used[0], used[-1]))
+        lo = np.where(valid, q_low[rows], np.nan)
+        hi = np.where(valid, q_high[rows], np.nan)
+        spread = np.maximum(
+            hi - lo, np.maximum(np.abs(hi) * cfg.min_spread_fraction, cfg.min_spread)
+        )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:] = -np.log10(1.0 - high) + (short - hi) / spread
         return out
 
-    def _gaussian(self, name: str, raw: pd.Series) -> np.ndarray:
+    def _gaussian_all(self, raw: pd.DataFrame) -> np.ndarray:
+        """The Gaussian method on every column at once (one rolling call, not one per column)."""
         cfg = self.config
-        seed = np.asarray(self.history.get(name, []), dtype="float64")
-        values = raw.to_numpy(dtype="float64")
-        series = pd.Series(np.concatenate([seed, values]))
+        series, _ = self._seeded(raw.columns, raw.to_numpy(dtype="float64"))
+        width = series.shape[0] - raw.shape[0]
+        frame = pd.DataFrame(series)
         # Gaps do not count as observations: rolling statistics skip NaN.
-        short = series.rolling(cfg.short_window, min_periods=1).mean()
-        past = series.shift(cfg.short_window)
-        mu = past.rolling(cfg.long_window, min_periods=cfg.min_history).mean()
-        sigma = past.rolling(cfg.long_window, min_periods=cfg.min_history).std()
+        short = frame.rolling(cfg.short_window, min_periods=1).mean()
+        past = frame.shift(cfg.short_window).rolling(cfg.long_window, min_periods=cfg.min_history)
+        mu, sigma = past.mean(), past.std()
         floor = np.maximum(np.abs(mu) * cfg.min_sigma_fraction, 1e-9)
         sigma = np.maximum(sigma, floor)
-        z = ((short - mu) / sigma).to_numpy()[len(seed) :]
+        z = ((short - mu) / sigma).to_numpy()[width:]
         # scipy costs ~0.4 s to import; the Dagster code location imports this module.
         from scipy.special import log_ndtr
 

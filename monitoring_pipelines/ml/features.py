@@ -66,6 +66,9 @@ _CACHE_ENTRIES = 32
 _CACHE_MAX_FRAME_BYTES = 16 * 2**20
 _cache: OrderedDict[tuple, "_Features"] = OrderedDict()
 _cache_lock = threading.Lock()
+# Above this many window elements, rolling_quantiles leaves the work to pandas.
+_SORT_LIMIT = 4_000_000
+_SORT_MAX_WINDOW = 128
 
 
 @dataclass(frozen=True)
@@ -168,13 +171,68 @@ def trailing_quantiles(
     n = values.shape[0]
     stride = max(1, stride)
     where = np.flatnonzero(anchors(index, stride))
-    sample = pd.DataFrame(values[where])
-    rolling = sample.rolling(max(1, window // stride), min_periods=max(1, min_periods // stride))
-    stats = [rolling.quantile(q).to_numpy() for q in quantiles]
     latest = np.searchsorted(where, np.arange(n) - lag, side="right") - 1
     valid = (latest >= 0)[:, None]
     safe = np.maximum(latest, 0)
-    return [np.where(valid, s[safe], np.nan) for s in stats]
+    # Only the anchors some row reads: a frame's first rows look back past its start.
+    used = np.unique(safe[latest >= 0])
+    if not len(used):
+        return [np.full(values.shape, np.nan) for _ in quantiles]
+    stats = rolling_quantiles(
+        values[where],
+        max(1, window // stride),
+        max(1, min_periods // stride),
+        quantiles,
+        positions=used,
+    )
+    lookup = np.zeros(max(len(where), 1), dtype=np.int64)
+    lookup[used] = np.arange(len(used))
+    return [np.where(valid, s[lookup[safe]], np.nan) for s in stats]
+
+
+def rolling_quantiles(
+    sample: np.ndarray,
+    window: int,
+    min_periods: int,
+    quantiles: Sequence[float],
+    *,
+    positions: np.ndarray | None = None,
+) -> list[np.ndarray]:
+    """``pd.DataFrame(sample).rolling(window, min_periods).quantile(q)`` for each ``q``, bit
+    for bit (linear interpolation, NaN skipped), at ``positions`` only (default: every row).
+
+    One sort over all columns and quantiles instead of a pandas call per column and quantile.
+    """
+    sample = np.asarray(sample, dtype="float64")
+    squeeze = sample.ndim == 1
+    if squeeze:
+        sample = sample[:, None]
+    rows, m = sample.shape
+    if positions is None:
+        positions = np.arange(rows)
+    positions = np.asarray(positions, dtype=np.int64)
+    if window > _SORT_MAX_WINDOW or positions.size * m * window > _SORT_LIMIT:
+        # Long windows: pandas' sliding skiplist beats sorting each window afresh.
+        rolling = pd.DataFrame(sample).rolling(window, min_periods=max(1, min_periods))
+        out = [rolling.quantile(q).to_numpy()[positions] for q in quantiles]
+        return [o[:, 0] for o in out] if squeeze else out
+    padded = np.concatenate([np.full((window - 1, m), np.nan), sample])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, window, axis=0)[positions]
+    ordered = np.sort(windows, axis=-1)  # (positions, m, window), NaN last
+    count = window - np.isnan(ordered).sum(axis=-1)
+    enough = count >= max(1, min_periods)
+    out = []
+    for q in quantiles:
+        where = q * (count - 1)
+        low = np.clip(np.floor(where).astype(np.int64), 0, window - 1)
+        lo = np.take_along_axis(ordered, low[..., None], -1)[..., 0]
+        hi = np.take_along_axis(ordered, np.minimum(low + 1, window - 1)[..., None], -1)[..., 0]
+        fraction = where - low
+        with np.errstate(invalid="ignore"):
+            value = np.where(fraction == 0, lo, lo + (hi - lo) * fraction)
+        value = np.where(enough, value, np.nan)
+        out.append(value[:, 0] if squeeze else value)
+    return out
 
 
 def nan_median(stack: np.ndarray) -> np.ndarray:
@@ -202,28 +260,79 @@ def _lag_steps(days: Sequence[int], step: pd.Timedelta) -> list[int]:
     return [round(d * _DAY_SECONDS / step.total_seconds()) for d in days]
 
 
-def seasonal_reference(values: np.ndarray, index: pd.DatetimeIndex, cfg: FeatureConfig):
-    """Median of the same time on past weeks; past days while fewer than two weeks exist."""
+def _lagged(values: np.ndarray, lag: int, start: int) -> np.ndarray:
+    """Rows ``start`` onwards of ``values`` shifted down by ``lag`` rows (NaN before the first)."""
+    n = values.shape[0]
+    out = np.full((n - start, *values.shape[1:]), np.nan)
+    first = start - lag
+    if first >= 0:
+        out[:] = values[first : n - lag]
+    elif lag < n and -first < n - start:
+        out[-first:] = values[: n - lag]
+    return out
+
+
+def _placed(rows: np.ndarray, start: int, shape: tuple) -> np.ndarray:
+    """``rows`` (the values from row ``start`` on) in an array of ``shape``, NaN before."""
+    if start == 0:
+        return rows
+    out = np.full(shape, np.nan)
+    out[start:] = rows
+    return out
+
+
+def _clip_start(start: int, n: int) -> int:
+    return min(max(int(start), 0), n)
+
+
+def seasonal_reference(
+    values: np.ndarray, index: pd.DatetimeIndex, cfg: FeatureConfig, start: int = 0
+) -> np.ndarray:
+    """Median of the same time on past weeks; past days while fewer than two weeks exist.
+
+    Computed for rows ``start`` onwards (NaN before): the lags only index into the past.
+    """
     step = _step_of(index)
-    weekly = np.stack([_shift(values, lag) for lag in _lag_steps(cfg.seasonal_lags_days, step)])
-    daily = np.stack([_shift(values, lag) for lag in _lag_steps(cfg.fallback_lags_days, step)])
+    start = _clip_start(start, values.shape[0])
+    weekly = np.stack([_lagged(values, g, start) for g in _lag_steps(cfg.seasonal_lags_days, step)])
+    daily = np.stack([_lagged(values, g, start) for g in _lag_steps(cfg.fallback_lags_days, step)])
     enough_weeks = (~np.isnan(weekly)).sum(axis=0) >= 2
-    return np.where(enough_weeks, nan_median(weekly), nan_median(np.concatenate([weekly, daily])))
+    reference = np.where(
+        enough_weeks, nan_median(weekly), nan_median(np.concatenate([weekly, daily]))
+    )
+    return _placed(reference, start, values.shape)
+
+
+def _quantile_lookback(cfg: FeatureConfig) -> int:
+    """Rows before ``t`` that the trailing quantiles at ``t`` can read (see _robust_scale)."""
+    return cfg.window + max(1, cfg.stride) + 1
 
 
 def _robust_scale(
-    values: np.ndarray, index: pd.DatetimeIndex, cfg: FeatureConfig, *, centre: bool = True
+    values: np.ndarray,
+    index: pd.DatetimeIndex,
+    cfg: FeatureConfig,
+    *,
+    centre: bool = True,
+    start: int = 0,
 ) -> tuple[np.ndarray | None, np.ndarray]:
-    """Trailing-day median (skipped when ``centre`` is False) and IQR-based sigma."""
+    """Trailing-day median (skipped when ``centre`` is False) and IQR-based sigma.
+
+    For rows ``start`` onwards (NaN before); only :func:`_quantile_lookback` earlier rows are read.
+    """
+    n = values.shape[0]
+    start = _clip_start(start, n)
+    begin = max(0, start - _quantile_lookback(cfg))
     quantiles = (0.25, 0.75, 0.5) if centre else (0.25, 0.75)
     stats = trailing_quantiles(
-        values,
-        index,
+        values[begin:],
+        index[begin:],
         quantiles,
         window=cfg.window,
         min_periods=cfg.min_periods,
         stride=cfg.stride,
     )
+    stats = [_placed(s[start - begin :], start, values.shape) for s in stats]
     return (stats[2] if centre else None), (stats[1] - stats[0]) / _IQR_TO_SIGMA
 
 
@@ -255,8 +364,24 @@ def rolling_mean(values: np.ndarray, window: int, min_periods: int = 1) -> np.nd
         return np.where(count >= max(1, min_periods), total / count, np.nan)
 
 
-def _rolling_std(values: np.ndarray, window: int, min_periods: int) -> np.ndarray:
-    return pd.DataFrame(values).rolling(window, min_periods=min_periods).std().to_numpy()
+def rolling_mean_from(
+    values: np.ndarray, window: int, min_periods: int = 1, start: int = 0
+) -> np.ndarray:
+    """:func:`rolling_mean` for rows ``start`` onwards (NaN before), reading ``window - 1``
+    earlier rows only. Equal to the whole computation up to the rounding of the sums."""
+    start = _clip_start(start, values.shape[0])
+    if start == 0:
+        return rolling_mean(values, window, min_periods)
+    begin = max(0, start - window + 1)
+    rows = rolling_mean(values[begin:], window, min_periods)[start - begin :]
+    return _placed(rows, start, values.shape)
+
+
+def _rolling_std(values: np.ndarray, window: int, min_periods: int, start: int = 0) -> np.ndarray:
+    start = _clip_start(start, values.shape[0])
+    begin = max(0, start - window + 1)
+    rolled = pd.DataFrame(values[begin:]).rolling(window, min_periods=min_periods).std()
+    return _placed(rolled.to_numpy()[start - begin :], start, values.shape)
 
 
 def time_features(index: pd.DatetimeIndex) -> np.ndarray:
@@ -291,17 +416,49 @@ def context(abs_z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Features:
-    """Computes requested features once each, sharing intermediate results."""
+    """Computes requested features once each, sharing intermediate results.
 
-    def __init__(self, frame: pd.DataFrame, cfg: FeatureConfig):
+    Features are wanted for rows ``start`` onwards only (earlier rows lend their values, and get
+    NaN). Each intermediate result is computed for just the rows its consumers read: scoring one
+    new day with 37 days of lookback computes the seasonal residual over ~17 days, its load fit
+    and trailing scales over ~9, and the features over the day, instead of all of them over 38.
+    Values equal those of the whole frame up to the rounding of rolling sums.
+    """
+
+    def __init__(self, frame: pd.DataFrame, cfg: FeatureConfig, start: int = 0):
         self.cfg = cfg
         self.index = pd.DatetimeIndex(frame.index)
         self.x = frame.to_numpy(dtype="float64")
         self.columns = list(frame.columns)
         self.step = _step_of(self.index)
         self._cache: dict[str, np.ndarray] = {}
+        # Members on other threads may ask for the same features: compute each once.
+        self._lock = threading.RLock()
+        n = self.x.shape[0]
+        self.start = _clip_start(start, n)
+        per_day = _lag_steps((1,), self.step)[0]
+        self._quantiles = _quantile_lookback(cfg)
+        # A week of "usual size at this time of day", each a mean over 2 * halfwidth + 1 steps.
+        self._tod = cfg.time_of_day_days * per_day + 2 * cfg.time_of_day_halfwidth + 2
+        self._lags = max(_lag_steps((*cfg.seasonal_lags_days, *cfg.fallback_lags_days), self.step))
+        self._load_rows = round(cfg.load_window_days * _DAY_SECONDS / self.step.total_seconds())
+        # The residual feeds trailing-day centres and a week of usual sizes of the rows wanted.
+        self._residual_from = self.start - self._tod - self._quantiles - 2
+        # Its load fit reads a window of earlier rows, each with its own trailing-day scales.
+        self._raw_from = self._residual_from
+        if self._load_column() is not None and self.x.shape[1] >= 2:
+            self._raw_from -= self._load_rows + 1 + self._quantiles
+        self._residual_from = _clip_start(self._residual_from, n)
+        self._raw_from = _clip_start(self._raw_from, n)
 
     def get(self, name: str) -> np.ndarray:
+        found = self._cache.get(name)
+        if found is not None:
+            return found
+        with self._lock:
+            return self._compute(name)
+
+    def _compute(self, name: str) -> np.ndarray:
         if name not in self._cache:
             if name.startswith("step_z"):
                 self._cache[name] = self._step_z(int(name.removeprefix("step_z")))
@@ -316,10 +473,11 @@ class _Features:
 
     def _diff_scale(self) -> np.ndarray:
         """Trailing-day scale of first differences (their centre is ~0 on a regular grid)."""
-        return _robust_scale(self.get("diff"), self.index, self.cfg, centre=False)[1]
+        diff = self.get("diff")
+        return _robust_scale(diff, self.index, self.cfg, centre=False, start=self.start)[1]
 
     def _z_value(self) -> np.ndarray:
-        centre, scale = _robust_scale(self.x, self.index, self.cfg)
+        centre, scale = _robust_scale(self.x, self.index, self.cfg, start=self.start)
         return _ratio(self.x - centre, _floor(scale, centre, self.cfg), self.cfg.clip)
 
     def _z_diff(self) -> np.ndarray:
@@ -328,13 +486,15 @@ class _Features:
 
     def _volatility(self) -> np.ndarray:
         scale = _floor(self.get("diff_scale"), self.x, self.cfg)
-        recent = _rolling_std(self.get("diff"), self.cfg.volatility_window, min_periods=2)
+        recent = _rolling_std(
+            self.get("diff"), self.cfg.volatility_window, min_periods=2, start=self.start
+        )
         with np.errstate(invalid="ignore", divide="ignore"):
             out = np.log((recent + 0.01 * scale) / scale)
         return np.where(np.isnan(self.x), np.nan, out)
 
     def _raw_residual(self) -> np.ndarray:
-        return self.x - seasonal_reference(self.x, self.index, self.cfg)
+        return self.x - seasonal_reference(self.x, self.index, self.cfg, start=self._raw_from)
 
     def _load_column(self) -> int | None:
         names = [str(c) for c in self.columns]
@@ -361,27 +521,30 @@ class _Features:
         if load is None or raw.shape[1] < 2:
             return raw
         cfg = self.cfg
+        wanted = self._residual_from
+        # Rows the slopes of the wanted rows are fitted on.
+        fit = max(0, wanted - self._load_rows - 1)
         reference = self.x - raw
         with np.errstate(invalid="ignore", divide="ignore"):
             relative = raw[:, load] / np.abs(reference[:, load])
         relative = np.where(np.isfinite(relative), relative, np.nan)[:, None]
-        centre, spread = _robust_scale(relative, self.index, cfg)
+        centre, spread = _robust_scale(relative, self.index, cfg, start=fit)
         centred = relative - centre
         with np.errstate(invalid="ignore", divide="ignore"):
             distance = np.abs(centred) / np.maximum(spread, 1e-9)
         low, high = cfg.load_trust
         trust = np.clip((high - distance) / max(high - low, 1e-9), 0.0, 1.0)
         x1 = np.where(np.isfinite(distance), centred * trust, np.nan)  # (n, 1)
-        level_centre = _robust_scale(reference, self.index, cfg)[0]
+        level_centre = _robust_scale(reference, self.index, cfg, start=fit)[0]
         with np.errstate(invalid="ignore", divide="ignore"):
             level = reference / np.abs(level_centre)
         x2 = x1 * level
-        y_centre, y_scale = _robust_scale(raw, self.index, cfg)
+        y_centre, y_scale = _robust_scale(raw, self.index, cfg, start=fit)
         y = raw - y_centre
         # Winsorised: an incident inside the fitting window barely moves the slopes.
         bound = 4.0 * y_scale
         y = np.clip(y, -bound, bound)
-        window = round(cfg.load_window_days * _DAY_SECONDS / self.step.total_seconds())
+        window = self._load_rows
         minimum = round(_DAY_SECONDS / self.step.total_seconds())
         both = np.isfinite(y) & np.isfinite(x2)
         x1m = np.where(both, x1, np.nan)
@@ -390,7 +553,8 @@ class _Features:
 
         def mean(values: np.ndarray) -> np.ndarray:
             # Shifted one row: the slopes at t come from rows before t.
-            return _shift(rolling_mean(values, window, min_periods=minimum), 1)
+            rolled = rolling_mean_from(values, window, minimum, start=max(0, wanted - 1))
+            return _shift(rolled, 1)
 
         s11, s12, s22 = mean(x1m * x1m), mean(x1m * x2m), mean(x2m * x2m)
         s1y, s2y = mean(x1m * ym), mean(x2m * ym)
@@ -404,7 +568,9 @@ class _Features:
         explained = b1 * x1 + b2 * x2
         explained = np.where(np.isfinite(explained), explained, 0.0)
         explained[:, load] = 0.0
-        return raw - explained
+        out = raw - explained
+        out[:wanted] = np.nan
+        return out
 
     def _noise(self) -> np.ndarray:
         """Step-to-step noise sigma of the value (IQR of differences / sqrt 2)."""
@@ -412,23 +578,19 @@ class _Features:
 
     def _usual_size(self, magnitude: np.ndarray) -> np.ndarray:
         """Median over the past ``time_of_day_days`` days of the mean of ``magnitude`` within
-        ``time_of_day_halfwidth`` steps of the same time of day."""
+        ``time_of_day_halfwidth`` steps of the same time of day (rows ``start`` onwards)."""
         cfg = self.cfg
         width = 2 * cfg.time_of_day_halfwidth + 1
-        size = rolling_mean(magnitude, width, min_periods=max(1, width // 4))
         day = _lag_steps((1,), self.step)[0]
-        past = np.stack(
-            [
-                _shift(size, k * day - cfg.time_of_day_halfwidth)
-                for k in range(1, cfg.time_of_day_days + 1)
-            ]
-        )
-        return nan_median(past)
+        lags = [k * day - cfg.time_of_day_halfwidth for k in range(1, cfg.time_of_day_days + 1)]
+        size = rolling_mean_from(magnitude, width, max(1, width // 4), start=self.start - max(lags))
+        past = np.stack([_lagged(size, lag, self.start) for lag in lags])
+        return _placed(nan_median(past), self.start, magnitude.shape)
 
     def _centred_residual(self) -> np.ndarray:
         """The seasonal residual minus its trailing-day median, and its usual size here."""
         residual = self.get("residual")
-        centre, spread = _robust_scale(residual, self.index, self.cfg)
+        centre, spread = _robust_scale(residual, self.index, self.cfg, start=self.start - self._tod)
         centred = residual - centre
         usual = self._usual_size(np.abs(centred)) * _MEAN_ABS_TO_SIGMA
         return np.stack([centred, _floor(np.fmax(usual, 0.5 * spread), self.x, self.cfg)])
@@ -436,21 +598,23 @@ class _Features:
     def _seasonal_z(self, smooth: int | None = None) -> np.ndarray:
         cfg = self.cfg
         centred, scale = self.get("centred_residual")
-        smoothed = rolling_mean(centred, smooth or cfg.smooth)
+        smoothed = rolling_mean_from(centred, smooth or cfg.smooth, start=self.start)
         return np.where(np.isnan(self.x), np.nan, _ratio(smoothed, scale, cfg.clip))
 
     def _residual_noise(self) -> np.ndarray:
         """Step-to-step noise sigma of the seasonal residual, as usual at this time of day."""
         residual = self.get("residual")
         diffs = np.vstack([np.full((1, residual.shape[1]), np.nan), np.diff(residual, axis=0)])
-        _, day_scale = _robust_scale(diffs, self.index, self.cfg, centre=False)
+        _, day_scale = _robust_scale(diffs, self.index, self.cfg, centre=False, start=self.start)
         usual = self._usual_size(np.abs(diffs)) * _MEAN_ABS_TO_SIGMA
         return _floor(np.fmax(usual, 0.5 * day_scale) / np.sqrt(2.0), self.x, self.cfg)
 
     def _step_z(self, k: int) -> np.ndarray:
         residual = self.get("residual")
         noise = self.get("residual_noise")
-        mean = rolling_mean(residual, k)
+        if self.start and self.start - 2 * k + 1 < self._residual_from:
+            raise ValueError(f"step_z{k}: window too long for features from row {self.start}")
+        mean = rolling_mean_from(residual, k, start=self.start - k)
         change = mean - _shift(mean, k)
         out = _ratio(change, noise * np.sqrt(2.0 / k), 2 * self.cfg.clip)
         return np.where(np.isnan(self.x), np.nan, out)
@@ -458,15 +622,17 @@ class _Features:
     def _flat(self) -> np.ndarray:
         noise = self.get("noise")
         k = self.cfg.flat_window
-        moved = rolling_mean(np.abs(self.get("diff")), k, min_periods=k)
+        moved = rolling_mean_from(np.abs(self.get("diff")), k, k, start=self.start)
         with np.errstate(invalid="ignore", divide="ignore"):
             out = np.maximum(-np.log((moved + 0.01 * noise) / noise), 0.0)
         return np.where(np.isnan(self.x), np.nan, out)
 
     def _burst(self) -> np.ndarray:
         k = self.cfg.burst_window
-        spread = _rolling_std(self.get("diff"), k, min_periods=max(2, k // 2))
-        usual = seasonal_reference(spread, self.index, self.cfg)
+        spread = _rolling_std(
+            self.get("diff"), k, min_periods=max(2, k // 2), start=self.start - self._lags
+        )
+        usual = seasonal_reference(spread, self.index, self.cfg, start=self.start)
         floor = self.get("noise") * 0.01
         with np.errstate(invalid="ignore", divide="ignore"):
             out = np.maximum(np.log((spread + floor) / (usual + floor)), 0.0)
@@ -494,13 +660,14 @@ def clear_cache() -> None:
         _cache.clear()
 
 
-def _features_of(frame: pd.DataFrame, cfg: FeatureConfig) -> _Features:
+def _features_of(frame: pd.DataFrame, cfg: FeatureConfig, start: int = 0) -> _Features:
     values = np.ascontiguousarray(frame.to_numpy(dtype="float64"))
     if values.nbytes > _CACHE_MAX_FRAME_BYTES or len(frame) == 0:
-        return _Features(frame, cfg)
+        return _Features(frame, cfg, start)
     index = pd.DatetimeIndex(frame.index)
     key = (
         cfg,
+        int(start),
         values.shape,
         int(index[0].value),
         int(index[-1].value),
@@ -512,24 +679,34 @@ def _features_of(frame: pd.DataFrame, cfg: FeatureConfig) -> _Features:
         if found is not None:
             _cache.move_to_end(key)
             return found
-    features = _Features(frame, cfg)
+    features = _Features(frame, cfg, start)
     with _cache_lock:
-        _cache[key] = features
+        # Another thread may have built the same features meanwhile: share one, so the
+        # members scoring a group on two threads compute them once.
+        features = _cache.setdefault(key, features)
         while len(_cache) > _CACHE_ENTRIES:
             _cache.popitem(last=False)
     return features
 
 
 def compute_features(
-    frame: pd.DataFrame, names: Sequence[str], config: FeatureConfig | None = None
+    frame: pd.DataFrame,
+    names: Sequence[str],
+    config: FeatureConfig | None = None,
+    *,
+    start: int = 0,
 ) -> dict[str, np.ndarray]:
-    """The named features of ``frame``, each a (rows, metrics) array (shared: do not modify)."""
+    """The named features of ``frame``, each a (rows, metrics) array (shared: do not modify).
+
+    Only rows ``start`` onwards are computed (earlier rows are lookback and get NaN); they equal
+    the features of the whole frame there.
+    """
     cfg = config or FeatureConfig()
     known = set(cfg.names()) | set(TIME_FEATURES) | set(CONTEXT_FEATURES)
     unknown = [n for n in names if n not in known and not n.startswith(("step_z", "seasonal_z"))]
     if unknown:
         raise ValueError(f"unknown features {unknown}")
-    features = _features_of(frame, cfg)
+    features = _features_of(frame, cfg, start)
     return {name: features.feature(name) for name in names}
 
 
@@ -537,14 +714,16 @@ def group_features(
     frame: pd.DataFrame,
     config: FeatureConfig | None = None,
     names: Sequence[str] | None = None,
+    *,
+    start: int = 0,
 ) -> np.ndarray:
     """Features as a (rows, metrics, features) array, in the order of ``names``.
 
-    ``names`` defaults to ``config.names()``.
+    ``names`` defaults to ``config.names()``; ``start`` as in :func:`compute_features`.
     """
     cfg = config or FeatureConfig()
     names = list(names or cfg.names())
-    computed = compute_features(frame, names, cfg)
+    computed = compute_features(frame, names, cfg, start=start)
     return np.stack([computed[n] for n in names], axis=2)
 
 

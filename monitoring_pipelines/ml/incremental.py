@@ -234,7 +234,7 @@ def _raw_from(detector: Detector, frame: pd.DataFrame, begin: pd.Timestamp) -> p
     from monitoring_pipelines.ml.isolation_forest import _compress
 
     keep = frame.index >= begin
-    feats = detector._features(frame)[keep]
+    feats = detector._features(frame, start=int(frame.index.searchsorted(begin)))[keep]
     present = frame[keep].notna().to_numpy()
     raw = np.full(present.shape, np.nan)
     rows = _compress(np.nan_to_num(feats[present], nan=0.0)).astype(np.float32)
@@ -248,7 +248,8 @@ def _zscore_raw(detector, frame, begin, next_begin, state, new_samples) -> pd.Da
     part calibrated from its carried sample rather than from the frame's own past."""
     surprise = []
     kept = frame[frame.index >= begin]
-    for part, values in detector._parts(frame).items():
+    start = int(frame.index.searchsorted(begin))
+    for part, values in detector._parts(frame, start=start).items():
         name = f"part:{part}"
         values = values[values.index >= begin]
         decades, new_samples[name] = _calibrate(
@@ -369,3 +370,65 @@ class StateStore:
         stored = sorted(int(p.stem) for p in folder.glob("*.pkl") if p.stem.isdigit())
         for old in stored[: -self.keep]:
             (folder / f"{old}.pkl").unlink(missing_ok=True)
+
+
+def encode_states(states: SetStates) -> bytes:
+    """A set's states as bytes: a JSON header naming each sample, then the samples as float64.
+
+    Exact (no rounding) and safe to load from a shared database (no pickle).
+    """
+    import json
+
+    entries, arrays = [], []
+    for group, state in sorted(states.items()):
+        for name, by_col in sorted(state.samples.items()):
+            for col, values in sorted(by_col.items()):
+                values = np.ascontiguousarray(values, dtype="<f8")
+                entries.append([list(group), name, col, int(state.as_of), values.size])
+                arrays.append(values)
+        if not state.samples:
+            entries.append([list(group), None, None, int(state.as_of), 0])
+    header = json.dumps(entries).encode()
+    body = np.concatenate(arrays).tobytes() if arrays else b""
+    return len(header).to_bytes(8, "little") + header + body
+
+
+def decode_states(payload: bytes) -> SetStates:
+    import json
+
+    size = int.from_bytes(payload[:8], "little")
+    entries = json.loads(payload[8 : 8 + size])
+    values = np.frombuffer(payload[8 + size :], dtype="<f8")
+    states: SetStates = {}
+    offset = 0
+    for group, name, col, as_of, length in entries:
+        state = states.setdefault(tuple(group), SeriesState(as_of=as_of))
+        if name is not None:
+            state.samples.setdefault(name, {})[col] = values[offset : offset + length].copy()
+        offset += length
+    return states
+
+
+class WarehouseStateStore:
+    """Carried states in the warehouse's ``score_states`` table, as :class:`StateStore` keeps
+    them on disk: every machine scoring a tenant sees the same states, and re-scoring an older
+    day stores an older position without touching newer ones."""
+
+    def __init__(self, warehouse, keep: int = 3):
+        self.warehouse = warehouse
+        self.keep = keep
+
+    def latest(
+        self, tenant: str, kind: str, version: int, not_after: pd.Timestamp
+    ) -> SetStates | None:
+        """The newest stored states standing at or before ``not_after``, or None."""
+        found = self.warehouse.read_score_state(tenant, kind, version, int(not_after.value))
+        return None if found is None else decode_states(found[1])
+
+    def save(self, tenant: str, kind: str, version: int, states: SetStates) -> None:
+        positions = {s.as_of for s in states.values()}
+        if len(positions) != 1 or None in positions:
+            return
+        self.warehouse.write_score_state(
+            tenant, kind, version, positions.pop(), encode_states(states), keep=self.keep
+        )

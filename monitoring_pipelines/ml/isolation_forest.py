@@ -80,9 +80,10 @@ class IsolationForestDetector(Detector):
         super().__init__(config)
         self.forest: IsolationForest | None = None
 
-    def _features(self, frame: pd.DataFrame) -> np.ndarray:
+    def _features(self, frame: pd.DataFrame, start: int = 0) -> np.ndarray:
+        """(rows, metrics, features); rows before ``start`` only lend their values (NaN)."""
         cfg: IsolationForestConfig = self.config
-        feats = group_features(frame, cfg.features, cfg.feature_names)
+        feats = group_features(frame, cfg.features, cfg.feature_names, start=start)
         if cfg.metric_identity:
             n, m = frame.shape
             onehot = np.broadcast_to(np.eye(m)[None, :, :], (n, m, m))

@@ -73,9 +73,10 @@ class ZScoreDetector(Detector):
         floor = dict(cfg.part_min_spread).get(part, cfg.part_calibration.min_spread)
         return replace(cfg.part_calibration, min_spread=floor)
 
-    def _parts(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    def _parts(self, frame: pd.DataFrame, start: int = 0) -> dict[str, pd.DataFrame]:
+        """Each part's |feature|; rows before ``start`` only lend their values (NaN)."""
         cfg: ZScoreConfig = self.config
-        computed = compute_features(frame, cfg.parts, cfg.features)
+        computed = compute_features(frame, cfg.parts, cfg.features, start=start)
         return {
             part: pd.DataFrame(np.abs(values), index=frame.index, columns=frame.columns)
             for part, values in computed.items()

@@ -119,6 +119,14 @@ def test_zscore_is_a_fourth_champion_and_day_by_day_scores_equal_the_whole_histo
         _run(pipeline, [anomaly_scores], tenant_day_key(day, "acme"))
     scores = wh.read_records("anomaly_scores", tenant="acme")
     scores = scores[scores["ts"] >= pd.Timestamp(days[0], tz="UTC")]
+    # Each champion's carried state is in the warehouse (every machine sees it), and the newest
+    # one stands just before the day after the last one scored.
+    assert wh.count("score_states", tenant="acme", kind="zscore") >= 1
+    newest = wh.read_score_state("acme", "zscore", 1, 2**62)
+    assert pd.Timestamp(newest[0], tz="UTC") < pd.Timestamp(days[-1], tz="UTC") + pd.Timedelta(
+        days=1
+    )
+    assert pd.Timestamp(newest[0], tz="UTC") > pd.Timestamp(days[-1], tz="UTC")
     assert scores["zscore_score"].notna().mean() > 0.99
     assert scores["isolation_forest_score"].notna().mean() > 0.99
 

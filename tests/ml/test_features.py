@@ -13,6 +13,7 @@ from monitoring_pipelines.ml.features import (
     group_features,
     nan_median,
     rolling_mean,
+    rolling_quantiles,
     time_features,
     trailing_quantiles,
 )
@@ -185,3 +186,35 @@ def test_the_load_adjustment_is_causal_and_only_for_the_other_metrics():
     assert not np.allclose(
         whole["seasonal_z"][2000:, 1], unadjusted["seasonal_z"][2000:, 1], equal_nan=True
     )
+
+
+def test_features_of_the_last_rows_alone_equal_those_of_the_whole_frame():
+    """Scoring one new day computes features for that day only, the earlier rows serving as
+    lookback; they must be the features the whole frame gives those rows."""
+    frame = seasonal_frame(days=40, seed=3, metrics=("requests_per_second", "latency", "errors"))
+    frame["latency"] += 0.05 * frame["requests_per_second"]
+    frame.iloc[39 * 288 + 50 : 39 * 288 + 80, 1] = np.nan
+    frame.iloc[20 * 288 : 20 * 288 + 300, 2] = np.nan
+    frame.iloc[39 * 288 + 100 : 39 * 288 + 110, 2] += 40.0
+    whole = compute_features(frame, ALL)
+    for start in (39 * 288, 30 * 288 + 7, 100):
+        part = compute_features(frame, ALL, start=start)
+        for name in ALL:
+            got, want = part[name][start:], whole[name][start:]
+            assert np.array_equal(np.isnan(got), np.isnan(want)), (name, start)
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9, err_msg=name)
+    # Not a comparison of two flat lines: the burst on the last day is far out.
+    assert np.nanmax(whole["seasonal_z"][39 * 288 + 100 : 39 * 288 + 110, 2]) > 5
+
+
+def test_rolling_quantiles_match_pandas_bit_for_bit():
+    rng = np.random.default_rng(5)
+    sample = rng.standard_cauchy((600, 4))
+    sample[rng.random(sample.shape) < 0.2] = np.nan
+    sample[100:200, 1] = np.nan
+    positions = np.array([0, 5, 150, 599])
+    for window, min_periods in ((48, 6), (300, 48)):
+        got = rolling_quantiles(sample, window, min_periods, (0.25, 0.5, 0.99), positions=positions)
+        for q, values in zip((0.25, 0.5, 0.99), got, strict=True):
+            want = pd.DataFrame(sample).rolling(window, min_periods=min_periods).quantile(q)
+            np.testing.assert_array_equal(values, want.to_numpy()[positions])

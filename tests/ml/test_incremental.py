@@ -87,3 +87,54 @@ class _Set:
 
     def __init__(self, detector):
         self.detectors = {("g",): detector}
+
+
+def test_states_kept_in_the_warehouse_score_days_exactly_and_survive_an_older_rescore(
+    frame, tmp_path
+):
+    from monitoring_pipelines.warehouse import Warehouse
+
+    detector = ZScoreDetector().fit(frame.iloc[: 21 * 288])
+    whole = detector.score(frame)
+    store = inc.WarehouseStateStore(Warehouse(f"sqlite:///{tmp_path}/wh.db"), keep=3)
+    sets = {"d": _Set(detector)}
+    context = inc.raw_context_steps(detector, STEP) * STEP
+    days = pd.date_range("2026-11-10", periods=3, freq="D", tz="UTC")
+    _, carried = inc.score_sets_since(
+        sets, {("g",): frame[frame.index < days[0]]}, {}, days[0], days[0]
+    )
+    store.save("t", "d", 1, carried["d"])
+
+    def score(day):
+        stop = day + pd.Timedelta(days=1)
+        states = store.latest("t", "d", 1, inc.state_start(detector, STEP, day))
+        stands = pd.Timestamp(states[("g",)].as_of, tz="UTC")
+        window = frame[(frame.index >= stands - context) & (frame.index < stop)]
+        members, carried = inc.score_sets_since(sets, {("g",): window}, {"d": states}, day, stop)
+        store.save("t", "d", 1, carried["d"])
+        return members["d"][("g",)]
+
+    for day in days:
+        score(day)
+    # Re-score the second day: it replaces an older position, the newest one is untouched.
+    again = score(days[1])
+    want = whole[(whole.index >= days[1]) & (whole.index < days[2])]
+    np.testing.assert_allclose(again.to_numpy(), want.to_numpy(), rtol=0, atol=1e-9)
+    following = days[2] + pd.Timedelta(days=1)
+    got = score(following)
+    want = whole[(whole.index >= following) & (whole.index < following + pd.Timedelta(days=1))]
+    assert got.index.equals(want.index)
+    np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=0, atol=1e-9)
+    # Only the newest positions are kept.
+    assert store.warehouse.count("score_states", tenant="t") == 3
+
+
+def test_encoded_states_round_trip_exactly():
+    state = inc.SeriesState(
+        as_of=123,
+        samples={"score": {"a": np.array([0.1, np.nan, 1e-300]), "b": np.array([])}},
+    )
+    back = inc.decode_states(inc.encode_states({("svc", "x"): state}))[("svc", "x")]
+    assert back.as_of == 123
+    np.testing.assert_array_equal(back.samples["score"]["a"], state.samples["score"]["a"])
+    assert back.samples["score"]["b"].size == 0
