@@ -8,7 +8,7 @@ event and sequence): the outbox stores it once, and receivers that honour the ke
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import IntEnum
 
 
@@ -106,6 +106,15 @@ class Notification:
     # suppressed notifications are stored too, so nothing disappears without a trace.
     status: str = "pending"
     reason: str | None = None
+
+
+def utc(value: datetime | str | None) -> datetime | None:
+    """A UTC datetime from a datetime or ISO text (SQLite hands back naive datetimes: UTC)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _iso(value: datetime | None) -> str | None:

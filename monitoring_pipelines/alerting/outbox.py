@@ -60,13 +60,6 @@ _ERROR_LIMIT = 500
 n = notifications
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything here is UTC."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -78,7 +71,7 @@ def _row(notification: Notification, now: datetime) -> dict:
     status = notification.status or PENDING
     if status not in (PENDING, SUPPRESSED):
         raise ValueError(f"cannot enqueue a notification with status {status!r}")
-    not_before = _utc(notification.not_before)
+    not_before = model.utc(notification.not_before)
     return {
         "idempotency_key": notification.idempotency_key,
         "fingerprint": notification.fingerprint,
@@ -113,7 +106,7 @@ def enqueue(
     transaction of its own is used. Suppressed notifications keep their status and reason. An
     existing row is never touched: re-enqueueing a delivered notification does not resend it.
     """
-    now = _utc(now) or _now()
+    now = model.utc(now) or _now()
     unique: dict[str, dict] = {}
     for item in items:
         unique.setdefault(item.idempotency_key, _row(item, now))
@@ -176,7 +169,7 @@ def _due(now: datetime):
 
 def pending_count(warehouse: Warehouse, now: datetime | None = None) -> int:
     """How many notifications a dispatch at ``now`` would claim (due, or with an expired lease)."""
-    now = _utc(now) or _now()
+    now = model.utc(now) or _now()
     query = sa.select(sa.func.count()).select_from(n).where(_due(now))
     with warehouse.engine.connect() as conn:
         return int(conn.execute(query).scalar_one())
@@ -195,7 +188,7 @@ def next_due_at(warehouse: Warehouse) -> datetime | None:
     with warehouse.engine.connect() as conn:
         pending = conn.execute(sa.select(sa.func.min(at)).where(n.c.status == PENDING)).scalar()
         leased = conn.execute(lease).scalar()
-    candidates = [_utc(v) for v in (pending, leased) if v is not None]
+    candidates = [model.utc(v) for v in (pending, leased) if v is not None]
     return min(candidates) if candidates else None
 
 
@@ -227,7 +220,7 @@ def read_notifications(
         record = dict(row)
         record["payload"] = json.loads(record["payload"])
         for col in ("not_before", "next_attempt_at", "lease_until", "created_at", "sent_at"):
-            record[col] = _utc(record[col])
+            record[col] = model.utc(record[col])
         out.append(record)
     return out
 
@@ -242,7 +235,7 @@ def requeue(
     keys = list(keys)
     if not keys:
         return 0
-    now = _utc(now) or _now()
+    now = model.utc(now) or _now()
     stmt = (
         n.update()
         .where(n.c.idempotency_key.in_(keys), n.c.status.in_([DEAD, CANCELLED]))
@@ -334,7 +327,7 @@ class _Clock:
     """``now`` as given (tests simulate time) advancing with the wall clock, or the wall clock."""
 
     def __init__(self, now: datetime | None):
-        self.start = _utc(now)
+        self.start = model.utc(now)
         self.t0 = time.monotonic()
 
     def __call__(self) -> datetime:
@@ -479,7 +472,7 @@ def _claim(
             locale=r.locale,
             payload=r.payload,
             attempts=int(r.attempts),
-            created_at=_utc(r.created_at),
+            created_at=model.utc(r.created_at),
         )
         for r in rows
     ]

@@ -58,10 +58,6 @@ class RaiseOutcome:
         return counts
 
 
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _serialise(conn, dialect: str) -> None:
     """Alert writes take turns: two runs raising the same incident at once (adjacent days of a
     tenant) must not both insert it, and each must plan against what the other wrote."""
@@ -101,7 +97,7 @@ def raise_incidents(
 
     Idempotent: re-running the same span finds the same fingerprints and the same idempotency
     keys, so nothing is raised or queued twice."""
-    start, end = _utc(start), _utc(end)
+    start, end = model.utc(start), model.utc(end)
     scores = wh.read_records(
         "anomaly_scores", tenant=tenant, start=start - LOOKBACK, end=end, columns=SCORE_COLUMNS
     )

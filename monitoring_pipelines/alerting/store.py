@@ -47,14 +47,6 @@ class StoredIncident:
         return self.incident.status
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -68,9 +60,9 @@ def _data_columns(incident: Incident) -> dict:
         "kind": incident.kind,
         "severity": incident.severity.label,
         "status": incident.status,
-        "started_at": _utc(incident.started_at),
-        "last_seen_at": _utc(incident.last_seen_at),
-        "resolved_at": _utc(incident.resolved_at),
+        "started_at": model.utc(incident.started_at),
+        "last_seen_at": model.utc(incident.last_seen_at),
+        "resolved_at": model.utc(incident.resolved_at),
         "score": float(incident.score),
         "metrics": json.dumps(data["metrics"], sort_keys=True),
         "summary": incident.summary,
@@ -83,7 +75,7 @@ def _data_columns(incident: Incident) -> dict:
 
 def _from_row(row) -> StoredIncident:
     def iso(value):
-        return None if value is None else _utc(value).isoformat()
+        return None if value is None else model.utc(value).isoformat()
 
     incident = model.incident_from_dict(
         {
@@ -108,17 +100,17 @@ def _from_row(row) -> StoredIncident:
     return StoredIncident(
         incident=incident,
         acknowledged_by=row.acknowledged_by,
-        acknowledged_at=_utc(row.acknowledged_at),
+        acknowledged_at=model.utc(row.acknowledged_at),
         resolved_by=row.resolved_by,
         feedback=row.feedback,
         feedback_note=row.feedback_note,
-        updated_at=_utc(row.updated_at),
+        updated_at=model.utc(row.updated_at),
     )
 
 
 def _knows_more(new: dict, old) -> bool:
     """Whether the new version saw at least as much of the incident as the stored one."""
-    old_seen = _utc(old.last_seen_at)
+    old_seen = model.utc(old.last_seen_at)
     if new["last_seen_at"] != old_seen:
         return new["last_seen_at"] > old_seen
     return new["status"] == model.RESOLVED or old.status != model.RESOLVED
@@ -159,10 +151,10 @@ def upsert_incidents(
             counts["unchanged"] += 1
             continue
         # Identity (started_at) never moves later: a re-run seeing less history keeps the start.
-        values["started_at"] = min(values["started_at"], _utc(old.started_at))
+        values["started_at"] = min(values["started_at"], model.utc(old.started_at))
         if old.resolved_by:
             values["status"] = model.RESOLVED
-            values["resolved_at"] = _utc(old.resolved_at)
+            values["resolved_at"] = model.utc(old.resolved_at)
         elif old.status == model.ACKNOWLEDGED and values["status"] != model.RESOLVED:
             values["status"] = model.ACKNOWLEDGED
         changed = {
@@ -184,7 +176,7 @@ def upsert_incidents(
 
 def _differs(old, new) -> bool:
     if isinstance(new, datetime) or isinstance(old, datetime):
-        return _utc(old) != _utc(new)
+        return model.utc(old) != model.utc(new)
     return old != new
 
 
@@ -206,7 +198,7 @@ def read_incidents(
         statuses = [status] if isinstance(status, str) else list(status)
         query = query.where(alerts.c.status.in_(statuses))
     if since is not None:
-        query = query.where(alerts.c.last_seen_at >= _utc(since))
+        query = query.where(alerts.c.last_seen_at >= model.utc(since))
     if conn is None:
         with warehouse.engine.connect() as own:
             return read_incidents(
