@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 STEP = pd.Timedelta(minutes=5)
 DAY0 = pd.Timestamp("2026-10-05T00:00:00Z")
@@ -52,3 +53,20 @@ def score_frame(
 def _utc(text: str) -> pd.Timestamp:
     value = pd.Timestamp(text)
     return value.tz_localize("UTC") if value.tzinfo is None else value
+
+
+@pytest.fixture
+def server():
+    """Start local HTTP endpoints (``server(check, **options)``); all closed after the test."""
+    from tests.alerting.servers import RecordingServer
+
+    servers = []
+
+    def start(check=None, **kwargs):
+        srv = RecordingServer(check, **kwargs)
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.close()

@@ -22,7 +22,6 @@ from monitoring_pipelines.alerting import outbox, receivers
 from monitoring_pipelines.warehouse import alerts, notifications
 from tests.alerting.servers import (
     PagerDutyChecker,
-    RecordingServer,
     WebhookChecker,
     closed_port_url,
     sample_notification,
@@ -32,20 +31,6 @@ T0 = datetime(2026, 10, 5, 15, 0, tzinfo=UTC)
 SECRET = "whsec-outbox-test-secret"
 FAST = {"connect_timeout": 0.5, "read_timeout": 0.5}
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def server():
-    servers = []
-
-    def start(check=None, **kwargs):
-        srv = RecordingServer(check, **kwargs)
-        servers.append(srv)
-        return srv
-
-    yield start
-    for srv in servers:
-        srv.close()
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,6 @@ from monitoring_pipelines.alerting.receivers import (
 )
 from tests.alerting.servers import (
     PagerDutyChecker,
-    RecordingServer,
     SMTPSink,
     WebhookChecker,
     check_slack,
@@ -47,20 +46,6 @@ def send(receiver, notification, thread_key=None):
     message = templates.render(notification.payload, notification.locale)
     receiver.send(delivery_of(notification, thread_key), message)
     return message
-
-
-@pytest.fixture
-def server():
-    servers = []
-
-    def start(check=None, **kwargs):
-        srv = RecordingServer(check, **kwargs)
-        servers.append(srv)
-        return srv
-
-    yield start
-    for srv in servers:
-        srv.close()
 
 
 # -- specs ----------------------------------------------------------------------------------------
