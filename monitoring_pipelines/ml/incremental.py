@@ -314,64 +314,6 @@ def score_sets_since(
     return members, carried
 
 
-class StateStore:
-    """Carried states on disk, one file per tenant, detector version and position in time.
-
-    Only the newest few positions are kept. A state is a summary of scores already computed, so
-    losing the folder costs one catch-up scoring from the start of the data, nothing else.
-    """
-
-    def __init__(self, root, keep: int = 3):
-        from pathlib import Path
-
-        self.root = Path(root)
-        self.keep = keep
-
-    def _dir(self, tenant: str, kind: str, version: int):
-        return self.root / tenant / f"{kind}-v{int(version)}"
-
-    def latest(
-        self, tenant: str, kind: str, version: int, not_after: pd.Timestamp
-    ) -> SetStates | None:
-        """The newest stored states standing at or before ``not_after``, or None."""
-        import pickle
-
-        folder = self._dir(tenant, kind, version)
-        if not folder.exists():
-            return None
-        limit = int(not_after.value)
-        found = sorted(
-            int(p.stem) for p in folder.glob("*.pkl") if p.stem.isdigit() and int(p.stem) <= limit
-        )
-        for as_of in reversed(found):
-            try:
-                with open(folder / f"{as_of}.pkl", "rb") as handle:
-                    return {tuple(k): SeriesState.from_dict(v) for k, v in pickle.load(handle)}
-            except (OSError, EOFError, pickle.UnpicklingError):
-                continue
-        return None
-
-    def save(self, tenant: str, kind: str, version: int, states: SetStates) -> None:
-        import os
-        import pickle
-        import tempfile
-
-        positions = {s.as_of for s in states.values()}
-        if len(positions) != 1 or None in positions:
-            return
-        folder = self._dir(tenant, kind, version)
-        folder.mkdir(parents=True, exist_ok=True)
-        payload = [(list(k), s.to_dict()) for k, s in sorted(states.items())]
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            pickle.dump(payload, handle, protocol=pickle.HIGHEST_PROTOCOL)
-        # Atomic: a run scoring the same tenant in parallel reads a whole file or none.
-        os.replace(tmp, folder / f"{positions.pop()}.pkl")
-        stored = sorted(int(p.stem) for p in folder.glob("*.pkl") if p.stem.isdigit())
-        for old in stored[: -self.keep]:
-            (folder / f"{old}.pkl").unlink(missing_ok=True)
-
-
 def encode_states(states: SetStates) -> bytes:
     """A set's states as bytes: a JSON header naming each sample, then the samples as float64.
 
@@ -410,9 +352,10 @@ def decode_states(payload: bytes) -> SetStates:
 
 
 class WarehouseStateStore:
-    """Carried states in the warehouse's ``score_states`` table, as :class:`StateStore` keeps
-    them on disk: every machine scoring a tenant sees the same states, and re-scoring an older
-    day stores an older position without touching newer ones."""
+    """Carried states in the warehouse's ``score_states`` table, the newest few positions per
+    tenant and detector version: every machine scoring a tenant sees the same states, re-scoring
+    an older day stores an older position without touching newer ones, and losing them costs one
+    catch-up scoring from the start of the data, nothing else."""
 
     def __init__(self, warehouse, keep: int = 3):
         self.warehouse = warehouse

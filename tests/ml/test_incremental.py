@@ -7,6 +7,7 @@ import pytest
 from monitoring_pipelines.ml import incremental as inc
 from monitoring_pipelines.ml.isolation_forest import IsolationForestDetector
 from monitoring_pipelines.ml.zscore import ZScoreDetector
+from monitoring_pipelines.warehouse import Warehouse
 
 STEP = pd.Timedelta(minutes=5)
 
@@ -34,7 +35,7 @@ def test_day_by_day_scores_equal_scoring_the_whole_history(frame, make, tmp_path
     detector = make().fit(frame.iloc[: 21 * 288])
     end = frame.index[-1] + STEP
     whole = detector.score(frame)
-    store = inc.StateStore(tmp_path)
+    store = inc.WarehouseStateStore(Warehouse(f"sqlite:///{tmp_path}/wh.db"))
     first_day = pd.Timestamp("2026-11-11", tz="UTC")
     # Catch up from the first point, then one day at a time from a stored state, reading only
     # the values the features need, as anomaly_scores does.
@@ -92,7 +93,6 @@ class _Set:
 def test_states_kept_in_the_warehouse_score_days_exactly_and_survive_an_older_rescore(
     frame, tmp_path
 ):
-    from monitoring_pipelines.warehouse import Warehouse
 
     detector = ZScoreDetector().fit(frame.iloc[: 21 * 288])
     whole = detector.score(frame)
