@@ -102,7 +102,8 @@ def _worker_init(environ: dict[str, str]) -> None:
 
 
 def _run_partition(task: tuple[str, str]) -> tuple[str, list[str], str | None]:
-    """Run one job on one partition (``date|tenant`` or ``tenant``).
+    """Run one job on one partition (``date|tenant`` or ``tenant``) or on a range of them
+    (``first...last``, as a backfill under the assets' backfill policy runs them).
 
     Returns the key, the blocking checks that failed with ERROR, and the error if the run failed.
     """
@@ -111,12 +112,24 @@ def _run_partition(task: tuple[str, str]) -> tuple[str, list[str], str | None]:
     from monitoring_pipelines.partitions import tenant_day_key
 
     job_name, key = task
+    tags = {"monitoring/trigger": "cli"}
+    partition_key = None
+    if "..." in key:
+        first, last = key.split("...", 1)
+        tags.update(
+            {
+                "dagster/asset_partition_range_start": first,
+                "dagster/asset_partition_range_end": last,
+            }
+        )
+    else:
+        partition_key = tenant_day_key(*key.split("|", 1)) if "|" in key else key
     run = _job(job_name).execute_in_process(
-        partition_key=tenant_day_key(*key.split("|", 1)) if "|" in key else key,
+        partition_key=partition_key,
         run_config=QUIET,
         instance=_instance(),
         raise_on_error=False,
-        tags={"monitoring/trigger": "cli"},
+        tags=tags,
     )
     blocked = sorted(
         {
@@ -304,6 +317,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def backfill_ranges(keys: list[str]) -> list[str]:
+    """``date|tenant`` keys as the ranged runs a Dagster backfill of ``anomaly_scores`` makes:
+    each tenant's consecutive days in chunks of up to ``MAX_DAYS_PER_RUN``, as ``first...last``.
+
+    Ordered chunk by chunk, so a tenant's next month starts after its previous one and finds
+    the detectors' carried state instead of catching up from the first point.
+    """
+    import pandas as pd
+
+    from monitoring_pipelines.assets.scoring import MAX_DAYS_PER_RUN, tenant_spans
+
+    day = pd.Timedelta(days=1)
+    ranked = []
+    for tenant, spans in tenant_spans(keys).items():
+        chunks = [
+            (start + offset * day, min(start + (offset + MAX_DAYS_PER_RUN) * day, end))
+            for start, end in spans
+            for offset in range(0, (end - start).days, MAX_DAYS_PER_RUN)
+        ]
+        for rank, (first, stop) in enumerate(chunks):
+            last = stop - day
+            ranked.append((rank, f"{first:%Y-%m-%d}|{tenant}...{last:%Y-%m-%d}|{tenant}"))
+    return [key for _, key in sorted(ranked)]
+
+
 def _prepare_mlflow(settings: Settings) -> None:
     """Create the MLflow store once, before worker processes train in parallel.
 
@@ -334,7 +372,9 @@ def train_and_score(
     failures += [
         f"scoring {key}: {failure}"
         for key, _, failure in _run_all(
-            "scoring_job", [d for d in days if d.split("|", 1)[1] in trained], workers
+            "scoring_job",
+            backfill_ranges([d for d in days if d.split("|", 1)[1] in trained]),
+            workers,
         )
         if failure
     ]

@@ -210,6 +210,13 @@ def _failed_blocking_checks(instance: dg.DagsterInstance, run_id: str) -> list[t
     return out
 
 
+def _partition_range(tags) -> str | None:
+    """A ranged run's partitions (a backfill of several tenant-days) as ``first...last``."""
+    first = tags.get("dagster/asset_partition_range_start")
+    last = tags.get("dagster/asset_partition_range_end")
+    return f"{first}...{last}" if first and last else None
+
+
 def failure_incidents(instance: dg.DagsterInstance, run: dg.DagsterRun, error: str) -> list:
     """The incidents a failed run raises: one data-quality incident per blocking check that
     stopped a tenant-day partition (for the data owner), otherwise one pipeline-failure incident
@@ -227,7 +234,8 @@ def failure_incidents(instance: dg.DagsterInstance, run: dg.DagsterRun, error: s
             data_quality_incident(tenant, partition, name, reason, run.run_id)
             for name, reason in blocked
         ]
-    return [pipeline_failure_incident(run.job_name, run.run_id, error, partition)]
+    where = partition or _partition_range(run.tags)
+    return [pipeline_failure_incident(run.job_name, run.run_id, error, where)]
 
 
 @dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING)

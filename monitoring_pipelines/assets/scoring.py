@@ -32,7 +32,11 @@ from monitoring_pipelines.ml.training import (
     score_period,
     slice_frames,
 )
-from monitoring_pipelines.partitions import tenant_day_partitions, tenant_partitions
+from monitoring_pipelines.partitions import (
+    tenant_day_key,
+    tenant_day_partitions,
+    tenant_partitions,
+)
 from monitoring_pipelines.resources import (
     MlflowResource,
     PipelineSettingsResource,
@@ -159,7 +163,7 @@ def score_members(
     return frames, members
 
 
-def score_day(
+def scored_points(
     frames: dict[tuple, pd.DataFrame],
     members: dict[str, dict[tuple, pd.DataFrame]],
     start: pd.Timestamp,
@@ -201,6 +205,32 @@ def score_day(
     return pd.concat(parts, ignore_index=True)
 
 
+def tenant_spans(partition_keys: list[str]) -> dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]]:
+    """``date|tenant`` keys as each tenant's runs of consecutive days, ``[start, end)`` each."""
+    days: dict[str, list[pd.Timestamp]] = {}
+    for key in partition_keys:
+        by_dimension = tenant_day_partitions.get_partition_key_from_str(key).keys_by_dimension
+        days.setdefault(by_dimension["tenant"], []).append(
+            pd.Timestamp(by_dimension["date"], tz="UTC")
+        )
+    one = pd.Timedelta(days=1)
+    spans: dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]] = {}
+    for tenant, found in sorted(days.items()):
+        runs = spans.setdefault(tenant, [])
+        for day in sorted(set(found)):
+            if runs and runs[-1][1] == day:
+                runs[-1] = (runs[-1][0], day + one)
+            else:
+                runs.append((day, day + one))
+    return spans
+
+
+# A backfill scores up to a month of one tenant per run (Dagster groups a backfill's partitions by
+# tenant, then chunks each tenant's days): the long look-back is read and the champions loaded once
+# per run instead of once per day, which is most of the cost of scoring a single day.
+MAX_DAYS_PER_RUN = 31
+
+
 @dg.asset(
     partitions_def=tenant_day_partitions,
     group_name="scoring",
@@ -209,6 +239,7 @@ def score_day(
         clean_metrics,
         dg.AssetDep(detection_policy, partition_mapping=BY_TENANT),
     ],
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_DAYS_PER_RUN),
 )
 def anomaly_scores(
     context: dg.AssetExecutionContext,
@@ -218,39 +249,63 @@ def anomaly_scores(
 ) -> dg.MaterializeResult:
     """Anomaly scores of one tenant for one UTC day: per point, each champion detector's
     calibrated score in [0, 1], the ensemble score, the series' threshold, the anomaly flag and the
-    model versions used (champions loaded by alias once per run). Re-scoring replaces the day."""
-    keys = context.partition_key.keys_by_dimension
-    tenant = keys["tenant"]
-    window = context.partition_time_window
-    start, end = pd.Timestamp(window.start), pd.Timestamp(window.end)
+    model versions used (champions loaded by alias once per run). Re-scoring replaces the day.
+    A backfill scores up to a month of a tenant's days in one run, each day exactly as a run of
+    its own would."""
     wh = warehouse.get()
-    with mlflow.session():
-        model_sets, versions = _champions(tenant)
-    if not model_sets:
-        raise dg.Failure(f"{tenant}: no champion model yet; run training_job first")
-    thresholds, policy = wh.read_thresholds(tenant)
-    policy = policy or {"alert_policy": AlertPolicy().__dict__}
-    store = WarehouseStateStore(wh)
-    frames, members = score_members(
-        wh, store, tenant, model_sets, versions, start, end, pipeline.resolution_seconds
+    totals = {"points": 0, "anomalies": 0}
+    all_versions: dict[str, dict[str, int]] = {}
+    for tenant, spans in tenant_spans(list(context.partition_keys)).items():
+        with mlflow.session():
+            model_sets, versions = _champions(tenant)
+        if not model_sets:
+            raise dg.Failure(f"{tenant}: no champion model yet; run training_job first")
+        all_versions[tenant] = versions
+        thresholds, policy = wh.read_thresholds(tenant)
+        policy = policy or {"alert_policy": AlertPolicy().__dict__}
+        store = WarehouseStateStore(wh)
+        for start, end in spans:
+            frames, members = score_members(
+                wh, store, tenant, model_sets, versions, start, end, pipeline.resolution_seconds
+            )
+            scored = scored_points(frames, members, start, end, thresholds, policy)
+            if not scored.empty:
+                scored["model_versions"] = json.dumps(versions, sort_keys=True)
+                scored["run_id"] = context.run.run_id
+            wh.replace_partition("anomaly_scores", tenant, start, end, scored)
+            by_day = _by_day(scored)
+            for day in pd.date_range(start, end, freq="D", inclusive="left"):
+                rows = by_day.get(day, scored.iloc[:0])
+                context.add_asset_metadata(
+                    _day_metadata(rows, versions),
+                    partition_key=tenant_day_key(day.strftime("%Y-%m-%d"), tenant),
+                )
+                totals["points"] += len(rows)
+                totals["anomalies"] += int(rows["is_anomaly"].sum()) if len(rows) else 0
+    context.log.info(
+        f"scored {totals['points']:,} points of {len(context.partition_keys)} tenant-days, "
+        f"{totals['anomalies']:,} anomalous; champions {all_versions}"
     )
-    scored = score_day(frames, members, start, end, thresholds, policy)
+    return dg.MaterializeResult(metadata={"scored_at": datetime.now(UTC).isoformat()})
+
+
+def _by_day(scored: pd.DataFrame) -> dict[pd.Timestamp, pd.DataFrame]:
     if scored.empty:
-        wh.replace_partition("anomaly_scores", tenant, start, end, scored)
-        return dg.MaterializeResult(metadata={"points": 0, "anomalies": 0})
-    scored["model_versions"] = json.dumps(versions, sort_keys=True)
-    scored["run_id"] = context.run.run_id
-    wh.replace_partition("anomaly_scores", tenant, start, end, scored)
-    flagged = scored[scored["is_anomaly"]]
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": len(scored),
-            "points": len(scored),
-            "anomalies": len(flagged),
-            "series_with_anomalies": dg.MetadataValue.json(
-                sorted(set(flagged["service"] + "/" + flagged["metric"]))
-            ),
-            "model_versions": dg.MetadataValue.json(versions),
-            "scored_at": datetime.now(UTC).isoformat(),
-        }
-    )
+        return {}
+    return dict(tuple(scored.groupby(pd.DatetimeIndex(scored["ts"]).floor("D"))))
+
+
+def _day_metadata(rows: pd.DataFrame, versions: dict[str, int]) -> dict:
+    """What one tenant-day's materialization shows in the UI."""
+    if rows.empty:
+        return {"points": 0, "anomalies": 0, "model_versions": dg.MetadataValue.json(versions)}
+    flagged = rows[rows["is_anomaly"]]
+    return {
+        "dagster/row_count": len(rows),
+        "points": len(rows),
+        "anomalies": len(flagged),
+        "series_with_anomalies": dg.MetadataValue.json(
+            sorted(set(flagged["service"] + "/" + flagged["metric"]))
+        ),
+        "model_versions": dg.MetadataValue.json(versions),
+    }

@@ -218,6 +218,26 @@ def test_a_failed_run_pages_operations_with_its_error(env, monkeypatch):
     assert note["receiver"] == "files" and note["status"] == outbox.PENDING
 
 
+def test_a_failed_backfill_run_names_its_range_of_tenant_days(env):
+    from monitoring_pipelines.sensors import failure_incidents
+
+    run = dg.DagsterRun(
+        job_name="scoring_job",
+        run_id="r-range",
+        tags={
+            "dagster/asset_partition_range_start": "2026-10-01|acme",
+            "dagster/asset_partition_range_end": "2026-10-31|acme",
+        },
+    )
+    [incident] = failure_incidents(env["instance"], run, "MlflowException: no champion")
+    assert incident.kind == model.PIPELINE_FAILURE
+    assert incident.partition_key == "2026-10-01|acme...2026-10-31|acme"
+    assert incident.summary == (
+        "scoring_job failed for partition 2026-10-01|acme...2026-10-31|acme: "
+        "MlflowException: no champion"
+    )
+
+
 def test_alerts_command_lists_acknowledges_and_records_false_positives(env, capsys):
     _alerts(env, DAY1)
     firing = store.read_incidents(env["warehouse"], status=model.FIRING)[0]

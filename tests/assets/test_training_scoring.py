@@ -156,3 +156,46 @@ def _combiner(policy):
     from monitoring_pipelines.ml.ensemble import CombinerConfig
 
     return CombinerConfig.from_dict(policy["combiner"])
+
+
+def test_a_backfill_scores_a_tenants_days_in_one_run_exactly_as_day_by_day_runs(pipeline):
+    from dagster._core.storage.tags import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+    )
+
+    wh = pipeline["warehouse"]
+    days = ["2026-10-29", "2026-10-30", "2026-10-31"]
+    start = pd.Timestamp(days[0], tz="UTC")
+    day_by_day = wh.read_records("anomaly_scores", tenant="acme", start=start)
+    assert len(day_by_day) > 3 * 6800
+
+    # How Dagster launches a backfill under the asset's policy: one run per range of a tenant.
+    ranged = dg.materialize(
+        [anomaly_scores],
+        instance=pipeline["instance"],
+        resources=pipeline["defs"].resources,
+        tags={
+            ASSET_PARTITION_RANGE_START_TAG: f"{days[0]}|acme",
+            ASSET_PARTITION_RANGE_END_TAG: f"{days[-1]}|acme",
+        },
+    )
+    assert ranged.success
+    events = ranged.asset_materializations_for_node("anomaly_scores")
+    assert sorted(e.partition for e in events) == [f"{d}|acme" for d in days]
+    again = wh.read_records("anomaly_scores", tenant="acme", start=start)
+    # Nothing duplicated, and every score equals the one its own day's run wrote.
+    assert len(again) == len(day_by_day)
+    keys = ["service", "metric", "ts"]
+    old = day_by_day.sort_values(keys).reset_index(drop=True)
+    new = again.sort_values(keys).reset_index(drop=True)
+    for column in ["ensemble_score", "isolation_forest_score", "zscore_score"]:
+        np.testing.assert_allclose(new[column], old[column], rtol=0, atol=1e-9, err_msg=column)
+    assert (new["is_anomaly"] == old["is_anomaly"]).all()
+    # Each day's materialization shows that day's own counts, not the run's.
+    for event in events:
+        day = pd.Timestamp(event.partition.split("|")[0], tz="UTC")
+        ts = pd.to_datetime(new["ts"], utc=True)
+        on_day = new[(ts >= day) & (ts < day + pd.Timedelta(days=1))]
+        assert event.metadata["points"].value == len(on_day) > 6800
+        assert event.metadata["anomalies"].value == int(on_day["is_anomaly"].sum())
