@@ -20,9 +20,8 @@ from monitoring_pipelines.ml.ensemble import DEFAULT_COMBINER, CombinerConfig, c
 from monitoring_pipelines.ml.frames import group_frames
 from monitoring_pipelines.ml.incremental import (
     WarehouseStateStore,
-    raw_context_steps,
     score_sets_since,
-    state_start,
+    stored_states,
 )
 from monitoring_pipelines.ml.thresholds import DEFAULT_THRESHOLD, AlertPolicy
 from monitoring_pipelines.ml.training import (
@@ -122,6 +121,10 @@ def _table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+# What the detectors read of clean_metrics (not its bookkeeping columns).
+GRID_COLUMNS = ("tenant", "service", "metric", "ts", "value", "is_gap")
+
+
 def score_members(
     wh: Warehouse,
     store: WarehouseStateStore,
@@ -141,21 +144,10 @@ def score_members(
     one (first run, a new champion, the rows deleted) it catches up from the first point once.
     """
     step = pd.Timedelta(seconds=step_seconds)
-    states: dict[str, dict] = {}
-    read_from: pd.Timestamp | None = end
-    for kind, model_set in model_sets.items():
-        if not len(model_set):
-            continue
-        needed = state_start(next(iter(model_set.detectors.values())), step, start)
-        found = store.latest(tenant, kind, versions[kind], needed) or {}
-        states[kind] = found
-        if read_from is None or not set(model_set.detectors) <= set(found):
-            read_from = None
-            continue
-        context = max(raw_context_steps(d, step) for d in model_set.detectors.values()) * step
-        stands = pd.Timestamp(min(s.as_of for s in found.values()), tz="UTC")
-        read_from = min(read_from, stands - context)
-    grid = wh.read_records("clean_metrics", tenant=tenant, start=read_from, end=end)
+    states, read_from = stored_states(store, tenant, model_sets, versions, start, step)
+    grid = wh.read_records(
+        "clean_metrics", tenant=tenant, start=read_from, end=end, columns=GRID_COLUMNS
+    )
     frames = group_frames(grid, step_seconds=step_seconds) if len(grid) else {}
     members, carried = score_sets_since(model_sets, frames, states, start, end)
     for kind, group_states in carried.items():
@@ -170,8 +162,11 @@ def scored_points(
     end: pd.Timestamp,
     thresholds: dict[str, float],
     policy: dict,
+    versions: dict[str, int],
+    run_id: str,
 ) -> pd.DataFrame:
-    """Per point of ``[start, end)``: each member's score, the ensemble score and the decision."""
+    """Per point of ``[start, end)``: each member's score, the ensemble score and the decision,
+    with the model versions and the run that scored it (the rows of ``anomaly_scores``)."""
     combiner = CombinerConfig.from_dict(policy.get("combiner", DEFAULT_COMBINER.to_dict()))
     ensemble = per_series(combine_groups(members, combiner))
     by_member = {kind: per_series(groups) for kind, groups in members.items()}
@@ -202,7 +197,10 @@ def scored_points(
         parts.append(part[part["value"].notna()])
     if not parts:
         return pd.DataFrame()
-    return pd.concat(parts, ignore_index=True)
+    scored = pd.concat(parts, ignore_index=True)
+    scored["model_versions"] = json.dumps(versions, sort_keys=True)
+    scored["run_id"] = run_id
+    return scored
 
 
 def tenant_spans(partition_keys: list[str]) -> dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]]:
@@ -268,10 +266,9 @@ def anomaly_scores(
             frames, members = score_members(
                 wh, store, tenant, model_sets, versions, start, end, pipeline.resolution_seconds
             )
-            scored = scored_points(frames, members, start, end, thresholds, policy)
-            if not scored.empty:
-                scored["model_versions"] = json.dumps(versions, sort_keys=True)
-                scored["run_id"] = context.run.run_id
+            scored = scored_points(
+                frames, members, start, end, thresholds, policy, versions, context.run.run_id
+            )
             wh.replace_partition("anomaly_scores", tenant, start, end, scored)
             by_day = _by_day(scored)
             for day in pd.date_range(start, end, freq="D", inclusive="left"):

@@ -150,6 +150,31 @@ def _wide(
     return frame, positions
 
 
+def _group_codes(records: pd.DataFrame, by: tuple[str, ...]) -> tuple[np.ndarray, list[tuple]]:
+    """Each row's group number and the groups' keys, numbered in sorted key order.
+
+    One sorted factorize per key column, combined arithmetically: a MultiIndex over string
+    columns cost half a second per 250k rows, as much as scoring them.
+    """
+    codes = np.zeros(len(records), dtype=np.int64)
+    if not by:
+        return codes, [()]
+    levels: list[np.ndarray] = []
+    for key in by:
+        column_codes, uniques = pd.factorize(records[key].astype(str), sort=True)
+        codes = codes * len(uniques) + column_codes
+        levels.append(np.asarray(uniques, dtype=object))
+    found, codes = np.unique(codes, return_inverse=True)
+    keys = []
+    for number in found:
+        parts = []
+        for level in reversed(levels):
+            number, position = divmod(int(number), len(level))
+            parts.append(str(level[position]))
+        keys.append(tuple(reversed(parts)))
+    return codes.reshape(-1), keys
+
+
 def group_frames(
     records: pd.DataFrame,
     *,
@@ -187,16 +212,7 @@ def group_frames_with_rows(
         values = np.where(records["is_gap"].fillna(False).to_numpy(dtype=bool), np.nan, values)
     floored = _floor(to_utc(records["ts"]), step)
     columns = _joined(records, rest)
-    if by:
-        codes, uniques = pd.MultiIndex.from_frame(records[list(by)].astype(str)).factorize()
-        keys = [tuple(u) for u in uniques]
-    else:
-        codes, keys = np.zeros(len(records), dtype=np.int64), [()]
-    order = sorted(range(len(keys)), key=lambda i: keys[i])
-    renumber = np.empty(len(keys), dtype=np.int64)
-    renumber[order] = np.arange(len(keys))
-    codes = renumber[codes] if len(keys) else codes
-    keys = [keys[i] for i in order]
+    codes, keys = _group_codes(records, by)
     frames: dict[GroupKey, pd.DataFrame] = {}
     position = np.full(len(records), -1, dtype=np.int64)
     for number, key in enumerate(keys):

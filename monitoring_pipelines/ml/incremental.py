@@ -278,11 +278,14 @@ def score_sets_since(
     states: dict[str, SetStates],
     start: pd.Timestamp,
     end: pd.Timestamp,
+    *,
+    n_jobs: int | None = None,
 ) -> tuple[dict[str, dict[tuple, pd.DataFrame]], dict[str, SetStates]]:
     """Each member's calibrated scores on ``[start, end)`` and every group's state at ``end``.
 
     ``states[kind][group]`` is where that detector stands (missing: a fresh detector, scored
-    from the first row of its frame). Groups are scored on up to two threads.
+    from the first row of its frame). Groups are scored on ``n_jobs`` threads (default: up to
+    two).
     """
     from monitoring_pipelines.ml.model_set import map_threads
 
@@ -305,13 +308,41 @@ def score_sets_since(
         scores, new = score_since(detector, frame, state, start, carry_to=end)
         return scores[scores.index < end], new
 
-    results = map_threads(run, jobs)
+    results = map_threads(run, jobs, n_jobs)
     members: dict[str, dict[tuple, pd.DataFrame]] = {kind: {} for kind in model_sets}
     carried: dict[str, SetStates] = {kind: {} for kind in model_sets}
     for (kind, group, *_), (scores, new) in zip(jobs, results, strict=True):
         members[kind][group] = scores
         carried[kind][group] = new
     return members, carried
+
+
+def stored_states(
+    store: "WarehouseStateStore",
+    tenant: str,
+    model_sets: dict[str, Any],
+    versions: dict[str, int],
+    start: pd.Timestamp,
+    step: pd.Timedelta,
+) -> tuple[dict[str, SetStates], pd.Timestamp | None]:
+    """Each set's newest stored states that can score from ``start``, and where the frames to
+    score must begin so their features are exact: None when some group has no state, so scoring
+    catches up from the series' first point."""
+    states: dict[str, SetStates] = {}
+    read_from: pd.Timestamp | None = start
+    for kind, model_set in model_sets.items():
+        if not len(model_set):
+            continue
+        needed = state_start(next(iter(model_set.detectors.values())), step, start)
+        found = store.latest(tenant, kind, versions[kind], needed) or {}
+        states[kind] = found
+        if read_from is None or not set(model_set.detectors) <= set(found):
+            read_from = None
+            continue
+        context = max(raw_context_steps(d, step) for d in model_set.detectors.values()) * step
+        stands = pd.Timestamp(min(s.as_of for s in found.values()), tz="UTC")
+        read_from = min(read_from, stands - context)
+    return states, read_from
 
 
 def encode_states(states: SetStates) -> bytes:
