@@ -62,7 +62,7 @@ _MEAN_ABS_TO_SIGMA = float(np.sqrt(np.pi / 2.0))
 _DAY_SECONDS = 86400
 # Ensemble members score the same group frame one after the other and share most features; a
 # small cache keyed by the frame's content computes them once. Big frames are not cached.
-_CACHE_ENTRIES = 32
+_CACHE_ENTRIES = 8
 _CACHE_MAX_FRAME_BYTES = 16 * 2**20
 _cache: OrderedDict[tuple, "_Features"] = OrderedDict()
 _cache_lock = threading.Lock()

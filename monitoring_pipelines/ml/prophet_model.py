@@ -382,12 +382,13 @@ class ProphetDetector(Detector):
         rows = _empty_cache(len(ts_ns), len(self.columns))
         index = pd.DatetimeIndex(ts_ns, tz="UTC")
         cached_ns = self._start_ns + np.arange(len(self._cache["yhat"])) * self._step_ns
-        for j, col in enumerate(self.columns):
-            model = self.models.get(col)
+        models = [self.models.get(col) for col in self.columns]
+        yhat = _point_forecasts(models, index)
+        for j, model in enumerate(models):
             if model is None:
                 continue
             trend = np.interp(ts_ns, cached_ns, self._cache["trend_halfwidth"][:, j])
-            self._fill(rows, j, ts_ns, _point_forecast(model, index), trend)
+            self._fill(rows, j, ts_ns, yhat[:, j], trend)
         return rows
 
     # -- persistence -----------------------------------------------------------------------------
@@ -530,10 +531,57 @@ def _slot_scales(
 
 
 def _point_forecast(model: Any, index: pd.DatetimeIndex) -> np.ndarray:
+    return _point_forecasts([model], index)[:, 0]
+
+
+def _point_forecasts(models: list[Any], index: pd.DatetimeIndex) -> np.ndarray:
+    """``Prophet.predict(...)["yhat"]`` without sampling, of every model at ``index``: one
+    (len(index), len(models)) array, NaN for a None model.
+
+    Prophet's seasonal and holiday features depend on the timestamps and the model's settings
+    only, so models that share those (every column of a group) share one feature matrix; each
+    model then adds its own trend and coefficients exactly as ``predict`` combines them. Calling
+    ``predict`` per column spent ~20 ms each building the same features in pandas.
+    """
+    ds = pd.Series(_naive(index))
+    out = np.full((len(index), len(models)), np.nan)
+    shared: dict[tuple, tuple[np.ndarray, pd.DataFrame]] = {}
+    for j, model in enumerate(models):
+        if model is None:
+            continue
+        holidays = model.train_holiday_names
+        key = (repr(model.seasonalities), tuple(() if holidays is None else holidays))
+        if key not in shared:
+            features, _, components, _ = model.make_all_seasonality_features(
+                pd.DataFrame({"ds": ds})
+            )
+            shared[key] = (features.to_numpy(), components)
+        features, components = shared[key]
+        if model.growth == "logistic" or model.extra_regressors:
+            out[:, j] = _predict_yhat(model, ds)
+            continue
+        t = ((ds - model.start) / model.t_scale).to_numpy()
+        k, m = np.nanmean(model.params["k"]), np.nanmean(model.params["m"])
+        if model.growth == "flat":
+            trend = model.flat_trend(t, m)
+        else:
+            deltas = np.nanmean(model.params["delta"], axis=0)
+            trend = model.piecewise_linear(t, deltas, k, m, model.changepoints_t)
+        trend = trend * model.y_scale
+        terms = {}
+        for name in ("additive_terms", "multiplicative_terms"):
+            beta = model.params["beta"] * components[name].to_numpy()
+            term = np.nanmean(np.matmul(features, beta.transpose()), axis=1)
+            terms[name] = term * model.y_scale if name == "additive_terms" else term
+        out[:, j] = trend * (1 + terms["multiplicative_terms"]) + terms["additive_terms"]
+    return out
+
+
+def _predict_yhat(model: Any, ds: pd.Series) -> np.ndarray:
     # A shallow copy shares the fitted parameters; only the sampling switch differs.
     fast = copy.copy(model)
     fast.uncertainty_samples = 0
-    return fast.predict(pd.DataFrame({"ds": _naive(index)}))["yhat"].to_numpy()
+    return fast.predict(pd.DataFrame({"ds": ds}))["yhat"].to_numpy()
 
 
 def _warm_start(model: Any) -> dict[str, Any]:
