@@ -96,3 +96,44 @@ def test_ingest_record_round_trip(warehouse):
     warehouse.record_ingest(record)
     assert warehouse.read_ingest("drop/a.csv") == record
     assert warehouse.count("ingests") == 1
+
+
+def test_scores_round_trip_with_gaps_flags_and_time_filters_as_sqlalchemy_binds_them(
+    warehouse, monkeypatch
+):
+    import monitoring_pipelines.warehouse as module
+
+    ts = pd.date_range("2026-10-01T23:00:00.000250Z", periods=30, freq="5min")
+    scores = pd.DataFrame(
+        {
+            "tenant": "acme",
+            "service": "api",
+            "metric": "latency_p95_ms",
+            "ts": ts,
+            "value": np.linspace(1.0, 2.0, 30),
+            "lstm_score": np.where(np.arange(30) % 3 == 0, np.nan, 0.25),
+            "ensemble_score": np.linspace(0.0, 1.0, 30),
+            "is_anomaly": np.arange(30) % 2 == 0,
+            "model_versions": '{"zscore": 1}',
+            "run_id": None,
+        }
+    )
+    keys = ["ts"]
+    found = {}
+    for path in ("fast", "sqlalchemy"):
+        if path == "sqlalchemy":
+            monkeypatch.setattr(module, "_sqlite_rows", lambda *args: None)
+        warehouse.replace_partition("anomaly_scores", "acme", DAY1, DAY3, scores)
+        # A filter on time must cut where the timestamps are, whatever wrote them.
+        found[path] = warehouse.read_records("anomaly_scores", tenant="acme", start=DAY2)
+        with warehouse.engine.connect() as conn:
+            stored = "SELECT CAST(ts AS TEXT) FROM anomaly_scores ORDER BY ts"
+            found[f"{path} text"] = [row[0] for row in conn.exec_driver_sql(stored)]
+    # Stored exactly as SQLAlchemy stores them, so every reader and filter agrees.
+    assert found.pop("fast text") == found.pop("sqlalchemy text")
+    fast, reference = (found[p].sort_values(keys).reset_index(drop=True) for p in found)
+    pd.testing.assert_frame_equal(fast, reference)
+    assert len(fast) == int((ts >= DAY2).sum()) == 18
+    assert fast["ts"].tolist() == ts[ts >= DAY2].tolist()
+    assert fast["lstm_score"].isna().sum() == 6 and fast["run_id"].isna().all()
+    assert fast["is_anomaly"].tolist() == scores["is_anomaly"][ts >= DAY2].tolist()
