@@ -318,28 +318,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def backfill_ranges(keys: list[str]) -> list[str]:
-    """``date|tenant`` keys as the ranged runs a Dagster backfill of ``anomaly_scores`` makes:
-    each tenant's consecutive days in chunks of up to ``MAX_DAYS_PER_RUN``, as ``first...last``.
+    """``date|tenant`` keys as one ranged run (``first...last``) per tenant and run of
+    consecutive days, so each run loads the champions and reads the look-back once.
 
-    Ordered chunk by chunk, so a tenant's next month starts after its previous one and finds
-    the detectors' carried state instead of catching up from the first point.
+    A tenant's days are not cut into chunks here: two chunks of one tenant could run at once on
+    the worker pool, and the later one would then find no carried state and catch up from the
+    first point.
     """
     import pandas as pd
 
-    from monitoring_pipelines.assets.scoring import MAX_DAYS_PER_RUN, tenant_spans
+    from monitoring_pipelines.assets.scoring import tenant_spans
 
     day = pd.Timedelta(days=1)
-    ranked = []
-    for tenant, spans in tenant_spans(keys).items():
-        chunks = [
-            (start + offset * day, min(start + (offset + MAX_DAYS_PER_RUN) * day, end))
-            for start, end in spans
-            for offset in range(0, (end - start).days, MAX_DAYS_PER_RUN)
-        ]
-        for rank, (first, stop) in enumerate(chunks):
-            last = stop - day
-            ranked.append((rank, f"{first:%Y-%m-%d}|{tenant}...{last:%Y-%m-%d}|{tenant}"))
-    return [key for _, key in sorted(ranked)]
+    return [
+        f"{start:%Y-%m-%d}|{tenant}...{end - day:%Y-%m-%d}|{tenant}"
+        for tenant, spans in tenant_spans(keys).items()
+        for start, end in spans
+    ]
 
 
 def _prepare_mlflow(settings: Settings) -> None:

@@ -211,10 +211,11 @@ def _failed_blocking_checks(instance: dg.DagsterInstance, run_id: str) -> list[t
 
 
 def _partition_range(tags) -> str | None:
-    """A ranged run's partitions (a backfill of several tenant-days) as ``first...last``."""
+    """A ranged run's partitions (a backfill of several tenant-days) as ``first...last``, cut to
+    the 128 characters an incident's partition key holds."""
     first = tags.get("dagster/asset_partition_range_start")
     last = tags.get("dagster/asset_partition_range_end")
-    return f"{first}...{last}" if first and last else None
+    return f"{first}...{last}"[:128] if first and last else None
 
 
 def failure_incidents(instance: dg.DagsterInstance, run: dg.DagsterRun, error: str) -> list:

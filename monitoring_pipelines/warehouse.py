@@ -281,6 +281,9 @@ def _sqlite_rows(table: sa.Table, frame: pd.DataFrame, columns: list[str]) -> li
         if isinstance(table.c[name].type, sa.DateTime):
             if not pd.api.types.is_datetime64_any_dtype(series):
                 return None
+            # SQLAlchemy binds ``ts`` as UTC (see _records) and other columns as they are.
+            if name != "ts" and str(getattr(series.dt, "tz", None) or "UTC") != "UTC":
+                return None
             text = pd.to_datetime(series, utc=True).dt.strftime(_SQLITE_DATETIME)
             data.append(text.astype(object).where(series.notna(), None).tolist())
         elif pd.api.types.is_float_dtype(series):
@@ -322,7 +325,7 @@ class Warehouse:
         if self.dialect == "postgresql":
             _copy_into(conn, table, frame, columns)
             return
-        rows = _sqlite_rows(table, frame, columns)
+        rows = _sqlite_rows(table, frame, columns) if self.dialect == "sqlite" else None
         if rows is None:
             conn.execute(table.insert(), _records(frame, columns))
             return

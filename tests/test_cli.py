@@ -74,16 +74,14 @@ def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(home):
     warehouse.dispose()
 
 
-def test_demo_scores_each_tenants_consecutive_days_as_ranged_backfill_runs():
+def test_demo_scores_each_tenants_consecutive_days_as_ranged_runs():
     from monitoring_pipelines.cli import backfill_ranges
 
     days = [f"2026-10-{d:02d}" for d in range(1, 32)] + ["2026-11-01", "2026-11-02"]
     keys = [f"{day}|acme" for day in days] + [f"{day}|initech" for day in days[:10]]
     keys.remove("2026-10-05|initech")  # blocked by a quality check: never scored
     assert backfill_ranges(keys) == [
-        "2026-10-01|acme...2026-10-31|acme",
+        "2026-10-01|acme...2026-11-02|acme",
         "2026-10-01|initech...2026-10-04|initech",
         "2026-10-06|initech...2026-10-10|initech",
-        # A tenant's second month runs after its first, so it starts from the carried state.
-        "2026-11-01|acme...2026-11-02|acme",
     ]

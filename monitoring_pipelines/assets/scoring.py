@@ -18,11 +18,7 @@ from monitoring_pipelines.assets.training import (
 )
 from monitoring_pipelines.ml.ensemble import DEFAULT_COMBINER, CombinerConfig, combine_groups
 from monitoring_pipelines.ml.frames import group_frames
-from monitoring_pipelines.ml.incremental import (
-    WarehouseStateStore,
-    score_sets_since,
-    stored_states,
-)
+from monitoring_pipelines.ml.incremental import WarehouseStateStore, score_carried
 from monitoring_pipelines.ml.thresholds import DEFAULT_THRESHOLD, AlertPolicy
 from monitoring_pipelines.ml.training import (
     KINDS,
@@ -143,16 +139,15 @@ def score_members(
     its features need are read. States live in the warehouse's ``score_states`` table; without
     one (first run, a new champion, the rows deleted) it catches up from the first point once.
     """
+
+    def frames_from(first: pd.Timestamp | None, last: pd.Timestamp) -> dict:
+        grid = wh.read_records(
+            "clean_metrics", tenant=tenant, start=first, end=last, columns=GRID_COLUMNS
+        )
+        return group_frames(grid, step_seconds=step_seconds) if len(grid) else {}
+
     step = pd.Timedelta(seconds=step_seconds)
-    states, read_from = stored_states(store, tenant, model_sets, versions, start, step)
-    grid = wh.read_records(
-        "clean_metrics", tenant=tenant, start=read_from, end=end, columns=GRID_COLUMNS
-    )
-    frames = group_frames(grid, step_seconds=step_seconds) if len(grid) else {}
-    members, carried = score_sets_since(model_sets, frames, states, start, end)
-    for kind, group_states in carried.items():
-        store.save(tenant, kind, versions[kind], group_states)
-    return frames, members
+    return score_carried(store, tenant, model_sets, versions, start, end, step, frames_from)
 
 
 def scored_points(
@@ -223,9 +218,10 @@ def tenant_spans(partition_keys: list[str]) -> dict[str, list[tuple[pd.Timestamp
     return spans
 
 
-# A backfill scores up to a month of one tenant per run (Dagster groups a backfill's partitions by
-# tenant, then chunks each tenant's days): the long look-back is read and the champions loaded once
-# per run instead of once per day, which is most of the cost of scoring a single day.
+# A backfill run takes up to 31 partitions. Dagster cuts a backfill into ranges along the
+# dimension with fewer keys: a month of a few tenants becomes one run per tenant and month, whose
+# look-back is read and champions loaded once instead of once per day (most of the cost of
+# scoring a single day); a day of many tenants becomes runs of up to 31 tenants of that day.
 MAX_DAYS_PER_RUN = 31
 
 
@@ -250,14 +246,20 @@ def anomaly_scores(
     model versions used (champions loaded by alias once per run). Re-scoring replaces the day.
     A backfill scores up to a month of a tenant's days in one run, each day exactly as a run of
     its own would."""
+    from monitoring_pipelines.ml import registry
+
     wh = warehouse.get()
     totals = {"points": 0, "anomalies": 0}
     all_versions: dict[str, dict[str, int]] = {}
-    for tenant, spans in tenant_spans(list(context.partition_keys)).items():
+    by_tenant = tenant_spans(list(context.partition_keys))
+    # A run of several tenants writes nothing unless every one of them can be scored.
+    with mlflow.session():
+        untrained = [t for t in by_tenant if not registry.champion_versions(t)]
+    if untrained:
+        raise dg.Failure(f"{', '.join(untrained)}: no champion model yet; run training_job first")
+    for tenant, spans in by_tenant.items():
         with mlflow.session():
             model_sets, versions = _champions(tenant)
-        if not model_sets:
-            raise dg.Failure(f"{tenant}: no champion model yet; run training_job first")
         all_versions[tenant] = versions
         thresholds, policy = wh.read_thresholds(tenant)
         policy = policy or {"alert_policy": AlertPolicy().__dict__}

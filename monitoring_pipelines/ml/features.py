@@ -62,6 +62,8 @@ _MEAN_ABS_TO_SIGMA = float(np.sqrt(np.pi / 2.0))
 _DAY_SECONDS = 86400
 # Ensemble members score the same group frame one after the other and share most features; a
 # small cache keyed by the frame's content computes them once. Big frames are not cached.
+# Scoring runs the members group by group, so a few entries suffice; each holds a month of a
+# group's intermediate arrays (~15 MB), and 32 of them grew a daily scoring process by ~190 MB.
 _CACHE_ENTRIES = 8
 _CACHE_MAX_FRAME_BYTES = 16 * 2**20
 _cache: OrderedDict[tuple, "_Features"] = OrderedDict()

@@ -162,6 +162,8 @@ def _group_codes(records: pd.DataFrame, by: tuple[str, ...]) -> tuple[np.ndarray
     levels: list[np.ndarray] = []
     for key in by:
         column_codes, uniques = pd.factorize(records[key].astype(str), sort=True)
+        if (column_codes < 0).any():
+            raise ValueError(f"records have rows without a {key}")
         codes = codes * len(uniques) + column_codes
         levels.append(np.asarray(uniques, dtype=object))
     found, codes = np.unique(codes, return_inverse=True)

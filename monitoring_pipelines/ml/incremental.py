@@ -21,6 +21,7 @@ rolling it forward from a series' first point reproduces scoring from that point
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -297,6 +298,9 @@ def score_sets_since(
                 continue
             state = states.get(kind, {}).get(group) or initial_state(detector)
             jobs.append((kind, group, detector, frame, state))
+    # Group by group: the members of a group share one computation of its features (see the
+    # small cache in features.py), which they only find while it is recent.
+    jobs.sort(key=lambda job: job[1])
 
     def run(job):
         _, _, detector, frame, state = job
@@ -315,6 +319,30 @@ def score_sets_since(
         members[kind][group] = scores
         carried[kind][group] = new
     return members, carried
+
+
+def score_carried(
+    store: "WarehouseStateStore",
+    tenant: str,
+    model_sets: dict[str, Any],
+    versions: dict[str, int],
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    step: pd.Timedelta,
+    frames_from: Callable[[pd.Timestamp | None, pd.Timestamp], dict[tuple, pd.DataFrame]],
+    *,
+    n_jobs: int | None = None,
+) -> tuple[dict[tuple, pd.DataFrame], dict[str, dict[tuple, pd.DataFrame]]]:
+    """Each member's scores on ``[start, end)`` from the states ``store`` keeps, and the states
+    at ``end`` saved back: ``frames_from(first, end)`` gives the group frames from ``first``
+    (None: from the first point), just the values the features need. Returns the frames and
+    the scores."""
+    states, read_from = stored_states(store, tenant, model_sets, versions, start, step)
+    frames = frames_from(read_from, end)
+    members, carried = score_sets_since(model_sets, frames, states, start, end, n_jobs=n_jobs)
+    for kind, group_states in carried.items():
+        store.save(tenant, kind, versions[kind], group_states)
+    return frames, members
 
 
 def stored_states(

@@ -549,17 +549,21 @@ def _point_forecasts(models: list[Any], index: pd.DatetimeIndex) -> np.ndarray:
     for j, model in enumerate(models):
         if model is None:
             continue
+        if not _plain(model):
+            out[:, j] = _predict_yhat(model, ds)
+            continue
         holidays = model.train_holiday_names
-        key = (repr(model.seasonalities), tuple(() if holidays is None else holidays))
+        key = (
+            repr(model.seasonalities),
+            model.holidays_mode,
+            tuple(() if holidays is None else holidays),
+        )
         if key not in shared:
             features, _, components, _ = model.make_all_seasonality_features(
                 pd.DataFrame({"ds": ds})
             )
             shared[key] = (features.to_numpy(), components)
         features, components = shared[key]
-        if model.growth == "logistic" or model.extra_regressors:
-            out[:, j] = _predict_yhat(model, ds)
-            continue
         t = ((ds - model.start) / model.t_scale).to_numpy()
         k, m = np.nanmean(model.params["k"]), np.nanmean(model.params["m"])
         if model.growth == "flat":
@@ -575,6 +579,19 @@ def _point_forecasts(models: list[Any], index: pd.DatetimeIndex) -> np.ndarray:
             terms[name] = term * model.y_scale if name == "additive_terms" else term
         out[:, j] = trend * (1 + terms["multiplicative_terms"]) + terms["additive_terms"]
     return out
+
+
+def _plain(model: Any) -> bool:
+    """Whether ``_point_forecasts`` reproduces ``predict`` for ``model``: MAP fit, no extra
+    regressors, a linear or flat trend on absmax scaling (the floor is then 0). Others go
+    through ``predict``."""
+    return (
+        model.growth in ("linear", "flat")
+        and not model.extra_regressors
+        and not model.mcmc_samples
+        and model.scaling == "absmax"
+        and not model.logistic_floor
+    )
 
 
 def _predict_yhat(model: Any, ds: pd.Series) -> np.ndarray:

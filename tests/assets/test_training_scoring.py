@@ -199,3 +199,31 @@ def test_a_backfill_scores_a_tenants_days_in_one_run_exactly_as_day_by_day_runs(
         on_day = new[(ts >= day) & (ts < day + pd.Timedelta(days=1))]
         assert event.metadata["points"].value == len(on_day) > 6800
         assert event.metadata["anomalies"].value == int(on_day["is_anomaly"].sum())
+
+
+def test_a_run_over_several_tenants_writes_nothing_when_one_has_no_champion(pipeline):
+    from dagster._core.storage.tags import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+    )
+
+    # A backfill of one day for many tenants is cut into runs across tenants.
+    pipeline["instance"].add_dynamic_partitions(TENANTS, ["globex"])
+    result = dg.materialize(
+        [anomaly_scores],
+        instance=pipeline["instance"],
+        resources=pipeline["defs"].resources,
+        tags={
+            ASSET_PARTITION_RANGE_START_TAG: "2026-10-25|acme",
+            ASSET_PARTITION_RANGE_END_TAG: "2026-10-25|globex",
+        },
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = result.failure_data_for_node("anomaly_scores").error.message
+    assert "globex: no champion model yet" in failure
+    day = pd.Timestamp("2026-10-25", tz="UTC")
+    scored = pipeline["warehouse"].read_records(
+        "anomaly_scores", tenant="acme", start=day, end=day + pd.Timedelta(days=1)
+    )
+    assert scored.empty

@@ -22,6 +22,24 @@ from monitoring_pipelines.sources.demo import DemoConfig, generate
 # -- frames ----------------------------------------------------------------------------------------
 
 
+def test_groups_are_numbered_in_key_order_whatever_the_row_order_and_need_every_key():
+    records = pd.DataFrame(
+        {
+            "tenant": ["b", "a", "b", "a", "a"],
+            "service": ["x", "y", "w", "x", "y"],
+            "metric": "cpu",
+            "ts": pd.date_range("2026-01-05", periods=5, freq="5min", tz="UTC"),
+            "value": [1.0, 2.0, 3.0, 4.0, 5.0],
+        }
+    )
+    frames, rows = group_frames_with_rows(records)
+    assert list(frames) == [("a", "x"), ("a", "y"), ("b", "w"), ("b", "x")]
+    assert rows.group.tolist() == [3, 1, 2, 0, 1]
+    assert frames[("a", "y")]["cpu"].dropna().tolist() == [2.0, 5.0]
+    with pytest.raises(ValueError, match="records have rows without a service"):
+        group_frames(records.assign(service=["x", None, "w", "x", "y"]))
+
+
 def test_records_become_one_wide_grid_frame_per_group_with_gaps_and_means():
     records = pd.DataFrame(
         {
