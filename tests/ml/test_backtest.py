@@ -245,11 +245,13 @@ def causal_frame() -> pd.DataFrame:
     return frame
 
 
-def assert_prefix_causal(score, frame: pd.DataFrame, cuts=(1200, 1305, 1402, 1500)) -> None:
+def assert_prefix_causal(
+    score, frame: pd.DataFrame, cuts=(1200, 1305, 1402, 1500), rtol=1e-5, atol=1e-8
+) -> None:
     whole = score(frame)
     for cut in cuts:
         prefix = score(frame.iloc[:cut])
-        assert np.allclose(prefix, whole[:cut], equal_nan=True), cut
+        assert np.allclose(prefix, whole[:cut], equal_nan=True, rtol=rtol, atol=atol), cut
 
 
 @pytest.mark.parametrize("make", FAST, ids=["isolation_forest", "zscore"])
@@ -273,12 +275,13 @@ def test_the_lstm_and_prophet_members_are_causal_too():
     lstm = pytest.importorskip("monitoring_pipelines.ml.lstm")
     prophet = pytest.importorskip("monitoring_pipelines.ml.prophet_model")
     frame = causal_frame()
-    for detector in (
-        lstm.LstmDetector(lstm.LstmConfig(epochs=1)),
-        prophet.ProphetDetector(),
+    # The LSTM computes in float32, whose rounding depends on the batch shape on some CPUs.
+    for detector, tolerance in (
+        (lstm.LstmDetector(lstm.LstmConfig(epochs=1)), {"rtol": 1e-4, "atol": 1e-4}),
+        (prophet.ProphetDetector(), {}),
     ):
         detector.fit(frame.iloc[:1000])
-        assert_prefix_causal(lambda part, d=detector: d.score(part).to_numpy(), frame)
+        assert_prefix_causal(lambda part, d=detector: d.score(part).to_numpy(), frame, **tolerance)
 
 
 @pytest.mark.slow
