@@ -31,9 +31,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from monitoring_pipelines.ml.catalogue import KINDS, detector_class
 from monitoring_pipelines.ml.ensemble import DEFAULT_COMBINER, combine_groups
 from monitoring_pipelines.ml.frames import group_frames
-from monitoring_pipelines.ml.training import KINDS, TrainingPlan, detector_class, fit_candidate
+from monitoring_pipelines.ml.training import TrainingPlan, fit_candidate
 from monitoring_pipelines.sources.demo import DemoConfig, generate
 
 AS_OF = pd.Timestamp("2026-11-02", tz="UTC")

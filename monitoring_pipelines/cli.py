@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from monitoring_pipelines.ml.catalogue import KINDS
 from monitoring_pipelines.settings import Settings, load_settings, redact_url
 
 DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
@@ -520,18 +521,27 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from monitoring_pipelines.ml.backtest import run_backtest
-    from monitoring_pipelines.ml.backtest_io import BacktestInputError, read_inputs, write_series
-    from monitoring_pipelines.ml.training import KINDS, detector_class
+    from monitoring_pipelines.ml.backtest_io import (
+        BacktestInputError,
+        read_inputs,
+        read_labels,
+        unmatched_labels,
+        write_series,
+    )
+    from monitoring_pipelines.ml.catalogue import detector_class, parse_kinds
 
-    kinds = [k.strip() for k in args.detectors.split(",") if k.strip()]
-    unknown = [k for k in kinds if k not in KINDS]
-    if unknown:
-        raise CliError(f"--detectors: unknown {', '.join(unknown)}; choose from {', '.join(KINDS)}")
+    try:
+        kinds = parse_kinds(args.detectors) if args.detectors else list(KINDS)
+    except ValueError as exc:
+        raise CliError(f"--detectors: {exc}") from None
     try:
         inputs = read_inputs(Path(args.data))
-        labels = json.loads(Path(args.labels).read_text()) if args.labels else {}
-    except (BacktestInputError, OSError, json.JSONDecodeError) as exc:
+        labels = read_labels(Path(args.labels)) if args.labels else {}
+    except BacktestInputError as exc:
         raise CliError(str(exc).splitlines()[0]) from None
+    unmatched = unmatched_labels(labels, inputs.series_names())
+    if unmatched:
+        print(unmatched, file=sys.stderr)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     detectors = [detector_class(k) for k in kinds]
@@ -571,7 +581,6 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from monitoring_pipelines.ml import registry
-    from monitoring_pipelines.ml.training import KINDS
 
     settings = load_settings()
     _prepare(settings)
@@ -768,14 +777,18 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--train-fraction", type=float, default=0.15)
     backtest.add_argument("--max-train-points", type=int)
     backtest.add_argument("--refit-every", type=int, help="refit on past data every N points")
-    backtest.add_argument("--detectors", default="isolation_forest,lstm,prophet")
+    backtest.add_argument(
+        "--detectors",
+        help=f"comma-separated kinds to run (default: every kind, {','.join(KINDS)}, and the "
+        "pipeline's ensemble of them)",
+    )
     backtest.add_argument("--out", required=True, help="folder for per-series CSVs and summary")
     backtest.add_argument("--quiet", action="store_true", help="no progress bar")
     backtest.set_defaults(func=cmd_backtest)
 
     models = sub.add_parser("models", help="list champions or roll a model back")
     models.add_argument("action", choices=["list", "rollback"])
-    models.add_argument("--kind", choices=["isolation_forest", "lstm", "prophet", "zscore"])
+    models.add_argument("--kind", choices=KINDS)
     models.add_argument("--tenant", action="append", help="tenant (repeat for list)")
     models.add_argument("--to-version", type=int, help="default: the previous champion")
     models.add_argument("--reason", default="manual rollback from the command line")

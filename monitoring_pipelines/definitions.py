@@ -11,12 +11,7 @@ import dagster as dg
 from monitoring_pipelines.assets.alerting import alerts
 from monitoring_pipelines.assets.ingestion import clean_metrics, raw_metrics
 from monitoring_pipelines.assets.scoring import anomaly_scores, detection_policy
-from monitoring_pipelines.assets.training import (
-    isolation_forest_model,
-    lstm_model,
-    prophet_model,
-    zscore_model,
-)
+from monitoring_pipelines.assets.training import MODEL_ASSETS
 from monitoring_pipelines.jobs import (
     alerting_job,
     delivery_job,
@@ -81,10 +76,7 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
         assets=[
             raw_metrics,
             clean_metrics,
-            isolation_forest_model,
-            lstm_model,
-            prophet_model,
-            zscore_model,
+            *MODEL_ASSETS.values(),
             detection_policy,
             anomaly_scores,
             alerts,

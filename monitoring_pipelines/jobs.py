@@ -7,12 +7,7 @@ import dagster as dg
 from monitoring_pipelines.assets.alerting import alerts, policy_or_failure
 from monitoring_pipelines.assets.ingestion import clean_metrics, raw_metrics
 from monitoring_pipelines.assets.scoring import anomaly_scores, detection_policy
-from monitoring_pipelines.assets.training import (
-    isolation_forest_model,
-    lstm_model,
-    prophet_model,
-    zscore_model,
-)
+from monitoring_pipelines.assets.training import MODEL_ASSETS
 from monitoring_pipelines.ingest import stage_file
 from monitoring_pipelines.partitions import (
     TENANTS,
@@ -88,9 +83,7 @@ ingest_job = dg.define_asset_job(
 
 training_job = dg.define_asset_job(
     "training_job",
-    selection=dg.AssetSelection.assets(
-        isolation_forest_model, lstm_model, prophet_model, zscore_model, detection_policy
-    ),
+    selection=dg.AssetSelection.assets(*MODEL_ASSETS.values(), detection_policy),
     partitions_def=tenant_partitions,
     description="Train, validate and register a tenant's detectors; fit its alert policy.",
     tags={"pipeline": "training"},

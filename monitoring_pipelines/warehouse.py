@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from monitoring_pipelines.ml.catalogue import CATALOGUE
+
 metadata = sa.MetaData()
 
 _TS = sa.DateTime(timezone=True)
@@ -93,10 +95,7 @@ anomaly_scores = sa.Table(
     metadata,
     *_series_point(),
     sa.Column("value", sa.Float, nullable=True),
-    sa.Column("isolation_forest_score", sa.Float, nullable=True),
-    sa.Column("lstm_score", sa.Float, nullable=True),
-    sa.Column("prophet_score", sa.Float, nullable=True),
-    sa.Column("zscore_score", sa.Float, nullable=True),
+    *(sa.Column(row.score_column, sa.Float, nullable=True) for row in CATALOGUE.values()),
     sa.Column("ensemble_score", sa.Float, nullable=True),
     sa.Column("threshold", sa.Float, nullable=True),
     sa.Column("is_anomaly", sa.Boolean, nullable=False),

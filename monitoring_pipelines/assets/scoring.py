@@ -8,20 +8,13 @@ import numpy as np
 import pandas as pd
 
 from monitoring_pipelines.assets.ingestion import clean_metrics
-from monitoring_pipelines.assets.training import (
-    BY_TENANT,
-    isolation_forest_model,
-    lstm_model,
-    prophet_model,
-    tenant_history,
-    zscore_model,
-)
+from monitoring_pipelines.assets.training import BY_TENANT, MODEL_ASSETS, tenant_history
+from monitoring_pipelines.ml.catalogue import CATALOGUE, KINDS
 from monitoring_pipelines.ml.ensemble import DEFAULT_COMBINER, CombinerConfig, combine_groups
 from monitoring_pipelines.ml.frames import group_frames
 from monitoring_pipelines.ml.incremental import WarehouseStateStore, score_carried
 from monitoring_pipelines.ml.thresholds import DEFAULT_THRESHOLD, AlertPolicy
 from monitoring_pipelines.ml.training import (
-    KINDS,
     judge,
     per_series,
     score_period,
@@ -58,7 +51,7 @@ def _champions(tenant: str) -> tuple[dict, dict[str, int]]:
     partitions_def=tenant_partitions,
     group_name="scoring",
     kinds={"mlflow", "pandas"},
-    deps=[isolation_forest_model, lstm_model, prophet_model, zscore_model],
+    deps=list(MODEL_ASSETS.values()),
 )
 def detection_policy(
     context: dg.AssetExecutionContext,
@@ -182,9 +175,9 @@ def scored_points(
                 "threshold": threshold,
             }
         )
-        for kind in KINDS:
+        for kind, row in CATALOGUE.items():
             member = by_member.get(kind, {}).get(name)
-            part[f"{kind}_score"] = (
+            part[row.score_column] = (
                 np.nan if member is None else member.reindex(score.index).to_numpy()
             )
         with np.errstate(invalid="ignore"):

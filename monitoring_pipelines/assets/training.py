@@ -7,10 +7,10 @@ import dagster as dg
 import pandas as pd
 
 from monitoring_pipelines.assets.ingestion import clean_metrics
+from monitoring_pipelines.ml.catalogue import CATALOGUE
 from monitoring_pipelines.ml.evaluation import parse_windows
 from monitoring_pipelines.ml.frames import group_frames
 from monitoring_pipelines.ml.training import (
-    KINDS,
     TrainingPlan,
     data_hash,
     fit_candidate,
@@ -27,23 +27,6 @@ from monitoring_pipelines.warehouse import Warehouse
 
 # Every tenant-day of clean metrics feeds the tenant's models.
 BY_TENANT = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="tenant")
-LIBRARIES = {
-    "isolation_forest": "scikitlearn",
-    "lstm": "tensorflow",
-    "prophet": "prophet",
-    "zscore": "numpy",
-}
-DESCRIPTIONS = {
-    "isolation_forest": "Isolation Forest on scale-free features (trailing z of value and of its "
-    "change, time of day and week, the other metrics of the same service).",
-    "lstm": "LSTM forecaster over all metrics of a service; its error, normalised per metric, is "
-    "the raw score.",
-    "prophet": "Prophet per series with daily and weekly seasonality; the residual against its "
-    "own uncertainty is the raw score.",
-    "zscore": "Seasonal robust z-scores: how far each point is from the usual level for its time "
-    "of the week, how sudden its change is, whether the series froze or burst into noise; each "
-    "part calibrated per series on the training weeks, the most surprising one is the raw score.",
-}
 
 
 def tenant_frames(
@@ -101,14 +84,16 @@ def _plot(frames, model_set, plan: TrainingPlan, windows, kind: str):
 
 
 def build_model_asset(kind: str) -> dg.AssetsDefinition:
+    row = CATALOGUE[kind]
+
     @dg.asset(
-        name=f"{kind}_model",
+        name=row.asset_name,
         partitions_def=tenant_partitions,
         group_name="training",
-        kinds={"mlflow", LIBRARIES[kind]},
+        kinds={"mlflow", row.library},
         deps=[dg.AssetDep(clean_metrics, partition_mapping=BY_TENANT)],
         description=(
-            f"{DESCRIPTIONS[kind]} One MLflow registered model per tenant "
+            f"{row.description} One MLflow registered model per tenant "
             f"(`anomaly-{kind}-<tenant>`). Each run fits a candidate on the last three weeks but "
             "two, fits thresholds on the next week and judges it on the last week against the "
             "labelled incidents; the `champion` alias moves to it only if it is not worse than the "
@@ -191,6 +176,5 @@ def build_model_asset(kind: str) -> dg.AssetsDefinition:
     return _model
 
 
-isolation_forest_model, lstm_model, prophet_model, zscore_model = (
-    build_model_asset(kind) for kind in KINDS
-)
+# One training asset per catalogued kind, keyed by kind.
+MODEL_ASSETS: dict[str, dg.AssetsDefinition] = {kind: build_model_asset(kind) for kind in CATALOGUE}

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from monitoring_pipelines.ml.base import Detector
+from monitoring_pipelines.ml.catalogue import KINDS, detector_class
 from monitoring_pipelines.ml.ensemble import (
     DEFAULT_COMBINER,
     CombinerConfig,
@@ -72,10 +73,8 @@ REFIT_CONTEXT_POINTS = 3 * 2016
 
 
 def _default_detectors() -> list[DetectorSpec]:
-    from monitoring_pipelines.ml.isolation_forest import IsolationForestDetector
-    from monitoring_pipelines.ml.zscore import ZScoreDetector
-
-    return [IsolationForestDetector, ZScoreDetector]
+    """Every catalogued kind: without a choice the backtest runs what the pipeline runs."""
+    return [detector_class(kind) for kind in KINDS]
 
 
 @dataclass

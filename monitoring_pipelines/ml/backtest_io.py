@@ -7,6 +7,8 @@ Out: one CSV per series at the same relative path under ``--out`` (record series
 ``<tenant>/<service>/<metric>.csv``), one row per input row in input order, and ``summary.csv``.
 """
 
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,14 @@ class BacktestInputs:
     @property
     def records_frame(self) -> pd.DataFrame | None:
         return pd.concat(self.records, ignore_index=True) if self.records else None
+
+    def series_names(self) -> list[str]:
+        """Every series name the inputs hold, as label keys must spell them."""
+        names = list(self.series)
+        for frame in self.records:
+            keys = frame[list(RECORD_COLUMNS)].drop_duplicates()
+            names += ["/".join(row) for row in keys.itertuples(index=False)]
+        return names
 
 
 def _files(path: Path) -> list[Path]:
@@ -81,6 +91,44 @@ def read_inputs(data: Path) -> BacktestInputs:
     if not inputs.series and not inputs.records:
         raise BacktestInputError(f"{data}: no CSV or Parquet file found")
     return inputs
+
+
+def read_labels(path: Path) -> dict[str, list]:
+    """Label windows ``{series: [[start, end], ...]}``; one line naming the file if unusable."""
+    try:
+        labels = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise BacktestInputError(f"{path}: labels file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BacktestInputError(f"{path}: not a JSON labels file ({reason})") from None
+    if not isinstance(labels, dict):
+        raise BacktestInputError(
+            f"{path}: labels must be a JSON object {{series: [[start, end], ...]}}, "
+            f"not a {type(labels).__name__}"
+        )
+    for name, windows in labels.items():
+        if not isinstance(windows, list) or not all(
+            isinstance(w, list | tuple) and len(w) == 2 for w in windows
+        ):
+            raise BacktestInputError(
+                f"{path}: {name!r}: expected a list of [start, end] pairs, got {windows!r:.60}"
+            )
+    return labels
+
+
+def unmatched_labels(labels: Mapping[str, object], names: Iterable[str]) -> str | None:
+    """One warning line when label keys match no series, naming examples of both; else None."""
+    names = list(names)
+    known = set(names)
+    unmatched = sorted(k for k in labels if k not in known)
+    if not unmatched:
+        return None
+    return (
+        f"warning: {len(unmatched)} of {len(labels)} label keys match no series, e.g. "
+        f"{', '.join(repr(k) for k in unmatched[:3])}; series are named like "
+        f"{', '.join(repr(n) for n in sorted(names)[:3]) or 'nothing (no series read)'}"
+    )
 
 
 def output_path(out: Path, name: str) -> Path:

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pandas as pd
 
+from monitoring_pipelines.ml.catalogue import CATALOGUE, KINDS
 from monitoring_pipelines.settings import load_settings, redact_url
 
 if TYPE_CHECKING:
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("isolation_forest", "lstm", "prophet", "zscore")
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 DEFAULT_EXPERIMENT = "anomaly-detectors"
@@ -76,13 +76,6 @@ _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@\s
 _DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 _HISTORY_KEEP = 100
 _CACHE_SIZE = 16
-_PIP_EXTRAS = {
-    "isolation_forest": ("scikit-learn",),
-    "lstm": ("tensorflow-cpu",),
-    "prophet": ("prophet",),
-    # numpy, pandas and scipy (always listed) are all the z-score detector needs.
-    "zscore": (),
-}
 
 
 # -- the detector, as far as the registry cares ----------------------------------------------------
@@ -973,10 +966,16 @@ def _pip_requirements(kind: str) -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     requirements = []
-    for package in ("mlflow", "pandas", "numpy", "scipy", *_PIP_EXTRAS.get(kind, ())):
+    for package in ("mlflow", "pandas", "numpy", "scipy", *_own_packages(kind)):
         with contextlib.suppress(PackageNotFoundError):
             requirements.append(f"{package}=={version(package)}")
     return requirements
+
+
+def _own_packages(kind: str) -> tuple[str, ...]:
+    """A kind's own packages (none for a kind the catalogue does not know, e.g. in tests)."""
+    row = CATALOGUE.get(kind)
+    return row.pip_requirements if row else ()
 
 
 def _flat_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -14,12 +14,12 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from importlib import import_module
 
 import numpy as np
 import pandas as pd
 
-from monitoring_pipelines.ml.base import Detector, DetectorConfig
+from monitoring_pipelines.ml.base import DetectorConfig
+from monitoring_pipelines.ml.catalogue import detector_class
 from monitoring_pipelines.ml.ensemble import CombinerConfig, combine_groups
 from monitoring_pipelines.ml.evaluation import (
     EvaluationConfig,
@@ -36,22 +36,7 @@ from monitoring_pipelines.ml.thresholds import (
     flags,
 )
 
-KINDS = ("isolation_forest", "lstm", "prophet", "zscore")
-_CLASSES = {
-    "isolation_forest": ("monitoring_pipelines.ml.isolation_forest", "IsolationForestDetector"),
-    "lstm": ("monitoring_pipelines.ml.lstm", "LstmDetector"),
-    "prophet": ("monitoring_pipelines.ml.prophet_model", "ProphetDetector"),
-    "zscore": ("monitoring_pipelines.ml.zscore", "ZScoreDetector"),
-}
 GroupFrames = Mapping[tuple, pd.DataFrame]
-
-
-def detector_class(kind: str) -> type[Detector]:
-    """The detector class of ``kind``, imported only when asked (TensorFlow, Prophet are heavy)."""
-    if kind not in _CLASSES:
-        raise ValueError(f"unknown detector kind {kind!r}; choose from {', '.join(KINDS)}")
-    module, name = _CLASSES[kind]
-    return getattr(import_module(module), name)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from monitoring_pipelines.assets.scoring import anomaly_scores, detection_policy
-from monitoring_pipelines.assets.training import isolation_forest_model, zscore_model
+from monitoring_pipelines.assets.training import MODEL_ASSETS
 from monitoring_pipelines.definitions import build_defs
 from monitoring_pipelines.grid import regular_grid
 from monitoring_pipelines.partitions import TENANTS, tenant_day_key
@@ -56,7 +56,7 @@ def _run(pipeline, assets, key):
 def test_training_registers_a_champion_and_scoring_uses_it(pipeline):
     from monitoring_pipelines.ml import registry
 
-    trained = _run(pipeline, [isolation_forest_model], "acme")
+    trained = _run(pipeline, [MODEL_ASSETS["isolation_forest"]], "acme")
     meta = trained.asset_materializations_for_node("isolation_forest_model")[0].metadata
     assert meta["registered_model"].value == "anomaly-isolation_forest-acme"
     assert meta["promoted"].value is True
@@ -91,7 +91,7 @@ def test_training_registers_a_champion_and_scoring_uses_it(pipeline):
 
 
 def test_a_second_training_run_is_judged_against_the_champion(pipeline):
-    second = _run(pipeline, [isolation_forest_model], "acme")
+    second = _run(pipeline, [MODEL_ASSETS["isolation_forest"]], "acme")
     meta = second.asset_materializations_for_node("isolation_forest_model")[0].metadata
     assert meta["version"].value == 2
     # Same data, same seed: the candidate equals the champion, and "not worse" promotes it.
@@ -105,7 +105,7 @@ def test_zscore_is_a_fourth_champion_and_day_by_day_scores_equal_the_whole_histo
     from monitoring_pipelines.ml.frames import group_frames
     from monitoring_pipelines.ml.training import per_series
 
-    trained = _run(pipeline, [isolation_forest_model, zscore_model], "acme")
+    trained = _run(pipeline, [MODEL_ASSETS["isolation_forest"], MODEL_ASSETS["zscore"]], "acme")
     meta = trained.asset_materializations_for_node("zscore_model")[0].metadata
     assert meta["registered_model"].value == "anomaly-zscore-acme"
     assert meta["promoted"].value is True

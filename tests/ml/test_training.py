@@ -3,11 +3,9 @@ chose it."""
 
 import numpy as np
 import pandas as pd
-import pytest
 
-from monitoring_pipelines.ml import registry
 from monitoring_pipelines.ml.thresholds import DEFAULT_THRESHOLD, MEMBER_LEVELS
-from monitoring_pipelines.ml.training import KINDS, TrainingPlan, data_hash, detector_class, judge
+from monitoring_pipelines.ml.training import TrainingPlan, data_hash, judge
 
 
 def test_the_plan_cuts_time_into_train_calibration_and_validation_weeks():
@@ -26,20 +24,6 @@ def test_the_data_hash_changes_with_the_data_and_only_with_it():
     changed = {k: f.assign(cpu_percent=f["cpu_percent"] + 1) for k, f in frames.items()}
     assert data_hash(frames) == data_hash(same)
     assert data_hash(frames) != data_hash(changed)
-
-
-def test_unknown_detector_kinds_are_refused_in_one_line():
-    with pytest.raises(ValueError, match="unknown detector kind 'arima'"):
-        detector_class("arima")
-
-
-def test_every_kind_resolves_to_its_detector_and_the_registry_knows_it():
-    assert KINDS == registry.KINDS
-    assert "zscore" in KINDS
-    for kind in KINDS:
-        assert detector_class(kind).kind == kind
-    # Lazily: asking for the z-score detector imports neither TensorFlow nor Prophet classes.
-    assert detector_class("zscore").__name__ == "ZScoreDetector"
 
 
 def _scores(spikes: list[tuple[int, float]], start: pd.Timestamp) -> dict[tuple, pd.DataFrame]:
