@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export MONITORING_HOME ?= $(CURDIR)/.monitoring
 export DAGSTER_HOME ?= $(MONITORING_HOME)/dagster
 
-.PHONY: demo test ui bench lint format system-packages clean
+.PHONY: demo test ui bench bench-detection lint format system-packages clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ bench: $(STAMP) system-packages
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.models
 	$(BIN)/python -m benchmarks.alerting
+
+# Detection quality per member and ensemble: SKAB (../shared/datasets/skab, when present), then the demo.
+bench-detection: $(STAMP)
+	$(BIN)/python -m benchmarks.detection
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
