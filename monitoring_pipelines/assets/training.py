@@ -12,6 +12,7 @@ from monitoring_pipelines.ml.evaluation import parse_windows
 from monitoring_pipelines.ml.frames import group_frames
 from monitoring_pipelines.ml.training import (
     TrainingPlan,
+    baseline_validation,
     data_hash,
     fit_candidate,
     slice_frames,
@@ -97,8 +98,8 @@ def build_model_asset(kind: str) -> dg.AssetsDefinition:
             f"(`anomaly-{kind}-<tenant>`). Each run fits a candidate on the last three weeks but "
             "two, fits thresholds on the next week and judges it on the last week against the "
             "labelled incidents; the `champion` alias moves to it only if it is not worse than the "
-            "current champion on that same week. The decision and its reasons are written on the "
-            "model version."
+            "current champion on that same week (a first candidate: than the reference baseline, a "
+            "rolling z-score). The decision and its reasons are written on the model version."
         ),
     )
     def _model(
@@ -144,8 +145,10 @@ def build_model_asset(kind: str) -> dg.AssetsDefinition:
             try:
                 champion, _ = registry.load_by_alias(kind, tenant)
                 champion_metrics = validate({kind: champion}, frames, plan, windows).metrics
+                baseline_metrics = None
             except registry.ModelNotFound:
                 champion_metrics = None
+                baseline_metrics = baseline_validation(frames, plan, windows).metrics
             decision = registry.promote_if_not_worse(
                 kind,
                 tenant,
@@ -153,6 +156,7 @@ def build_model_asset(kind: str) -> dg.AssetsDefinition:
                 judged.metrics,
                 champion_metrics,
                 validation_window=(plan.calibration_end, plan.validation_end),
+                baseline_metrics=baseline_metrics,
             )
         context.log.info(f"{info.registered_name} v{info.version}: {'; '.join(decision.reasons)}")
         return dg.MaterializeResult(

@@ -663,6 +663,7 @@ def promote_if_not_worse(
     guards: Mapping[str, str] = DEFAULT_GUARDS,
     tolerance: float = 0.0,
     validation_window: tuple[Any, Any] | None = None,
+    baseline_metrics: Mapping[str, float] | None = None,
 ) -> Decision:
     """Move ``champion`` to the candidate unless it is worse than the current champion.
 
@@ -674,8 +675,10 @@ def promote_if_not_worse(
     Rule: ``primary`` (higher is better) and every guard (``{metric: "lower" | "higher"}``) must be
     at least as good as the champion's, within ``tolerance`` (a fraction of the champion's value,
     applied to every metric since they have different units). NaN counts as the worst value. With
-    no champion yet the candidate becomes champion; with a champion but no ``champion_metrics``
-    nothing is compared and nothing moves. The decision, its reasons and the metrics are written
+    no champion yet the candidate becomes champion if its ``primary`` is not worse than the
+    reference baseline's (``baseline_metrics``, measured on the same data; without them it becomes
+    champion as it is); with a champion but no ``champion_metrics`` nothing is compared and nothing
+    moves. The decision, its reasons and the metrics are written
     on the candidate version; a replaced champion is tagged with the version that replaced it.
     """
     name = registered_model_name(kind, scope)
@@ -689,7 +692,9 @@ def promote_if_not_worse(
         if champion == candidate_version:
             return Decision(True, [f"v{champion} is already champion"], {}, champion, champion)
         if champion is None:
-            promoted, reasons = True, ["no champion yet: the first candidate becomes champion"]
+            promoted, reasons = _first_candidate(
+                candidate_metrics, baseline_metrics, primary, tolerance, compared
+            )
         elif champion_metrics is None:
             promoted = False
             reasons = [f"champion v{champion} has no metrics on the same held-out data"]
@@ -819,12 +824,34 @@ def rollback(
     return current, to_version
 
 
+def _first_candidate(
+    candidate: Mapping[str, float],
+    baseline: Mapping[str, float] | None,
+    primary: str,
+    tolerance: float,
+    compared: dict[str, dict[str, Any]],
+) -> tuple[bool, list[str]]:
+    """Whether a first candidate (no champion yet) becomes champion, and why."""
+    if baseline is None:
+        return True, ["no champion yet: the first candidate becomes champion"]
+    row = _compare(primary, "higher", candidate, baseline, tolerance, against="reference baseline")
+    compared[f"baseline.{primary}"] = row
+    if row["ok"]:
+        return True, [f"no champion yet, and {row['reason']}: the candidate becomes champion"]
+    return False, [
+        f"no champion yet, and {row['reason']}: not promoted; the pipeline scores with the kinds "
+        "that qualified"
+    ]
+
+
 def _compare(
     metric: str,
     direction: str,
     candidate: Mapping[str, float],
     champion: Mapping[str, float],
     tolerance: float,
+    *,
+    against: str = "champion",
 ) -> dict[str, Any]:
     if metric not in candidate or metric not in champion:
         missing = "candidate" if metric not in candidate else "champion"
@@ -833,7 +860,8 @@ def _compare(
             "candidate": candidate.get(metric),
             "champion": champion.get(metric),
             "ok": False,
-            "reason": f"{metric}: missing from the {missing}'s metrics",
+            "reason": f"{metric}: missing from the {against if missing == 'champion' else missing}"
+            "'s metrics",
         }
     cand, champ = float(candidate[metric]), float(champion[metric])
     worst = -np.inf if direction == "higher" else np.inf
@@ -842,13 +870,13 @@ def _compare(
     slack = tolerance * abs(h) if np.isfinite(h) else 0.0
     ok = bool(c == h or (c >= h - slack if direction == "higher" else c <= h + slack))
     relation = "not worse than" if ok else "worse than"
-    better = "higher" if direction == "higher" else "lower"
+    better = f"{'higher' if direction == 'higher' else 'lower'} is better"
     return {
         "direction": direction,
         "candidate": cand,
         "champion": champ,
         "ok": ok,
-        "reason": f"{metric} {_fmt(cand)} {relation} champion's {_fmt(champ)} ({better} is better)",
+        "reason": f"{metric} {_fmt(cand)} {relation} {against}'s {_fmt(champ)} ({better})",
     }
 
 

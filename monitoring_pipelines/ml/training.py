@@ -130,6 +130,19 @@ class Validation:
     summary: pd.DataFrame
 
 
+def baseline_validation(
+    frames: GroupFrames, plan: TrainingPlan, windows: Mapping[str, list]
+) -> "Validation":
+    """The reference baseline fitted on the training weeks and judged like a candidate: the bar a
+    first candidate must clear to become champion."""
+    from monitoring_pipelines.ml.baseline import RollingZScoreBaseline
+
+    train = slice_frames(frames, plan.train_start, plan.train_end)
+    train = {k: f for k, f in train.items() if f.notna().to_numpy().any()}
+    baseline = DetectorSet.fit_groups(RollingZScoreBaseline, None, train)
+    return validate({RollingZScoreBaseline.kind: baseline}, frames, plan, windows)
+
+
 def validate(
     model_sets: Mapping[str, DetectorSet],
     frames: GroupFrames,

@@ -400,6 +400,32 @@ def test_candidate_better_on_f1_but_noisier_is_not_promoted(sqlite_store):
     ).promoted
 
 
+def test_a_first_candidate_worse_than_the_reference_baseline_does_not_become_champion(sqlite_store):
+    scope = "baseline"
+    name = registry.registered_model_name(KIND, scope)
+    baseline = {"event_f1": 0.8, "false_alarms_per_series_week": 0.5}
+    v1 = _log(_fitted(window=12), scope)
+    decision = registry.promote_if_not_worse(
+        KIND, scope, v1.version, GOOD, None, baseline_metrics=baseline
+    )
+    assert not decision.promoted
+    assert decision.reasons == [
+        "no champion yet, and event_f1 0.7 worse than reference baseline's 0.8 (higher is "
+        "better): not promoted; the pipeline scores with the kinds that qualified"
+    ]
+    assert registry.champion_versions(scope, kinds=(KIND,)) == {}
+    mv = _version(name, v1.version)
+    assert mv.tags["promotion.decision"] == "rejected"
+    assert "reference baseline's 0.8" in mv.description
+    # A later candidate as good as the baseline on its own held-out week becomes the first champion.
+    v2 = _log(_fitted(window=6), scope)
+    decision = registry.promote_if_not_worse(
+        KIND, scope, v2.version, {**GOOD, "event_f1": 0.8}, None, baseline_metrics=baseline
+    )
+    assert decision.promoted
+    assert registry.champion_versions(scope, kinds=(KIND,)) == {KIND: v2.version}
+
+
 def test_champion_without_metrics_on_the_same_data_keeps_its_place(sqlite_store):
     scope = "unmeasured"
     v1 = _log(_fitted(window=12), scope)
