@@ -7,8 +7,8 @@
   on the ensemble's decisions, and by this project's event-level figures (precision, recall, F1,
   median delay).
 - **The demo** (the generator this project wrote: a regression check, not the target):
-  :func:`~monitoring_pipelines.ml.backtest.evaluate_on_demo` on two tenants, event-level figures on
-  the held-out week.
+  :func:`~monitoring_pipelines.ml.demo_evaluation.evaluate_on_demo` on two tenants, event-level
+  figures on the held-out week.
 
 Every table has the reference baseline (a plain rolling z-score with anomaly likelihood,
 :mod:`~monitoring_pipelines.ml.baseline`) beside the members, and the targets with met or the gap.
@@ -98,7 +98,7 @@ def skab(kinds: list[str]) -> tuple[pd.DataFrame, float]:
 
 def demo(kinds: list[str], tenants: tuple[str, ...]) -> tuple[pd.DataFrame, float]:
     """Event figures on the demo's held-out week, per member, the baseline and the ensemble."""
-    from monitoring_pipelines.ml.backtest import evaluate_on_demo
+    from monitoring_pipelines.ml.demo_evaluation import evaluate_on_demo
     from monitoring_pipelines.sources.demo import DemoConfig
 
     began = time.perf_counter()

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitoring_pipelines.ml.backtest import ENSEMBLE, evaluate_on_demo, run_backtest
+from monitoring_pipelines.ml.backtest import ENSEMBLE, run_backtest
+from monitoring_pipelines.ml.demo_evaluation import evaluate_on_demo
 from monitoring_pipelines.ml.ensemble import combine
 from monitoring_pipelines.ml.frames import (
     group_frames,
