@@ -58,7 +58,7 @@ should be cut at (0.45 instead of 0.5). So both weigh 0 in :data:`DEFAULT_COMBIN
 is Isolation Forest + z-score, and the pipeline's LSTM and Prophet are judged beside it.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -175,3 +175,102 @@ def weights_from_validation(quality: Mapping[str, float], floor: float = 0.05) -
     values = {k: max(float(v), floor) if np.isfinite(v) else floor for k, v in quality.items()}
     total = sum(values.values())
     return tuple((k, v * len(values) / total) for k, v in values.items())
+
+
+# -- weights learned from labelled validation data -------------------------------------------------
+
+# Without labels (the backtest's training prefix, a new tenant) the ensemble uses these weights:
+# the measured DEFAULT_COMBINER's. With labels, :func:`learn_weights` replaces them.
+DATA_FREE_WEIGHTS: tuple[tuple[str, float], ...] = DEFAULT_COMBINER.weights
+WEIGHT_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
+
+
+def _windows(labels: np.ndarray) -> list[tuple[int, int]]:
+    """``[start, stop)`` of each run of True in a 1-d boolean array."""
+    padded = np.concatenate([[False], np.asarray(labels, dtype=bool), [False]])
+    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+def early_separation(
+    scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], early_fraction: float = 0.5
+) -> float:
+    """How well ONE level over all series separates each labelled window's early peak from the
+    scores outside windows: the mean over windows of the share of outside points (pooled over all
+    series) below the highest score in the window's first ``early_fraction``. 1.0 = some level
+    catches every window early with no flagged point outside; 0.5 = chance.
+
+    Pooling the outside points of every series is what makes it a cross-series measure: a member
+    whose quiet series sit higher than another's incidents loses here, as it does with any
+    benchmark or operator that picks one level for all series.
+    """
+    peaks, negatives = [], []
+    for s, lab in zip(scores, labels, strict=True):
+        s = np.asarray(s, dtype="float64")
+        lab = np.asarray(lab, dtype=bool)
+        s = np.where(np.isnan(s), 0.0, s)
+        negatives.append(s[~lab])
+        for start, stop in _windows(lab):
+            early = max(start + 1, start + int(np.ceil(early_fraction * (stop - start))))
+            peaks.append(float(s[start:early].max()))
+    if not peaks:
+        return float("nan")
+    pool = np.sort(np.concatenate(negatives)) if negatives else np.zeros(0)
+    if not pool.size:
+        return 1.0
+    below = np.searchsorted(pool, np.asarray(peaks), side="left")
+    ties = np.searchsorted(pool, np.asarray(peaks), side="right") - below
+    return float(np.mean((below + 0.5 * ties) / pool.size))
+
+
+def learn_weights(
+    member_scores: Mapping[str, Sequence[np.ndarray]],
+    labels: Sequence[np.ndarray],
+    *,
+    grid: Sequence[float] = WEIGHT_GRID,
+    rounds: int = 3,
+) -> tuple[tuple[tuple[str, float], ...], dict[str, float]]:
+    """Weights of a ``weighted_mean`` ensemble learned on labelled validation data.
+
+    ``member_scores[kind]`` holds one calibrated score array per validation series, aligned with
+    ``labels`` (one boolean array per series, True inside incident windows). Coordinate ascent
+    over ``grid`` per member, from equal weights, maximising :func:`early_separation` of the
+    combined score; a member is kept at a weight only if it raises the measure (ties go to the
+    smaller weight), so a member that hurts or adds nothing ends at 0 by measurement. Returns
+    the weights and the figures behind them (each member
+    alone, equal weights, learned), to be written beside the model.
+    """
+    kinds = list(member_scores)
+    if not kinds:
+        raise ValueError("no member scores to learn weights from")
+
+    def measure(weights: Mapping[str, float]) -> float:
+        if not any(weights[k] > 0 for k in kinds):
+            return -1.0
+        config = CombinerConfig("weighted_mean", weights=tuple(weights.items()))
+        combined = [
+            combine_arrays({k: member_scores[k][i] for k in kinds if weights[k] > 0}, config)
+            for i in range(len(labels))
+        ]
+        return early_separation(combined, labels)
+
+    report = {f"{k} alone": early_separation(member_scores[k], labels) for k in kinds}
+    weights = dict.fromkeys(kinds, 1.0)
+    best = measure(weights)
+    report["equal weights"] = best
+    for _ in range(rounds):
+        moved = False
+        for kind in kinds:
+            for value in grid:
+                trial = {**weights, kind: float(value)}
+                got = measure(trial)
+                # Ties go to the smaller weight: a member earns weight only by raising the measure.
+                tie = got >= best - 1e-9 and value < weights[kind]
+                if got > best + 1e-6 or tie:
+                    best, weights, moved = got, trial, True
+        if not moved:
+            break
+    report["learned"] = best
+    total = sum(weights.values())
+    normalised = tuple((k, round(w * len(kinds) / total, 4)) for k, w in weights.items())
+    return normalised, report

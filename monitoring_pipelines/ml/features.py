@@ -52,6 +52,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+# "calendar": the same time 1-3 weeks before (1-3 days while there are fewer than two weeks) and
+# the usual size at this time of day; "period": the same phase 1-3 cycles of ``period`` steps before
+# and the usual size at this phase; "none": a trailing median and the trailing spread.
+SEASONS = ("auto", "calendar", "period", "none")
 TIME_FEATURES = ("tod_sin", "tod_cos", "dow_sin", "dow_cos")
 CONTEXT_FEATURES = ("context_mean", "context_max")
 BASIC_FEATURES = ("z_value", "z_diff", "volatility")
@@ -108,6 +112,45 @@ class FeatureConfig:
     # weekend evenings half explained; (5, 8) measured better on the demo (pipeline split, seeds
     # 4, 5, 42: Isolation Forest F1 0.49 -> 0.56, z-score false alarms 33 -> 28).
     load_trust: tuple[float, float] = (5.0, 8.0)
+    # The seasonality the residual is taken against (see :data:`SEASONS`). "auto" is resolved from
+    # the training data at fit (:func:`resolve_season`); features computed with "auto" unresolved
+    # use "calendar", as before there was a choice.
+    season: str = "auto"
+    # Steps of one cycle in "period" mode.
+    period: int = 0
+
+    def __post_init__(self) -> None:
+        if self.season not in SEASONS:
+            raise ValueError(f"season must be one of {SEASONS}, got {self.season!r}")
+        if self.season == "period" and self.period < 2:
+            raise ValueError("season 'period' needs period >= 2 steps")
+
+    @property
+    def mode(self) -> str:
+        return "calendar" if self.season == "auto" else self.season
+
+    def cycle_steps(self, step: pd.Timedelta) -> int:
+        """Steps of the cycle whose "same time" judges a point (0 without seasonality)."""
+        if self.mode == "calendar":
+            return _lag_steps((1,), step)[0]
+        return self.period if self.mode == "period" else 0
+
+    def reference_lags(self, step: pd.Timedelta) -> tuple[list[int], list[int]]:
+        """Lags (steps) of the seasonal reference, and the fallback lags used while fewer than two
+        of the first have data."""
+        if self.mode == "calendar":
+            return _lag_steps(self.seasonal_lags_days, step), _lag_steps(
+                self.fallback_lags_days, step
+            )
+        if self.mode == "period":
+            return [self.period, 2 * self.period, 3 * self.period], []
+        return [], []
+
+    def tod_halfwidth(self, step: pd.Timedelta) -> int:
+        cycle = self.cycle_steps(step)
+        if self.mode == "period":
+            return min(self.time_of_day_halfwidth, cycle // 12)
+        return self.time_of_day_halfwidth
 
     def names(self) -> tuple[str, ...]:
         """Every feature this config computes, in :func:`group_features` order."""
@@ -126,6 +169,11 @@ class FeatureConfig:
 
     def history_steps(self, step: pd.Timedelta) -> int:
         """Steps of history the seasonal features need to be fully defined."""
+        if self.mode == "none":
+            return 3 * self.window + 2 * max(1, self.stride) + 4
+        if self.mode == "period":
+            cycles = max(3, self.time_of_day_days)
+            return cycles * self.period + 2 * self.window + 2 * max(1, self.stride) + 4
         longest = max(
             (
                 *self.seasonal_lags_days,
@@ -296,13 +344,42 @@ def seasonal_reference(
     """
     step = _step_of(index)
     start = _clip_start(start, values.shape[0])
-    weekly = np.stack([_lagged(values, g, start) for g in _lag_steps(cfg.seasonal_lags_days, step)])
-    daily = np.stack([_lagged(values, g, start) for g in _lag_steps(cfg.fallback_lags_days, step)])
-    enough_weeks = (~np.isnan(weekly)).sum(axis=0) >= 2
-    reference = np.where(
-        enough_weeks, nan_median(weekly), nan_median(np.concatenate([weekly, daily]))
-    )
+    if cfg.mode == "none":
+        return _trailing_median(values, index, cfg, start)
+    primary, fallback = cfg.reference_lags(step)
+    weekly = np.stack([_lagged(values, g, start) for g in primary])
+    if fallback:
+        daily = np.stack([_lagged(values, g, start) for g in fallback])
+        enough_weeks = (~np.isnan(weekly)).sum(axis=0) >= 2
+        both = np.concatenate([weekly, daily])
+        reference = np.where(enough_weeks, nan_median(weekly), nan_median(both))
+        cycles = (~np.isnan(both)).sum(axis=0)
+    else:
+        reference = nan_median(weekly)
+        cycles = (~np.isnan(weekly)).sum(axis=0)
+    # No past cycle yet (the first day of a series): the trailing median serves, so features
+    # work from the first hours instead of waiting a whole cycle.
+    if (cycles < 1).any():
+        trailing = _trailing_median(values, index, cfg, start)[start:]
+        reference = np.where(cycles >= 1, reference, trailing)
     return _placed(reference, start, values.shape)
+
+
+def _trailing_median(
+    values: np.ndarray, index: pd.DatetimeIndex, cfg: FeatureConfig, start: int
+) -> np.ndarray:
+    """Median of the trailing ``window`` steps before each row (rows ``start`` onwards)."""
+    n = values.shape[0]
+    begin = max(0, start - _quantile_lookback(cfg))
+    (median,) = trailing_quantiles(
+        values[begin:],
+        index[begin:],
+        (0.5,),
+        window=cfg.window,
+        min_periods=cfg.min_periods,
+        stride=cfg.stride,
+    )
+    return _placed(median[start - begin :], start, (n, *values.shape[1:]))
 
 
 def _quantile_lookback(cfg: FeatureConfig) -> int:
@@ -438,11 +515,13 @@ class _Features:
         self._lock = threading.RLock()
         n = self.x.shape[0]
         self.start = _clip_start(start, n)
-        per_day = _lag_steps((1,), self.step)[0]
+        cycle = cfg.cycle_steps(self.step)
         self._quantiles = _quantile_lookback(cfg)
         # A week of "usual size at this time of day", each a mean over 2 * halfwidth + 1 steps.
-        self._tod = cfg.time_of_day_days * per_day + 2 * cfg.time_of_day_halfwidth + 2
-        self._lags = max(_lag_steps((*cfg.seasonal_lags_days, *cfg.fallback_lags_days), self.step))
+        halfwidth = cfg.tod_halfwidth(self.step)
+        self._tod = cfg.time_of_day_days * cycle + 2 * halfwidth + 2 if cycle else 0
+        primary, fallback = cfg.reference_lags(self.step)
+        self._lags = max((*primary, *fallback), default=self._quantiles)
         self._load_rows = round(cfg.load_window_days * _DAY_SECONDS / self.step.total_seconds())
         # The residual feeds trailing-day centres and a week of usual sizes of the rows wanted.
         self._residual_from = self.start - self._tod - self._quantiles - 2
@@ -498,6 +577,16 @@ class _Features:
     def _raw_residual(self) -> np.ndarray:
         return self.x - seasonal_reference(self.x, self.index, self.cfg, start=self._raw_from)
 
+    def _seasonal_ready(self) -> np.ndarray:
+        """Rows whose seasonal reference has a past cycle (not the trailing fallback)."""
+        primary, fallback = self.cfg.reference_lags(self.step)
+        lags = [*primary, *fallback]
+        if not lags:
+            return np.ones(self.x.shape, dtype=bool)
+        present = ~np.isnan(self.x)
+        counts = sum(_lagged(present.astype("float64"), g, 0) == 1.0 for g in lags)
+        return np.asarray(counts) >= 1
+
     def _load_column(self) -> int | None:
         names = [str(c) for c in self.columns]
         for name in self.cfg.load_metrics:
@@ -522,6 +611,13 @@ class _Features:
         load = self._load_column()
         if load is None or raw.shape[1] < 2:
             return raw
+        # Rows judged against the trailing fallback (the first days) carry the daily cycle itself
+        # in their residual: they would teach the fit that load explains the cycle. They are
+        # left out of every statistic of the fit, and left unadjusted.
+        ready = self.get("seasonal_ready")
+        ready = ready & ready[:, [load]]
+        full = raw
+        raw = np.where(ready, raw, np.nan)
         cfg = self.cfg
         wanted = self._residual_from
         # Rows the slopes of the wanted rows are fitted on.
@@ -570,7 +666,7 @@ class _Features:
         explained = b1 * x1 + b2 * x2
         explained = np.where(np.isfinite(explained), explained, 0.0)
         explained[:, load] = 0.0
-        out = raw - explained
+        out = full - explained
         out[:wanted] = np.nan
         return out
 
@@ -582,20 +678,27 @@ class _Features:
         """Median over the past ``time_of_day_days`` days of the mean of ``magnitude`` within
         ``time_of_day_halfwidth`` steps of the same time of day (rows ``start`` onwards)."""
         cfg = self.cfg
-        width = 2 * cfg.time_of_day_halfwidth + 1
-        day = _lag_steps((1,), self.step)[0]
-        lags = [k * day - cfg.time_of_day_halfwidth for k in range(1, cfg.time_of_day_days + 1)]
+        halfwidth = cfg.tod_halfwidth(self.step)
+        width = 2 * halfwidth + 1
+        day = cfg.cycle_steps(self.step)
+        lags = [k * day - halfwidth for k in range(1, cfg.time_of_day_days + 1)]
         size = rolling_mean_from(magnitude, width, max(1, width // 4), start=self.start - max(lags))
         past = np.stack([_lagged(size, lag, self.start) for lag in lags])
-        return _placed(nan_median(past), self.start, magnitude.shape)
+        # No past cycle: no usual size yet (callers use the trailing spread).
+        usual = nan_median(past)
+        return _placed(usual, self.start, magnitude.shape)
 
     def _centred_residual(self) -> np.ndarray:
         """The seasonal residual minus its trailing-day median, and its usual size here."""
         residual = self.get("residual")
         centre, spread = _robust_scale(residual, self.index, self.cfg, start=self.start - self._tod)
         centred = residual - centre
+        if not self.cfg.cycle_steps(self.step):
+            # No seasonality: the usual size is the trailing spread itself.
+            return np.stack([centred, _floor(spread, self.x, self.cfg)])
         usual = self._usual_size(np.abs(centred)) * _MEAN_ABS_TO_SIGMA
-        return np.stack([centred, _floor(np.fmax(usual, 0.5 * spread), self.x, self.cfg)])
+        scale = np.where(np.isnan(usual), spread, np.fmax(usual, 0.5 * spread))
+        return np.stack([centred, _floor(scale, self.x, self.cfg)])
 
     def _seasonal_z(self, smooth: int | None = None) -> np.ndarray:
         cfg = self.cfg
@@ -608,8 +711,11 @@ class _Features:
         residual = self.get("residual")
         diffs = np.vstack([np.full((1, residual.shape[1]), np.nan), np.diff(residual, axis=0)])
         _, day_scale = _robust_scale(diffs, self.index, self.cfg, centre=False, start=self.start)
+        if not self.cfg.cycle_steps(self.step):
+            return _floor(day_scale / np.sqrt(2.0), self.x, self.cfg)
         usual = self._usual_size(np.abs(diffs)) * _MEAN_ABS_TO_SIGMA
-        return _floor(np.fmax(usual, 0.5 * day_scale) / np.sqrt(2.0), self.x, self.cfg)
+        scale = np.where(np.isnan(usual), day_scale, np.fmax(usual, 0.5 * day_scale))
+        return _floor(scale / np.sqrt(2.0), self.x, self.cfg)
 
     def _step_z(self, k: int) -> np.ndarray:
         residual = self.get("residual")
@@ -733,3 +839,92 @@ def trailing_z(frame: pd.DataFrame, config: FeatureConfig | None = None) -> pd.D
     """``z_value`` alone, as a frame shaped like ``frame``."""
     z = compute_features(frame, ["z_value"], config)["z_value"]
     return pd.DataFrame(z, index=frame.index, columns=frame.columns)
+
+
+# -- seasonality found from the data ---------------------------------------------------------------
+
+# A cycle counts when the series, net of its own moving average over one cycle (which removes
+# trends and keeps the cycle), correlates at least this much with itself one cycle earlier.
+SEASON_MIN_CORRELATION = 0.3
+# A cycle that is not the calendar day must be clearer, and seen at least this many times.
+PERIOD_MIN_CORRELATION = 0.5
+SEASON_MIN_CYCLES = 2.5
+
+
+def _filled(frame: pd.DataFrame) -> np.ndarray:
+    filled = frame.astype("float64").interpolate(limit_direction="both")
+    return filled.to_numpy(dtype="float64")
+
+
+def cycle_correlation(values: np.ndarray, lag: int) -> np.ndarray:
+    """Per column: the correlation, at ``lag``, of the values net of their centred moving
+    average over ``lag`` steps (NaN where the column is too short or constant)."""
+    n, m = values.shape
+    out = np.full(m, np.nan)
+    if lag < 2 or n < SEASON_MIN_CYCLES * lag:
+        return out
+    smooth = pd.DataFrame(values).rolling(lag, center=True, min_periods=lag).mean().to_numpy()
+    detrended = values - smooth
+    a, b = detrended[lag:], detrended[:-lag]
+    ok = np.isfinite(a) & np.isfinite(b)
+    for j in range(m):
+        x, y = a[ok[:, j], j], b[ok[:, j], j]
+        if x.size > 8 and np.std(x) > 0 and np.std(y) > 0:
+            out[j] = float(np.corrcoef(x, y)[0, 1])
+    return out
+
+
+def _acf_peaks(values: np.ndarray, low: int, high: int, count: int = 3) -> list[int]:
+    """The lags in [low, high] where the mean autocorrelation of the columns peaks highest."""
+    x = values - np.nanmean(values, axis=0)
+    x = np.nan_to_num(x)
+    n = x.shape[0]
+    size = 1 << int(np.ceil(np.log2(2 * n)))
+    spectrum = np.fft.rfft(x, size, axis=0)
+    acf = np.fft.irfft(spectrum * np.conj(spectrum), size, axis=0)[:n]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acf = acf / acf[:1]
+    mean = np.nanmean(np.where(np.isfinite(acf), acf, np.nan), axis=1)
+    high = min(high, n - 2)
+    if high <= low:
+        return []
+    lags = np.arange(low, high + 1)
+    part = mean[low - 1 : high + 2]
+    peak = (part[1:-1] > part[:-2]) & (part[1:-1] >= part[2:])
+    found = lags[peak]
+    return [int(v) for v in found[np.argsort(-mean[found])][:count]]
+
+
+def resolve_season(cfg: FeatureConfig, frame: pd.DataFrame) -> FeatureConfig:
+    """``cfg`` with its season found from ``frame`` (training data) when it is "auto".
+
+    "calendar" when a day is at least 12 steps, the frame holds 2.5 days or more and the columns
+    (median) repeat daily (:data:`SEASON_MIN_CORRELATION`); otherwise "period" with the clearest
+    cycle of the autocorrelation that repeats at least 2.5 times in the frame
+    (:data:`PERIOD_MIN_CORRELATION`); otherwise "none". Many real series have no cycle at all,
+    or one-second steps, and judging them against "the same time last week" gives no score.
+    """
+    from dataclasses import replace
+
+    if cfg.season != "auto":
+        return cfg
+    index = pd.DatetimeIndex(frame.index)
+    step = _step_of(index)
+    values = _filled(frame)
+    n = values.shape[0]
+    day = _lag_steps((1,), step)[0]
+    daily = day >= 12 and n >= SEASON_MIN_CYCLES * day
+    if daily and _median(cycle_correlation(values, day)) >= SEASON_MIN_CORRELATION:
+        return replace(cfg, season="calendar", period=0)
+    best, best_r = 0, PERIOD_MIN_CORRELATION
+    for lag in _acf_peaks(values, 4, int(n / SEASON_MIN_CYCLES)):
+        r = _median(cycle_correlation(values, lag))
+        if r >= best_r:
+            best, best_r = lag, r
+    if best:
+        return replace(cfg, season="period", period=best)
+    return replace(cfg, season="none", period=0)
+
+
+def _median(values: np.ndarray) -> float:
+    return float(np.nanmedian(values)) if np.isfinite(values).any() else -1.0

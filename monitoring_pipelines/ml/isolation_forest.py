@@ -11,7 +11,7 @@ rows up to ``t``. ``decision_function``'s offset (fitted from ``contamination``)
 decisions belong to :mod:`~monitoring_pipelines.ml.thresholds`.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from sklearn.ensemble import IsolationForest
 
 from monitoring_pipelines.ml.base import Detector, DetectorConfig
 from monitoring_pipelines.ml.calibration import CalibrationConfig, tail_calibration
-from monitoring_pipelines.ml.features import FeatureConfig, group_features
+from monitoring_pipelines.ml.features import FeatureConfig, group_features, resolve_season
 
 SKLEARN_DIR = "sklearn"
 # skops refuses to load tree internals unless told they are trusted; these files are our own.
@@ -98,6 +98,7 @@ class IsolationForestDetector(Detector):
         return _compress(rows).astype(np.float32), present
 
     def _fit(self, frame: pd.DataFrame) -> None:
+        self.config = replace(self.config, features=resolve_season(self.config.features, frame))
         cfg: IsolationForestConfig = self.config
         feats = self._features(frame)
         # Rows before the trailing baselines exist would all be zeros: not a state to learn.

@@ -25,7 +25,7 @@ from monitoring_pipelines.ml.calibration import (
     LikelihoodCalibrator,
     tail_calibration,
 )
-from monitoring_pipelines.ml.features import FeatureConfig, compute_features
+from monitoring_pipelines.ml.features import FeatureConfig, compute_features, resolve_season
 
 
 def _identity() -> CalibrationConfig:
@@ -83,6 +83,8 @@ class ZScoreDetector(Detector):
         }
 
     def _fit(self, frame: pd.DataFrame) -> None:
+        # The seasonality the training data has (none, a calendar day, another cycle).
+        self.config = replace(self.config, features=resolve_season(self.config.features, frame))
         self.part_calibrators = {
             part: LikelihoodCalibrator(self._part_config(part)).fit(values)
             for part, values in self._parts(frame).items()

@@ -143,3 +143,45 @@ def test_the_default_ensemble_is_isolation_forest_and_zscore_whatever_else_was_t
     # Where only a weightless member scored, the ensemble has no score rather than its score.
     alone = combine_arrays({"lstm": np.array([0.9]), "zscore": np.array([NAN])}, DEFAULT_COMBINER)
     assert np.isnan(alone).all()
+
+
+def _labelled_series(rng, n=600, start=300, stop=340):
+    labels = np.zeros(n, dtype=bool)
+    labels[start:stop] = True
+    return labels
+
+
+def test_early_separation_rewards_one_level_that_catches_windows_early():
+    from monitoring_pipelines.ml.ensemble import early_separation
+
+    labels = _labelled_series(None)
+    quiet = np.full(600, 0.1)
+    good = quiet.copy()
+    good[300:310] = 0.9
+    late = quiet.copy()
+    late[335:340] = 0.9  # only in the window's second half
+    assert early_separation([good], [labels]) == 1.0
+    assert early_separation([late], [labels]) == 0.5  # its early peak ties the quiet points
+    # Pooled over series: one series' ordinary level above another's incident peak costs.
+    loud = np.full(600, 0.95)
+    assert early_separation([good, loud], [labels, np.zeros(600, dtype=bool)]) < 0.6
+
+
+def test_learned_weights_drop_a_member_that_hurts():
+    from monitoring_pipelines.ml.ensemble import learn_weights
+
+    rng = np.random.default_rng(3)
+    labels, helpful, noise = [], [], []
+    for _ in range(6):
+        lab = _labelled_series(rng)
+        good = rng.uniform(0.0, 0.3, 600)
+        good[300:320] += 0.6
+        labels.append(lab)
+        helpful.append(good)
+        # Quiet in the window, loud at random moments outside it.
+        loud = rng.uniform(0.0, 0.2, 600)
+        loud[rng.choice(np.flatnonzero(~lab), 30, replace=False)] = 1.0
+        noise.append(loud)
+    weights, report = learn_weights({"good": helpful, "noise": noise}, labels)
+    assert dict(weights)["noise"] == 0.0
+    assert report["learned"] >= report["good alone"] > report["noise alone"]

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from monitoring_pipelines.ml.base import STATE_FILE
+from monitoring_pipelines.ml.features import FeatureConfig
 from monitoring_pipelines.ml.isolation_forest import (
     SKLEARN_DIR,
     IsolationForestConfig,
@@ -98,5 +99,13 @@ def test_metric_identity_and_extra_features_are_options():
 
 
 def test_the_detector_asks_for_three_weeks_of_context():
-    detector = IsolationForestDetector().fit(group_frame(days=2))
+    config = IsolationForestConfig(features=FeatureConfig(season="calendar"))
+    detector = IsolationForestDetector(config).fit(group_frame(days=2))
     assert detector.history_steps() == 21 * 288 + 288
+
+
+def test_without_a_cycle_the_detector_needs_a_few_trailing_windows_only():
+    # Two days are too short to see a daily cycle: the trailing, non-seasonal features are used.
+    detector = IsolationForestDetector().fit(group_frame(days=2))
+    assert detector.config.features.season in {"none", "period"}
+    assert detector.history_steps() < 4 * 288

@@ -64,4 +64,7 @@ def test_loading_with_the_wrong_class_or_mixing_kinds_is_refused(model_set, tmp_
 
 
 def test_history_is_the_most_any_member_wants(model_set):
-    assert model_set.history_steps() == 22 * 288
+    # Three days of data show no weekly cycle: the features' season is found at fit ("none" or
+    # a daily calendar), and the set asks for what its most demanding member asks for.
+    wants = [d.history_steps() for d in model_set.detectors.values()]
+    assert model_set.history_steps() == max(wants) > 0
