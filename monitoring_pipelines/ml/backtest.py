@@ -49,9 +49,11 @@ from monitoring_pipelines.ml.thresholds import ThresholdConfig, Thresholds, fit_
 
 DetectorSpec = type[Detector] | Callable[[], Detector]
 __all__ = ["ENSEMBLE", "BacktestResult", "run_backtest"]
-# A detector needs this many training steps at least (a day of 5-minute steps gives the trailing
-# baselines and the calibrator their minimum history).
-MIN_TRAIN_POINTS = 288
+# A detector needs this many training steps at least: eight hours of 5-minute steps. Detectors find
+# their season (or none) from the training data and judge points against trailing windows from the
+# first hours, so a short series (1,000 points at --train-fraction 0.15) still gets scores; 288
+# left every series under about 1,900 points unscored.
+MIN_TRAIN_POINTS = 96
 # Steps of past data scored before each refit chunk (or the detector's own history_steps, if more):
 # enough for the two-week calibration window to be full, without rescoring all history each time.
 REFIT_CONTEXT_POINTS = 3 * 2016
