@@ -259,7 +259,7 @@ def _kind_column(data: pd.DataFrame) -> pd.Series:
 def _bound_column(kinds: pd.Series, which: str) -> np.ndarray:
     bounds = {
         name: np.nan if getattr(kind, which) is None else float(getattr(kind, which))
-        for name, kind in records.KINDS.items()
+        for name, kind in records.METRIC_KINDS.items()
     }
     return kinds.map(bounds).to_numpy(dtype="float64")
 
@@ -319,7 +319,7 @@ def _values_in_range(findings, data: pd.DataFrame) -> _RowCheck:
         flagged |= f.rows
     per_kind = {}
     for name in sorted(set(kinds)):
-        kind = records.KINDS[name]
+        kind = records.METRIC_KINDS[name]
         if kind.lower is None and kind.upper is None:
             continue
         rows = np.flatnonzero(kinds == name)
@@ -329,7 +329,7 @@ def _values_in_range(findings, data: pd.DataFrame) -> _RowCheck:
             "violations": len(flagged.intersection(rows.tolist())),
         }
     for pos in sorted(flagged):
-        kind = records.KINDS[kinds[pos]]
+        kind = records.METRIC_KINDS[kinds[pos]]
         reason = (
             f"value: {_number(float(values[pos]))} outside {_bounds(kind)} "
             f"for {kind.name} metric {_show(metrics[pos])}"
