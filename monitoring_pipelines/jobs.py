@@ -1,4 +1,7 @@
-"""Jobs: stage a dropped file, and gate + grid the partitions it touched."""
+"""Jobs: stage a dropped file, and gate + grid the partitions it touched.
+
+Asset jobs on day x tenant partitions take them from their assets, so they follow the start date
+``build_defs`` binds the assets to."""
 
 from pathlib import Path
 
@@ -14,12 +17,7 @@ from monitoring_pipelines.assets.training import (
     zscore_model,
 )
 from monitoring_pipelines.ingest import stage_file
-from monitoring_pipelines.partitions import (
-    TENANTS,
-    missing_tenants,
-    tenant_day_partitions,
-    tenant_partitions,
-)
+from monitoring_pipelines.partitions import TENANTS, missing_tenants, tenant_partitions
 from monitoring_pipelines.resources import (
     AlertingResource,
     PipelineSettingsResource,
@@ -81,7 +79,6 @@ def stage_file_job():
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.assets(raw_metrics, clean_metrics),
-    partitions_def=tenant_day_partitions,
     description="Gate one tenant-day of landed metrics and put it on the regular grid.",
     tags={"pipeline": "ingestion"},
 )
@@ -99,7 +96,6 @@ training_job = dg.define_asset_job(
 scoring_job = dg.define_asset_job(
     "scoring_job",
     selection=dg.AssetSelection.assets(anomaly_scores),
-    partitions_def=tenant_day_partitions,
     description="Score one tenant-day with the champion detectors.",
     tags={"pipeline": "scoring"},
 )
@@ -107,7 +103,6 @@ scoring_job = dg.define_asset_job(
 alerting_job = dg.define_asset_job(
     "alerting_job",
     selection=dg.AssetSelection.assets(alerts),
-    partitions_def=tenant_day_partitions,
     description="Raise one tenant-day's incidents from its anomaly scores and queue notifications.",
     tags={"pipeline": "alerting"},
 )
