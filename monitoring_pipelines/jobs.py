@@ -30,6 +30,9 @@ class StageFileConfig(dg.Config):
     path: str
     # Stage again even if this exact content was staged before.
     force: bool = False
+    # Folder below which a single-series file's path reads <tenant>/<service>/<metric>;
+    # empty: the drop folder.
+    layout_root: str = ""
 
 
 @dg.op(tags={"kind": "ingest"})
@@ -45,6 +48,7 @@ def stage_file_op(
             warehouse.get(),
             Path(config.path),
             root=Path(pipeline.drop_dir),
+            layout_root=Path(config.layout_root) if config.layout_root else None,
             earliest=pipeline.earliest,
             force=config.force,
             run_id=context.run_id,

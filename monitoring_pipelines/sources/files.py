@@ -139,9 +139,16 @@ def file_fingerprint(path: Path) -> str:
 
 
 def read_metric_file(
-    path: Path, *, root: Path | None = None, chunk_rows: int = 200_000
+    path: Path,
+    *,
+    root: Path | None = None,
+    layout_root: Path | None = None,
+    chunk_rows: int = 200_000,
 ) -> Iterator[ParsedChunk]:
     """Parse a metric file in chunks of at most ``chunk_rows`` rows.
+
+    The source is named by the path relative to ``root``; a single-series file takes its names
+    from its path below ``layout_root`` (``root`` when not given).
 
     Memory is bounded by the chunk size (for Parquet, by the row group size) whatever the size of
     the file. A file with a header and no rows yields nothing.
@@ -159,10 +166,11 @@ def read_metric_file(
         raise InputFileError(source, "not a regular file")
     if size == 0:
         raise InputFileError(source, "empty file (0 bytes)")
+    names_root = root if layout_root is None else layout_root
     if kind == "csv":
-        yield from _read_csv(path, source, root, chunk_rows)
+        yield from _read_csv(path, source, names_root, chunk_rows)
     else:
-        yield from _read_parquet(path, source, root, chunk_rows)
+        yield from _read_parquet(path, source, names_root, chunk_rows)
 
 
 # -- layout: which column is what -----------------------------------------------------------------
