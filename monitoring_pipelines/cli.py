@@ -39,6 +39,10 @@ class IngestSummary:
     partitions: set[str] = field(default_factory=set)
     partition_failures: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
+    # Sources staged by this ingest (not those skipped as unchanged): what its counts cover.
+    sources: list[str] = field(default_factory=list)
+    grid_steps: int = 0
+    grid_gaps: int = 0
 
 
 def _prepare(settings: Settings) -> None:
@@ -64,13 +68,20 @@ def _job(job_name: str):
     return build_defs().resolve_job_def(job_name)
 
 
-def _data_files(path: Path) -> list[Path]:
+def _data_files(path: Path, drop_dir: Path) -> list[tuple[Path, Path]]:
+    """The data files of ``path``, each with the folder its ``<tenant>/<service>/<metric>``
+    layout is read below: the folder given; for a file given alone, the drop folder when it lies
+    in it, else the current directory (its path as typed)."""
     if path.is_file():
-        return [path]
+        absolute = path.resolve()
+        inside_drop = absolute.is_relative_to(drop_dir.resolve())
+        return [(path, drop_dir if inside_drop else Path.cwd())]
     if path.is_dir():
-        return sorted(
-            p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(DATA_SUFFIXES)
-        )
+        return [
+            (p, path)
+            for p in sorted(path.rglob("*"))
+            if p.is_file() and p.name.lower().endswith(DATA_SUFFIXES)
+        ]
     raise CliError(f"{path}: no such file or directory")
 
 
@@ -102,11 +113,12 @@ def _worker_init(environ: dict[str, str]) -> None:
     os.close(fd)
 
 
-def _run_partition(task: tuple[str, str]) -> tuple[str, list[str], str | None]:
+def _run_partition(task: tuple[str, str]) -> tuple[str, list[str], str | None, dict]:
     """Run one job on one partition (``date|tenant`` or ``tenant``) or on a range of them
     (``first...last``, as a backfill under the assets' backfill policy runs them).
 
-    Returns the key, the blocking checks that failed with ERROR, and the error if the run failed.
+    Returns the key, the blocking checks that failed with ERROR, the error if the run failed,
+    and the grid steps and gaps ``clean_metrics`` reported (when the job materializes it).
     """
     import dagster as dg
 
@@ -141,7 +153,11 @@ def _run_partition(task: tuple[str, str]) -> tuple[str, list[str], str | None]:
             and e.asset_check_evaluation_data.severity == dg.AssetCheckSeverity.ERROR
         }
     )
-    return key, blocked, None if run.success else _failure_reason(run, None)
+    grid = {"steps": 0, "gaps": 0}
+    for materialization in run.asset_materializations_for_node("clean_metrics"):
+        grid["steps"] += int(materialization.metadata["grid_steps"].value)
+        grid["gaps"] += int(materialization.metadata["gaps"].value)
+    return key, blocked, None if run.success else _failure_reason(run, None), grid
 
 
 def _run_all(job_name: str, keys: list[str], workers: int | None):
@@ -185,14 +201,12 @@ def ingest_paths(
     stage_job = defs.resolve_job_def("stage_file_job")
     warehouse = Warehouse(settings.warehouse_url)
     summary = IngestSummary()
-    files = [f for p in paths for f in _data_files(p)]
-    for path in files:
+    files = [f for p in paths for f in _data_files(p, settings.drop_dir)]
+    for path, layout_root in files:
         summary.files += 1
+        config = {"path": str(path), "force": force, "layout_root": str(layout_root)}
         result = stage_job.execute_in_process(
-            run_config={
-                **QUIET,
-                "ops": {"stage_file_op": {"config": {"path": str(path), "force": force}}},
-            },
+            run_config={**QUIET, "ops": {"stage_file_op": {"config": config}}},
             instance=instance,
             raise_on_error=False,
             tags={"monitoring/trigger": "cli"},
@@ -206,8 +220,11 @@ def ingest_paths(
         summary.rows_in += int(stage_meta.get("rows_in", 0))
         summary.parse_quarantined += int(stage_meta.get("quarantined", 0))
         if not stage_meta.get("skipped_same_content"):
+            summary.sources.append(str(stage_meta["source"]))
             summary.partitions.update(result.output_for_node("stage_file_op"))
-    for key, blocked, failure in _run_all("ingest_job", sorted(summary.partitions), workers):
+    for key, blocked, failure, grid in _run_all("ingest_job", sorted(summary.partitions), workers):
+        summary.grid_steps += grid["steps"]
+        summary.grid_gaps += grid["gaps"]
         if blocked:
             # A partition stopped by its blocking checks is the gate working, not a failure.
             summary.blocked.append(f"{key} ({', '.join(blocked)})")
@@ -252,13 +269,15 @@ def _progress(done: int, total: int) -> None:
 def _print_ingest(summary: IngestSummary, settings: Settings) -> None:
     from monitoring_pipelines.warehouse import Warehouse
 
+    # This ingest's rows: those of the sources it staged, wherever they ended up.
     warehouse = Warehouse(settings.warehouse_url)
-    accepted = warehouse.count("metrics")
-    quality_q = warehouse.count("quarantine", stage="quality")
-    parse_q = warehouse.count("quarantine", stage="parse")
-    gaps = warehouse.count("clean_metrics", is_gap=True)
-    steps = warehouse.count("clean_metrics")
+    accepted = quality_q = parse_q = 0
+    for source in summary.sources:
+        accepted += warehouse.count("metrics", source=source)
+        quality_q += warehouse.count("quarantine", stage="quality", source=source)
+        parse_q += warehouse.count("quarantine", stage="parse", source=source)
     warehouse.dispose()
+    steps, gaps = summary.grid_steps, summary.grid_gaps
     print(
         f"files: {summary.files} ingested"
         + (f", {summary.skipped} unchanged since last ingest" if summary.skipped else "")
@@ -361,13 +380,13 @@ def train_and_score(
     _prepare_mlflow(settings)
     failures = [
         f"training {key}: {failure}"
-        for key, _, failure in _run_all("training_job", tenants, workers)
+        for key, _, failure, _ in _run_all("training_job", tenants, workers)
         if failure
     ]
     trained = [t for t in tenants if not any(f.startswith(f"training {t}:") for f in failures)]
     failures += [
         f"scoring {key}: {failure}"
-        for key, _, failure in _run_all(
+        for key, _, failure, _ in _run_all(
             "scoring_job",
             backfill_ranges([d for d in days if d.split("|", 1)[1] in trained]),
             workers,
@@ -432,7 +451,7 @@ def raise_and_deliver(
         raise CliError(str(exc)) from None
     failures = [
         f"alerting {key}: {failure}"
-        for key, _, failure in _run_all("alerting_job", days, workers)
+        for key, _, failure, _ in _run_all("alerting_job", days, workers)
         if failure
     ]
     warehouse = Warehouse(settings.warehouse_url)

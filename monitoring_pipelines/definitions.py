@@ -20,6 +20,7 @@ from monitoring_pipelines.jobs import (
     stage_file_job,
     training_job,
 )
+from monitoring_pipelines.partitions import bind_start_date
 from monitoring_pipelines.resources import (
     AlertingResource,
     MlflowResource,
@@ -72,15 +73,16 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 
 def build_defs(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
+    assets = [
+        raw_metrics,
+        clean_metrics,
+        *MODEL_ASSETS.values(),
+        detection_policy,
+        anomaly_scores,
+        alerts,
+    ]
     return dg.Definitions(
-        assets=[
-            raw_metrics,
-            clean_metrics,
-            *MODEL_ASSETS.values(),
-            detection_policy,
-            anomaly_scores,
-            alerts,
-        ],
+        assets=[bind_start_date(a, settings.start_date) for a in assets],
         jobs=[
             stage_file_job,
             ingest_job,

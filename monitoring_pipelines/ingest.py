@@ -49,6 +49,7 @@ def stage_file(
     path: Path,
     *,
     root: Path | None = None,
+    layout_root: Path | None = None,
     earliest: datetime,
     now: datetime | None = None,
     force: bool = False,
@@ -56,6 +57,8 @@ def stage_file(
 ) -> StageResult:
     """Stage ``path`` unless the same content was already staged (then ``skipped``).
 
+    ``root`` names the source (the drop folder); a single-series file's tenant, service and
+    metric come from its path below ``layout_root`` (``root`` when not given).
     Rows before ``earliest`` (the first day partition) or more than a day in the future are
     quarantined with the reason, so that nothing is silently dropped.
     Raises :class:`InputFileError` (one line) for a file that cannot be read at all; the failure is
@@ -95,7 +98,7 @@ def stage_file(
     upper = pd.Timestamp(now) + FUTURE_TOLERANCE
 
     def accepted_chunks() -> Iterator[pd.DataFrame]:
-        for chunk in read_metric_file(path, root=root):
+        for chunk in read_metric_file(path, root=root, layout_root=layout_root):
             records = chunk.records
             counts["rows_in"] += len(records) + len(chunk.rejected)
             if len(chunk.rejected):

@@ -1,4 +1,7 @@
-"""Jobs: stage a dropped file, and gate + grid the partitions it touched."""
+"""Jobs: stage a dropped file, and gate + grid the partitions it touched.
+
+Asset jobs on day x tenant partitions take them from their assets, so they follow the start date
+``build_defs`` binds the assets to."""
 
 from pathlib import Path
 
@@ -9,12 +12,7 @@ from monitoring_pipelines.assets.ingestion import clean_metrics, raw_metrics
 from monitoring_pipelines.assets.scoring import anomaly_scores, detection_policy
 from monitoring_pipelines.assets.training import MODEL_ASSETS
 from monitoring_pipelines.ingest import stage_file
-from monitoring_pipelines.partitions import (
-    TENANTS,
-    missing_tenants,
-    tenant_day_partitions,
-    tenant_partitions,
-)
+from monitoring_pipelines.partitions import TENANTS, missing_tenants, tenant_partitions
 from monitoring_pipelines.resources import (
     AlertingResource,
     PipelineSettingsResource,
@@ -27,6 +25,9 @@ class StageFileConfig(dg.Config):
     path: str
     # Stage again even if this exact content was staged before.
     force: bool = False
+    # Folder below which a single-series file's path reads <tenant>/<service>/<metric>;
+    # empty: the drop folder.
+    layout_root: str = ""
 
 
 @dg.op(tags={"kind": "ingest"})
@@ -42,6 +43,7 @@ def stage_file_op(
             warehouse.get(),
             Path(config.path),
             root=Path(pipeline.drop_dir),
+            layout_root=Path(config.layout_root) if config.layout_root else None,
             earliest=pipeline.earliest,
             force=config.force,
             run_id=context.run_id,
@@ -76,7 +78,6 @@ def stage_file_job():
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.assets(raw_metrics, clean_metrics),
-    partitions_def=tenant_day_partitions,
     description="Gate one tenant-day of landed metrics and put it on the regular grid.",
     tags={"pipeline": "ingestion"},
 )
@@ -92,7 +93,6 @@ training_job = dg.define_asset_job(
 scoring_job = dg.define_asset_job(
     "scoring_job",
     selection=dg.AssetSelection.assets(anomaly_scores),
-    partitions_def=tenant_day_partitions,
     description="Score one tenant-day with the champion detectors.",
     tags={"pipeline": "scoring"},
 )
@@ -100,7 +100,6 @@ scoring_job = dg.define_asset_job(
 alerting_job = dg.define_asset_job(
     "alerting_job",
     selection=dg.AssetSelection.assets(alerts),
-    partitions_def=tenant_day_partitions,
     description="Raise one tenant-day's incidents from its anomaly scores and queue notifications.",
     tags={"pipeline": "alerting"},
 )

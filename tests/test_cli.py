@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,59 @@ def test_demo_scores_each_tenants_consecutive_days_as_ranged_runs():
         "2026-10-01|initech...2026-10-04|initech",
         "2026-10-06|initech...2026-10-10|initech",
     ]
+
+
+def _series_csv(path: Path, rows: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"2026-10-01T{i // 12:02d}:{i % 12 * 5:02d}:00Z,{i % 7 * 0.1:.1f}" for i in range(rows)
+    ]
+    path.write_text("timestamp,value\n" + "\n".join(lines) + "\n")
+
+
+def _rows_line(stdout: str) -> tuple[int, int, int]:
+    match = re.search(r"rows: ([\d,]+) in = ([\d,]+) accepted \+ ([\d,]+) quarantined", stdout)
+    return tuple(int(g.replace(",", "")) for g in match.groups())
+
+
+def test_ingest_reads_the_layout_below_the_folder_given_and_counts_only_this_ingest(
+    home, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MONITORING_START_DATE", "2026-01-01")
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "good.csv").write_bytes((BAD / "good_records.csv").read_bytes())
+    out = _cli("ingest", str(first), "--workers", "1")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+    second = tmp_path / "exports"
+    _series_csv(second / "acme" / "api" / "latency_p95_ms.csv", 288)
+    out = _cli("ingest", str(second), "--workers", "1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert _rows_line(out.stdout) == (288, 288, 0)
+    assert "grid: 288 steps, 0 gaps" in out.stdout
+
+    warehouse = Warehouse(load_settings().warehouse_url)
+    series = warehouse.series(
+        "metrics", "acme", datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 10, 2, tzinfo=UTC)
+    )
+    warehouse.dispose()
+    assert ("acme", "api", "latency_p95_ms") in series
+
+
+def test_a_single_series_file_given_alone_reads_its_path_as_typed(home, tmp_path, monkeypatch):
+    monkeypatch.setenv("MONITORING_START_DATE", "2026-01-01")
+    _series_csv(tmp_path / "globex" / "cdn" / "error_rate.csv", 12)
+    out = subprocess.run(
+        [sys.executable, "-m", "monitoring_pipelines.cli", "ingest", "globex/cdn/error_rate.csv"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert _rows_line(out.stdout) == (12, 12, 0)
+    warehouse = Warehouse(load_settings().warehouse_url)
+    assert warehouse.count("metrics", tenant="globex") == 12
+    assert warehouse.count("metrics", tenant="default") == 0
+    warehouse.dispose()

@@ -102,3 +102,20 @@ def test_warehouse_url_from_environment_is_not_shown_in_config(home, monkeypatch
     defs = _defs(home)
     resource = defs.resources["warehouse"]
     assert isinstance(resource.url, dg.EnvVar) or "s3cret" not in repr(resource)
+
+
+def test_partitions_start_at_the_start_date_of_the_settings_given_to_build_defs(home):
+    from dataclasses import replace
+
+    from monitoring_pipelines.definitions import build_defs
+    from monitoring_pipelines.settings import load_settings
+
+    defs = build_defs(replace(load_settings(), start_date="2025-03-01"))
+    for asset in ("raw_metrics", "clean_metrics", "anomaly_scores", "alerts"):
+        days = defs.resolve_assets_def(asset).partitions_def.get_partitions_def_for_dimension(
+            "date"
+        )
+        assert days.start.strftime("%Y-%m-%d") == "2025-03-01", asset
+    for job in ("ingest_job", "scoring_job", "alerting_job"):
+        days = defs.resolve_job_def(job).partitions_def.get_partitions_def_for_dimension("date")
+        assert days.start.strftime("%Y-%m-%d") == "2025-03-01", job

@@ -6,7 +6,9 @@ import dagster as dg
 
 from monitoring_pipelines.grid import regular_grid
 from monitoring_pipelines.partitions import tenant_day_partitions
-from monitoring_pipelines.quality.gate import CHECK_SPECS, GateConfig, run_gate, write_validation
+from monitoring_pipelines.quality.checks import CHECK_SPECS
+from monitoring_pipelines.quality.gate import GateConfig, run_gate
+from monitoring_pipelines.quality.report import write_validation
 from monitoring_pipelines.resources import PipelineSettingsResource, WarehouseResource
 from monitoring_pipelines.sources.records import FRAME_COLUMNS
 from monitoring_pipelines.warehouse import Warehouse

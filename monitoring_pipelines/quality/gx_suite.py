@@ -5,52 +5,24 @@ load fast. The ephemeral context, its pandas data source and batch definition ar
 process together with the one suite (partition bounds are suite parameters), so a warm validation
 only pays for computing the metrics.
 
-Every expectation carries ``meta = {"check": <check name>, ...}`` so that results map back to the
-gate's checks whatever order GX returns them in. Row-level expectations run with result format
+The suite is the expectations of every check in the catalogue
+(:mod:`monitoring_pipelines.quality.checks`). Every expectation carries
+``meta = {"check": <check name>, ...}`` so that results map back to the gate's checks whatever
+order GX returns them in. Row-level expectations run with result format
 ``COMPLETE`` and :data:`ROW_ID` as an unexpected index column: the ``unexpected_index_list`` of each
 result is exactly the set of input rows GX found bad.
 """
 
-import math
 import threading
 from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
 
-from monitoring_pipelines.sources import records
+from monitoring_pipelines.quality.jsonsafe import json_safe
 
-# Helper columns added to the validated frame: the input position of each row, and the metric kind
-# that the per-kind range expectations select with a row condition.
+# Helper column added to the validated frame: the input position of each row.
 ROW_ID = "gate_row"
-KIND = "gate_kind"
-LOWER = "gate_lower"
-UPPER = "gate_upper"
-
-# The widest finite float64: a "between" on it fails exactly the infinities (NaN is null for GX).
-_FLOAT_MAX = 1.7976931348623157e308
-
-# Accepted pandas dtypes, as GX names them: "str" matches both the pandas 3 string dtype and object
-# columns holding str (GX checks object columns value by value); "Timestamp" matches timezone-aware
-# datetime columns at any resolution and refuses naive ones.
-COLUMN_TYPES = {
-    "tenant": "str",
-    "service": "str",
-    "metric": "str",
-    "ts": "Timestamp",
-    "value": "float64",
-    "tags": "str",
-    "source": "str",
-    "source_row": "int64",
-}
-
-# How each GX type name reads in a quarantine reason.
-TYPE_LABELS = {
-    "str": "text",
-    "Timestamp": "timezone-aware datetime",
-    "float64": "float64",
-    "int64": "int64",
-}
 
 RESULT_FORMAT_BASE = {
     "result_format": "COMPLETE",
@@ -112,85 +84,13 @@ def warm_up() -> None:
 
 def _build_suite():
     import great_expectations as gx
-    import great_expectations.expectations as gxe
+
+    from monitoring_pipelines.quality.checks import CHECKS
 
     suite = gx.ExpectationSuite(name="raw_metrics_gate")
-    add = suite.add_expectation
-
-    add(
-        gxe.ExpectTableColumnsToMatchSet(
-            column_set=list(records.FRAME_COLUMNS),
-            # Extra columns (the gate's own helpers among them) are dropped, not an error.
-            exact_match=False,
-            meta={"check": "schema"},
-        )
-    )
-    for column, type_ in COLUMN_TYPES.items():
-        add(gxe.ExpectColumnValuesToBeOfType(column=column, type_=type_, meta={"check": "schema"}))
-
-    for column in records.KEY_COLUMNS:
-        add(gxe.ExpectColumnValuesToNotBeNull(column=column, meta={"check": "keys_not_null"}))
-
-    # NaN is null to GX, so "not null" finds NaN and the widest finite range finds +/-inf.
-    add(
-        gxe.ExpectColumnValuesToNotBeNull(
-            column="value", meta={"check": "values_finite", "finding": "nan"}
-        )
-    )
-    add(
-        gxe.ExpectColumnValuesToBeBetween(
-            column="value",
-            min_value=-_FLOAT_MAX,
-            max_value=_FLOAT_MAX,
-            meta={"check": "values_finite", "finding": "inf"},
-        )
-    )
-
-    # One pair of expectations against per-row bound columns covers every metric kind: a suite per
-    # kind costs GX's per-expectation overhead once per kind and partition. Rows of a kind without
-    # a bound have NaN there and are skipped.
-    add(
-        gxe.ExpectColumnPairValuesAToBeGreaterThanB(
-            column_A="value",
-            column_B=LOWER,
-            or_equal=True,
-            ignore_row_if="either_value_is_missing",
-            meta={"check": "values_in_range", "bound": "lower"},
-        )
-    )
-    add(
-        gxe.ExpectColumnPairValuesAToBeGreaterThanB(
-            column_A=UPPER,
-            column_B="value",
-            or_equal=True,
-            ignore_row_if="either_value_is_missing",
-            meta={"check": "values_in_range", "bound": "upper"},
-        )
-    )
-
-    # Partition bounds change on every call: suite parameters keep the suite itself cacheable.
-    add(
-        gxe.ExpectColumnValuesToBeBetween(
-            column="ts",
-            min_value={"$PARAMETER": "partition_start"},
-            max_value={"$PARAMETER": "partition_end"},
-            strict_max=True,
-            meta={"check": "timestamps_in_partition"},
-        )
-    )
-    add(
-        gxe.ExpectColumnValuesToBeInSet(
-            column="tenant",
-            value_set={"$PARAMETER": "partition_tenant"},
-            meta={"check": "timestamps_in_partition"},
-        )
-    )
-
-    add(
-        gxe.ExpectCompoundColumnsToBeUnique(
-            column_list=list(records.KEY_COLUMNS), meta={"check": "keys_unique"}
-        )
-    )
+    for check in CHECKS:
+        for expectation in check.expectations({"check": check.spec.name}):
+            suite.add_expectation(expectation)
     return suite
 
 
@@ -206,25 +106,10 @@ def error_message(exception_info: object) -> str | None:
     return None
 
 
-def json_safe(value: object) -> object:
-    """``value`` with non-finite floats spelled as strings, so strict JSON can encode it."""
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "Infinity" if value > 0 else "-Infinity"
-        return value
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
-
-
 def validate(
     work: pd.DataFrame, *, tenant: str, start: datetime, end: datetime
 ) -> tuple[list[Finding], dict]:
-    """Validate ``work`` (the partition plus :data:`ROW_ID` and :data:`KIND`) against the suite.
+    """Validate ``work`` (the partition plus :data:`ROW_ID` and the checks' helper columns).
 
     Returns one :class:`Finding` per expectation and the JSON-safe GX validation result.
     """

@@ -36,7 +36,7 @@ import pandas as pd
 import yaml
 from sqlalchemy.engine import make_url
 
-from monitoring_pipelines.sources.records import QUARANTINE_COLUMNS, is_valid_name
+from monitoring_pipelines.sources.records import QUARANTINE_COLUMNS, broken_name_rule
 
 if TYPE_CHECKING:
     from monitoring_pipelines.sources.prometheus import PrometheusSource
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 # The sources fill everything but the stage, which the caller that quarantines the rows knows.
 REJECTED_COLUMNS = tuple(c for c in QUARANTINE_COLUMNS if c != "stage")
 
-NAME_RULE = "letters, digits, '_', '.', '-', up to 64, starting with a letter or digit"
 _QUOTE_LIMIT = 60
 # The quarantine table's column widths: a hostile value must not fail the quarantine insert.
 _TENANT_LIMIT = 256
@@ -196,11 +195,9 @@ def _string(value: object, key: str) -> str:
 
 def _name(value: object, key: str) -> str:
     text = _string(value, key)
-    if not is_valid_name(text):
-        raise _Invalid(
-            key,
-            f"{quote(text)} is not a valid name ({NAME_RULE})",
-        )
+    rule = broken_name_rule(text)
+    if rule:
+        raise _Invalid(key, f"{quote(text)} is not a valid name ({rule})")
     return text
 
 

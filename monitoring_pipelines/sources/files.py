@@ -48,10 +48,12 @@ import pyarrow.parquet as pq
 
 from monitoring_pipelines.sources.records import (
     QUARANTINE_COLUMNS,
+    broken_name_rule,
     empty_quarantine,
     is_valid_name,
     normalise,
 )
+from monitoring_pipelines.sources.timestamps import parse_timestamps
 
 _FORMATS = ((".csv.gz", "csv"), (".csv", "csv"), (".parquet", "parquet"), (".pq", "parquet"))
 NAME_ROLES = ("tenant", "service", "metric")
@@ -70,14 +72,6 @@ _MAX_RECORD_CHARS = 16 * 1024 * 1024
 _HASH_BLOCK = 1024 * 1024
 
 _VALUE_MISSING = ("", "nan", "na", "n/a", "null", "none")
-_ISO_SHAPE = r"\d{4}-\d{2}-\d{2}"
-_EPOCH_SHAPE = r"[+-]?\d+(?:\.\d+)?"
-_EPOCH_MS_FROM = 1e11
-_NAT = np.iinfo(np.int64).min
-_NS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
-# datetime64[ns] spans 1677-09-21..2262-04-11; in microseconds, kept inside float64's exact range.
-_MAX_EPOCH_US = 9.2e15
-_NAME_RULE = "letters, digits, '_', '.', '-', up to 64, starting with a letter or digit"
 
 # pandas pads a short CSV row with empty fields, so a row cut after its last comma cannot be told
 # from one with blank trailing fields. Every record therefore gets one more field, this marker:
@@ -145,9 +139,16 @@ def file_fingerprint(path: Path) -> str:
 
 
 def read_metric_file(
-    path: Path, *, root: Path | None = None, chunk_rows: int = 200_000
+    path: Path,
+    *,
+    root: Path | None = None,
+    layout_root: Path | None = None,
+    chunk_rows: int = 200_000,
 ) -> Iterator[ParsedChunk]:
     """Parse a metric file in chunks of at most ``chunk_rows`` rows.
+
+    The source is named by the path relative to ``root``; a single-series file takes its names
+    from its path below ``layout_root`` (``root`` when not given).
 
     Memory is bounded by the chunk size (for Parquet, by the row group size) whatever the size of
     the file. A file with a header and no rows yields nothing.
@@ -165,10 +166,11 @@ def read_metric_file(
         raise InputFileError(source, "not a regular file")
     if size == 0:
         raise InputFileError(source, "empty file (0 bytes)")
+    names_root = root if layout_root is None else layout_root
     if kind == "csv":
-        yield from _read_csv(path, source, root, chunk_rows)
+        yield from _read_csv(path, source, names_root, chunk_rows)
     else:
-        yield from _read_parquet(path, source, root, chunk_rows)
+        yield from _read_parquet(path, source, names_root, chunk_rows)
 
 
 # -- layout: which column is what -----------------------------------------------------------------
@@ -646,14 +648,16 @@ def _parse(
             problems.add(
                 ~blank & ~_valid_names(names),
                 role,
-                lambda i, role=role, position=position: (
-                    f"{role}: {_quote(received(i, position))} is not a valid name ({_NAME_RULE})"
+                lambda i, role=role, position=position, names=names: (
+                    f"{role}: {_quote(received(i, position))} is not a valid name"
+                    f" ({broken_name_rule(names.iloc[i])})"
                 ),
             )
             parsed[role] = names.to_numpy(dtype=object)
 
     ts_position = layout.roles["ts"]
-    ts, ts_blank, ts_bad, ts_range = _parse_ts(frame.iloc[:, ts_position])
+    stamps = parse_timestamps(frame.iloc[:, ts_position])
+    ts_blank, ts_bad, ts_range = stamps.blank, stamps.bad, stamps.out_of_range
     problems.add(ts_blank, "ts", lambda i: "ts: missing")
     problems.add(
         ts_bad,
@@ -668,7 +672,7 @@ def _parse(
             " 1677-09-22..2262-04-11"
         ),
     )
-    parsed["ts"] = ts
+    parsed["ts"] = stamps.ts.reset_index(drop=True)
 
     value_position = layout.roles["value"]
     values, value_bad = _parse_value(frame.iloc[:, value_position])
@@ -724,62 +728,6 @@ def _valid_names(names: pd.Series) -> np.ndarray:
     codes, uniques = pd.factorize(names)
     valid = np.fromiter((is_valid_name(u) for u in uniques), dtype=bool, count=len(uniques))
     return np.append(valid, False)[codes]
-
-
-def _parse_ts(column: pd.Series):
-    """UTC instants (NaT where not parsed) and the masks: blank, unparseable, out of range."""
-    size = len(column)
-    blank = np.zeros(size, dtype=bool)
-    bad = np.zeros(size, dtype=bool)
-    ns = np.full(size, _NAT, dtype=np.int64)
-    if pd.api.types.is_datetime64_any_dtype(column):
-        # A naive time is read as UTC, so only an aware one needs converting.
-        if column.dt.tz is not None:
-            column = column.dt.tz_convert("UTC").dt.tz_localize(None)
-        ns, nat, out_of_range = _to_ns(column.to_numpy())
-        blank = nat
-    elif pd.api.types.is_numeric_dtype(column):
-        seconds = column.to_numpy(dtype="float64", na_value=np.nan)
-        blank = np.isnan(seconds)
-        ns, out_of_range = _from_epoch(seconds)
-    else:
-        text = _stripped(column)
-        blank = _blank(text)
-        epoch = text.str.fullmatch(_EPOCH_SHAPE).to_numpy(dtype=bool, na_value=False)
-        iso = ~epoch & text.str.match(_ISO_SHAPE).to_numpy(dtype=bool, na_value=False)
-        out_of_range = np.zeros(size, dtype=bool)
-        if epoch.any():
-            numbers = pd.to_numeric(text[epoch], errors="coerce").to_numpy(dtype="float64")
-            ns[epoch], out_of_range[epoch] = _from_epoch(numbers)
-        if iso.any():
-            instants = pd.to_datetime(text[iso], utc=True, format="ISO8601", errors="coerce")
-            ns[iso], nat, out_of_range[iso] = _to_ns(instants.dt.tz_localize(None).to_numpy())
-            bad[np.flatnonzero(iso)[nat]] = True
-        bad |= ~blank & ~epoch & ~iso
-    utc = pd.Series(ns.view("datetime64[ns]")).dt.tz_localize("UTC")
-    return utc, blank, bad & ~blank, out_of_range & ~blank
-
-
-def _to_ns(instants: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """datetime64 of any unit -> (int64 nanoseconds with NaT, NaT mask, out-of-range mask)."""
-    unit, _ = np.datetime_data(instants.dtype)
-    per = _NS_PER_UNIT[unit]
-    counts = instants.view(np.int64)
-    nat = counts == _NAT
-    limit = np.iinfo(np.int64).max // per
-    out_of_range = ~nat & ((counts > limit) | (counts < -limit))
-    ok = ~nat & ~out_of_range
-    return np.where(ok, np.where(ok, counts, 0) * per, _NAT), nat, out_of_range
-
-
-def _from_epoch(numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Epoch seconds, or milliseconds from 1e11 on -> (int64 nanoseconds, out-of-range mask)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        micros = np.where(np.abs(numbers) >= _EPOCH_MS_FROM, numbers * 1e3, numbers * 1e6)
-        out_of_range = ~np.isnan(numbers) & ~(np.abs(micros) <= _MAX_EPOCH_US)
-        ok = ~np.isnan(numbers) & ~out_of_range
-        whole = np.rint(np.where(ok, micros, 0.0)).astype(np.int64)
-    return np.where(ok, whole * 1000, _NAT), out_of_range
 
 
 def _parse_value(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:

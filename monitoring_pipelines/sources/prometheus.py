@@ -20,7 +20,6 @@ import pandas as pd
 import requests
 
 from monitoring_pipelines.sources.config import (
-    NAME_RULE,
     FetchResult,
     SourceError,
     as_utc,
@@ -31,7 +30,12 @@ from monitoring_pipelines.sources.config import (
     rejected_frame,
     tags_json,
 )
-from monitoring_pipelines.sources.records import empty_frame, is_valid_name, normalise
+from monitoring_pipelines.sources.records import (
+    broken_name_rule,
+    empty_frame,
+    is_valid_name,
+    normalise,
+)
 
 # Prometheus refuses a range query that would return more points than this for one series.
 MAX_POINTS_PER_SERIES = 11_000
@@ -364,6 +368,7 @@ def _attribute(
     if label not in tags:
         return None, f"{role}: missing (the series has no label {label!r})"
     value = tags.pop(label)
-    if not is_valid_name(value):
-        return value, f"{role}: {quote(value)} (label {label!r}) is not a valid name ({NAME_RULE})"
+    rule = broken_name_rule(value)
+    if rule:
+        return value, f"{role}: {quote(value)} (label {label!r}) is not a valid name ({rule})"
     return value, None

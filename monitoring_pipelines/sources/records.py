@@ -19,15 +19,28 @@ PROVENANCE_COLUMNS = ("source", "source_row")
 FRAME_COLUMNS = (*RECORD_COLUMNS, *PROVENANCE_COLUMNS)
 
 # Names become Dagster partition keys, file names in reports and labels in alert messages:
-# allow only what is safe in all of them.
+# allow only what is safe in all of them. Dots may not end a name nor follow one another: folder
+# names lose trailing dots on some systems (so "acme." would share "acme"'s folders), and "..." is
+# how partition ranges are written ("first...last").
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+NAME_RULE = "letters, digits, '_', '.', '-', up to 64, starting with a letter or digit"
+DOT_RULE = "a '.' may neither end a name nor follow another '.'"
 
 # Columns of a record frame in quarantine: the row as received (JSON), where it came from, why.
 QUARANTINE_COLUMNS = ("source", "source_row", "tenant", "ts", "field", "reason", "raw", "stage")
 
 
+def broken_name_rule(name: object) -> str | None:
+    """The rule a tenant, service or metric name breaks (for a one-line reason), else None."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        return NAME_RULE
+    if name.endswith(".") or ".." in name:
+        return DOT_RULE
+    return None
+
+
 def is_valid_name(name: object) -> bool:
-    return isinstance(name, str) and bool(NAME_PATTERN.match(name))
+    return broken_name_rule(name) is None
 
 
 @dataclass(frozen=True)
@@ -40,7 +53,7 @@ class MetricKind:
     unit: str
 
 
-KINDS = {
+METRIC_KINDS = {
     "latency": MetricKind("latency", 0.0, 600_000.0, "ms"),
     "ratio": MetricKind("ratio", 0.0, 1.0, "ratio"),
     "percent": MetricKind("percent", 0.0, 100.0, "%"),
@@ -82,11 +95,11 @@ _SUFFIX_KINDS = (
 
 def metric_kind(metric: str) -> MetricKind:
     if metric in KNOWN_METRICS:
-        return KINDS[KNOWN_METRICS[metric]]
+        return METRIC_KINDS[KNOWN_METRICS[metric]]
     for suffix, kind in _SUFFIX_KINDS:
         if metric.endswith(suffix):
-            return KINDS[kind]
-    return KINDS["gauge"]
+            return METRIC_KINDS[kind]
+    return METRIC_KINDS["gauge"]
 
 
 def series_name(tenant: str, service: str, metric: str) -> str:

@@ -15,9 +15,8 @@ compare with ``julianday()`` when a table stores another format.
 import importlib.util
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -29,7 +28,6 @@ from sqlalchemy.pool import NullPool
 
 from monitoring_pipelines.settings import redact_url
 from monitoring_pipelines.sources.config import (
-    NAME_RULE,
     FetchResult,
     SourceError,
     as_utc,
@@ -43,15 +41,15 @@ from monitoring_pipelines.sources.config import (
 )
 from monitoring_pipelines.sources.records import (
     KEY_COLUMNS,
+    broken_name_rule,
     empty_frame,
     is_valid_name,
     normalise,
 )
+from monitoring_pipelines.sources.timestamps import parse_timestamps
 
 REQUIRED_COLUMNS = (*KEY_COLUMNS, "value")
 REQUIRED_PARAMETERS = ("start", "end")
-
-_ISO_PREFIX = re.compile(r"^\s*\d{4}-\d{2}-\d{2}")
 
 
 def missing_parameters(query: str) -> list[str]:
@@ -233,8 +231,6 @@ def _first_line(error: object) -> str:
 
 
 _VALUE_MISSING = frozenset(("", "nan", "na", "n/a", "null", "none"))
-# Epoch numbers from here on are milliseconds: as seconds they would lie past the year 5000.
-_EPOCH_MS_FROM = 1e11
 
 
 def _is_blank(value: object) -> bool:
@@ -255,38 +251,6 @@ def _name_text(value: object) -> str | None:
     if _is_blank(value):
         return None
     return value.strip() if isinstance(value, str) else str(value)
-
-
-def _parse_ts(column: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
-    """UTC instants (NaT where not parsed), and the masks of blank and unparseable values.
-
-    ISO 8601 text and date/time objects are read (naive means UTC); a number is epoch seconds,
-    or milliseconds from 1e11 on. pandas would also read "now" or "today": such text is refused.
-    """
-    blank = column.map(_is_blank).astype(bool)
-    numeric = column.map(_is_number).astype(bool) & ~blank
-    textual = column.map(
-        lambda v: (
-            isinstance(v, datetime | date | np.datetime64)
-            or (isinstance(v, str) and bool(_ISO_PREFIX.match(v)))
-        )
-    ).astype(bool)
-    pieces = []
-    if textual.any():
-        texts = column[textual].map(lambda v: v.strip() if isinstance(v, str) else v)
-        pieces.append(pd.to_datetime(texts, utc=True, errors="coerce", format="ISO8601"))
-    if numeric.any():
-        seconds = column[numeric].astype("float64")
-        seconds = seconds.where(seconds.abs() < _EPOCH_MS_FROM, seconds / 1000)
-        finite = seconds.where(np.isfinite(seconds))
-        pieces.append(pd.to_datetime(finite, unit="s", utc=True, errors="coerce"))
-    # Each piece keeps the resolution pandas chose, so a year-9999 typo is rejected as outside
-    # the window instead of overflowing nanoseconds.
-    if pieces:
-        ts = pd.concat(pieces).reindex(column.index)
-    else:
-        ts = pd.Series(pd.NaT, index=column.index, dtype="datetime64[us, UTC]")
-    return ts, blank, ~blank & ts.isna()
 
 
 def _number(value: object) -> float | None:
@@ -360,13 +324,23 @@ def _parse_chunk(
         missing = names[role].isna()
         reject(missing, role, f"{role}: missing")
         valid = names[role].map(is_valid_name).astype(bool)
-        reject(~missing & ~valid, role, lambda v: f"{quote(v)} is not a valid name ({NAME_RULE})")
+        reject(
+            ~missing & ~valid,
+            role,
+            lambda v: f"{quote(v)} is not a valid name ({broken_name_rule(_name_text(v))})",
+        )
 
-    ts, ts_blank, ts_bad = _parse_ts(received[roles["ts"]])
-    reject(ts_blank, "ts", "ts: missing")
-    reject(ts_bad, "ts", lambda v: f"cannot parse {quote(v)} as a timestamp")
+    stamps = parse_timestamps(received[roles["ts"]])
+    ts = stamps.ts
+    reject(pd.Series(stamps.blank, index=ts.index), "ts", "ts: missing")
+    reject(
+        pd.Series(stamps.bad, index=ts.index),
+        "ts",
+        lambda v: f"cannot parse {quote(v)} as a timestamp",
+    )
     start, end = window
-    outside = ts.notna() & ((ts < start) | (ts >= end))
+    # An instant past what nanoseconds hold (a year-9999 typo) is outside any window too.
+    outside = (ts.notna() & ((ts < start) | (ts >= end))) | stamps.out_of_range
     window_text = f"[{start.isoformat()}, {end.isoformat()})"
     reject(outside, "ts", lambda v: f"{quote(v)} is outside the window {window_text}")
 

@@ -11,13 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitoring_pipelines.quality.gate import (
-    CHECK_SPECS,
-    GateConfig,
-    GateResult,
-    run_gate,
-    write_validation,
-)
+from monitoring_pipelines.quality.checks import CHECK_SPECS
+from monitoring_pipelines.quality.gate import GateConfig, GateResult, run_gate
+from monitoring_pipelines.quality.report import write_validation
 from monitoring_pipelines.sources import records
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
