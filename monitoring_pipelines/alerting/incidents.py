@@ -13,7 +13,7 @@ together. The rules, per tenant (:class:`~monitoring_pipelines.alerting.policy.T
   Missing points (gaps) count as quiet; points without a score (NaN) are neither hot nor quiet.
 - **End.** ``last_seen_at`` is the last point over the resolve level, ``resolved_at`` one step
   after it. An incident still open when the data ends is ``firing`` (``resolved_at`` None).
-- **Identity.** The fingerprint is ``model.fingerprint(tenant, service, "anomaly", started_at)``:
+- **Identity.** The fingerprint is ``types.fingerprint(tenant, service, "anomaly", started_at)``:
   data only, so re-running a partition, or scoring a span that also covers the previous day, gives
   an incident that continues across midnight the same fingerprint. Feed the same lookback to every
   run (e.g. the previous day and the partition day, with ``since`` = the partition start). An
@@ -40,9 +40,9 @@ from itertools import groupby
 import numpy as np
 import pandas as pd
 
-from monitoring_pipelines.alerting import model
-from monitoring_pipelines.alerting.model import Incident, MetricEvidence, Severity
+from monitoring_pipelines.alerting import types
 from monitoring_pipelines.alerting.policy import AlertingPolicy, TenantSettings
+from monitoring_pipelines.alerting.types import Incident, MetricEvidence, Severity
 
 # Where the severity points become a level (see the module docstring).
 SEVERITY_LEVELS = ((6.0, Severity.CRITICAL), (3.5, Severity.HIGH), (1.5, Severity.MEDIUM))
@@ -238,12 +238,12 @@ def detect_incidents(
         strongest = evidence[0]
         incidents.append(
             Incident(
-                fingerprint=model.fingerprint(tenant, service_name, model.ANOMALY, started),
+                fingerprint=types.fingerprint(tenant, service_name, types.ANOMALY, started),
                 tenant=tenant,
                 service=service_name,
-                kind=model.ANOMALY,
+                kind=types.ANOMALY,
                 severity=severity,
-                status=model.RESOLVED if ended else model.FIRING,
+                status=types.RESOLVED if ended else types.FIRING,
                 started_at=started,
                 last_seen_at=last_seen,
                 resolved_at=last_seen + step_delta if ended else None,
@@ -260,7 +260,7 @@ def detect_incidents(
                 labels={
                     "tenant": tenant,
                     "service": service_name,
-                    "kind": model.ANOMALY,
+                    "kind": types.ANOMALY,
                     "severity": severity.label,
                     "metric": strongest.metric,
                     "metrics": ",".join(sorted(names)),
@@ -294,7 +294,7 @@ def _continue_previous(
     by_service: dict[tuple[str, str], list[Incident]] = {}
     for p in previous:
         p = getattr(p, "incident", p)
-        if p.kind == model.ANOMALY:
+        if p.kind == types.ANOMALY:
             by_service.setdefault((p.tenant, p.service), []).append(p)
     if not by_service:
         return incidents
@@ -339,12 +339,12 @@ def data_quality_incident(
     seen = at or datetime.now(UTC)
     first_line = (reason or "").strip().splitlines()[0][:500] if reason else "no reason given"
     return Incident(
-        fingerprint=model.fingerprint(tenant, check_name, model.DATA_QUALITY, partition_key),
+        fingerprint=types.fingerprint(tenant, check_name, types.DATA_QUALITY, partition_key),
         tenant=tenant,
         service="data",
-        kind=model.DATA_QUALITY,
+        kind=types.DATA_QUALITY,
         severity=Severity.HIGH,
-        status=model.FIRING,
+        status=types.FIRING,
         started_at=started,
         last_seen_at=max(seen, started),
         resolved_at=None,
@@ -355,7 +355,7 @@ def data_quality_incident(
         labels={
             "tenant": tenant,
             "service": "data",
-            "kind": model.DATA_QUALITY,
+            "kind": types.DATA_QUALITY,
             "severity": Severity.HIGH.label,
             "check": check_name,
         },
@@ -378,12 +378,12 @@ def pipeline_failure_incident(
     identity = partition_key if partition_key else run_id
     where = f" for partition {partition_key}" if partition_key else ""
     return Incident(
-        fingerprint=model.fingerprint(PLATFORM, job_name, model.PIPELINE_FAILURE, identity),
+        fingerprint=types.fingerprint(PLATFORM, job_name, types.PIPELINE_FAILURE, identity),
         tenant=PLATFORM,
         service=job_name,
-        kind=model.PIPELINE_FAILURE,
+        kind=types.PIPELINE_FAILURE,
         severity=Severity.HIGH,
-        status=model.FIRING,
+        status=types.FIRING,
         started_at=when,
         last_seen_at=when,
         resolved_at=None,
@@ -394,7 +394,7 @@ def pipeline_failure_incident(
         labels={
             "tenant": PLATFORM,
             "service": job_name,
-            "kind": model.PIPELINE_FAILURE,
+            "kind": types.PIPELINE_FAILURE,
             "severity": Severity.HIGH.label,
         },
     )

@@ -32,9 +32,9 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from monitoring_pipelines.alerting import model, templates
-from monitoring_pipelines.alerting.model import Notification
+from monitoring_pipelines.alerting import templates, types
 from monitoring_pipelines.alerting.receivers import Delivery, DeliveryError, Receiver, redact
+from monitoring_pipelines.alerting.types import Notification
 from monitoring_pipelines.warehouse import Warehouse, alerts, notifications
 
 PENDING = "pending"
@@ -53,8 +53,7 @@ DEFAULT_BACKOFF_CAP = 3600.0
 MAX_RETRY_AFTER = 24 * 3600.0
 
 # Follow-ups that make no sense once a person has taken the incident or it has ended.
-_CANCELLABLE = {model.ESCALATE: "escalation", model.REPEAT: "repeat"}
-_EVENT_ORDER = {model.TRIGGER: 0, model.REPEAT: 1, model.ESCALATE: 2, model.RESOLVE: 3}
+_CANCELLABLE = {types.ESCALATE: "escalation", types.REPEAT: "repeat"}
 _ERROR_LIMIT = 500
 
 n = notifications
@@ -71,7 +70,7 @@ def _row(notification: Notification, now: datetime) -> dict:
     status = notification.status or PENDING
     if status not in (PENDING, SUPPRESSED):
         raise ValueError(f"cannot enqueue a notification with status {status!r}")
-    not_before = model.utc(notification.not_before)
+    not_before = types.utc(notification.not_before)
     return {
         "idempotency_key": notification.idempotency_key,
         "fingerprint": notification.fingerprint,
@@ -106,7 +105,7 @@ def enqueue(
     transaction of its own is used. Suppressed notifications keep their status and reason. An
     existing row is never touched: re-enqueueing a delivered notification does not resend it.
     """
-    now = model.utc(now) or _now()
+    now = types.utc(now) or _now()
     unique: dict[str, dict] = {}
     for item in items:
         unique.setdefault(item.idempotency_key, _row(item, now))
@@ -169,7 +168,7 @@ def _due(now: datetime):
 
 def pending_count(warehouse: Warehouse, now: datetime | None = None) -> int:
     """How many notifications a dispatch at ``now`` would claim (due, or with an expired lease)."""
-    now = model.utc(now) or _now()
+    now = types.utc(now) or _now()
     query = sa.select(sa.func.count()).select_from(n).where(_due(now))
     with warehouse.engine.connect() as conn:
         return int(conn.execute(query).scalar_one())
@@ -188,7 +187,7 @@ def next_due_at(warehouse: Warehouse) -> datetime | None:
     with warehouse.engine.connect() as conn:
         pending = conn.execute(sa.select(sa.func.min(at)).where(n.c.status == PENDING)).scalar()
         leased = conn.execute(lease).scalar()
-    candidates = [model.utc(v) for v in (pending, leased) if v is not None]
+    candidates = [types.utc(v) for v in (pending, leased) if v is not None]
     return min(candidates) if candidates else None
 
 
@@ -220,7 +219,7 @@ def read_notifications(
         record = dict(row)
         record["payload"] = json.loads(record["payload"])
         for col in ("not_before", "next_attempt_at", "lease_until", "created_at", "sent_at"):
-            record[col] = model.utc(record[col])
+            record[col] = types.utc(record[col])
         out.append(record)
     return out
 
@@ -235,7 +234,7 @@ def requeue(
     keys = list(keys)
     if not keys:
         return 0
-    now = model.utc(now) or _now()
+    now = types.utc(now) or _now()
     stmt = (
         n.update()
         .where(n.c.idempotency_key.in_(keys), n.c.status.in_([DEAD, CANCELLED]))
@@ -327,7 +326,7 @@ class _Clock:
     """``now`` as given (tests simulate time) advancing with the wall clock, or the wall clock."""
 
     def __init__(self, now: datetime | None):
-        self.start = model.utc(now)
+        self.start = types.utc(now)
         self.t0 = time.monotonic()
 
     def __call__(self) -> datetime:
@@ -418,7 +417,7 @@ def _claim(
         .where(
             earlier.c.fingerprint == n.c.fingerprint,
             earlier.c.receiver == n.c.receiver,
-            earlier.c.event != model.RESOLVE,
+            earlier.c.event != types.RESOLVE,
             sa.or_(
                 earlier.c.status == SENDING,
                 sa.and_(
@@ -431,7 +430,7 @@ def _claim(
     )
     candidates = (
         sa.select(n.c.idempotency_key)
-        .where(due, sa.or_(n.c.event != model.RESOLVE, ~blocked))
+        .where(due, sa.or_(n.c.event != types.RESOLVE, ~blocked))
         .order_by(n.c.next_attempt_at, n.c.created_at, n.c.idempotency_key)
         .limit(limit)
     )
@@ -472,11 +471,11 @@ def _claim(
             locale=r.locale,
             payload=r.payload,
             attempts=int(r.attempts),
-            created_at=model.utc(r.created_at),
+            created_at=types.utc(r.created_at),
         )
         for r in rows
     ]
-    claimed.sort(key=lambda r: (r.created_at, _EVENT_ORDER.get(r.event, 9), r.key))
+    claimed.sort(key=lambda r: (r.created_at, types.EVENT_ORDER.get(r.event, 9), r.key))
     return claimed
 
 
@@ -499,7 +498,7 @@ def _prepare(
         )
         firsts = conn.execute(
             sa.select(n.c.fingerprint, n.c.receiver, n.c.idempotency_key, n.c.created_at)
-            .where(n.c.fingerprint.in_(sorted(fingerprints)), n.c.event == model.TRIGGER)
+            .where(n.c.fingerprint.in_(sorted(fingerprints)), n.c.event == types.TRIGGER)
             .order_by(n.c.created_at, n.c.idempotency_key)
         ).all()
     thread_keys: dict[tuple[str, str], str] = {}
@@ -508,7 +507,7 @@ def _prepare(
     groups: dict[str, list[tuple[_Claimed, str | None]]] = {}
     for row in rows:
         status = statuses.get(row.fingerprint)
-        if row.event in _CANCELLABLE and status in (model.ACKNOWLEDGED, model.RESOLVED):
+        if row.event in _CANCELLABLE and status in (types.ACKNOWLEDGED, types.RESOLVED):
             reason = f"{_CANCELLABLE[row.event]} cancelled: incident {status} before it was due"
             if _finish(warehouse, row.key, token, status=CANCELLED, reason=reason):
                 report.count(row.receiver, "cancelled")

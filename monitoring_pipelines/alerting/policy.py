@@ -52,8 +52,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from monitoring_pipelines.alerting import model
-from monitoring_pipelines.alerting.model import Incident, Notification, Severity
+from monitoring_pipelines.alerting import types
+from monitoring_pipelines.alerting.types import Incident, Notification, Severity
 
 POLICY_FILE = "alerting.yaml"
 LOCALES = ("en", "fr", "de", "es", "it")
@@ -234,9 +234,9 @@ class AlertingPolicy:
 
     def receivers_for(self, incident: Incident) -> list[tuple[str, Escalation | None]]:
         """The receivers an incident goes to, in route order, each once, with its escalation."""
-        if incident.kind == model.DATA_QUALITY and self.data_owner:
+        if incident.kind == types.DATA_QUALITY and self.data_owner:
             return [(self.data_owner, None)]
-        if incident.kind == model.PIPELINE_FAILURE and self.operations:
+        if incident.kind == types.PIPELINE_FAILURE and self.operations:
             return [(self.operations, None)]
         root = replace(
             self.route, routes=self.tenant_routes.get(incident.tenant, ()) + self.route.routes
@@ -832,8 +832,6 @@ def loads_policy(text: str, source: str = POLICY_FILE) -> AlertingPolicy:
 
 # -- planning notifications -----------------------------------------------------------------------
 
-_EVENT_ORDER = {model.TRIGGER: 0, model.REPEAT: 1, model.ESCALATE: 2, model.RESOLVE: 3}
-
 
 @dataclass
 class _Candidate:
@@ -853,7 +851,7 @@ def _previous_view(state) -> tuple[Incident | None, bool]:
     if state is None:
         return None, False
     incident = getattr(state, "incident", state)
-    acked = incident.status == model.ACKNOWLEDGED or bool(getattr(state, "acknowledged_by", None))
+    acked = incident.status == types.ACKNOWLEDGED or bool(getattr(state, "acknowledged_by", None))
     return incident, acked
 
 
@@ -896,19 +894,19 @@ def plan_notifications(
         prev, acked = _previous_view(previous.get(incident.fingerprint))
         settings = policy.settings(incident.tenant)
         routed = policy.receivers_for(incident)
-        firing = incident.status != model.RESOLVED
+        firing = incident.status != types.RESOLVED
         critical = incident.severity >= Severity.CRITICAL
         resolved_at = incident.resolved_at or incident.last_seen_at
         if prev is None:
             for receiver, _ in routed:
                 candidates.append(
-                    _Candidate(incident, receiver, model.TRIGGER, 0, incident.started_at)
+                    _Candidate(incident, receiver, types.TRIGGER, 0, incident.started_at)
                 )
             if not firing:
                 for receiver, _ in routed:
-                    candidates.append(_Candidate(incident, receiver, model.RESOLVE, 0, resolved_at))
+                    candidates.append(_Candidate(incident, receiver, types.RESOLVE, 0, resolved_at))
             escalate = firing and critical
-        elif prev.status == model.RESOLVED:
+        elif prev.status == types.RESOLVED:
             # Over already (or resolved by hand): a re-run seeing less of it says nothing new.
             continue
         else:
@@ -918,7 +916,7 @@ def plan_notifications(
                 for receiver, _ in routed:
                     if receiver not in before:
                         candidates.append(
-                            _Candidate(incident, receiver, model.TRIGGER, 0, incident.last_seen_at)
+                            _Candidate(incident, receiver, types.TRIGGER, 0, incident.last_seen_at)
                         )
                 n = _repeats(incident, settings.repeat_interval)
                 if not acked and n >= 1 and n > _repeats(prev, settings.repeat_interval):
@@ -927,13 +925,13 @@ def plan_notifications(
                         if receiver in before:
                             candidates.append(
                                 _Candidate(
-                                    incident, receiver, model.REPEAT, n, at, extra={"sequence": n}
+                                    incident, receiver, types.REPEAT, n, at, extra={"sequence": n}
                                 )
                             )
             else:
                 targets = list(dict.fromkeys([*sorted(before), *(r for r, _ in routed)]))
                 for receiver in targets:
-                    candidates.append(_Candidate(incident, receiver, model.RESOLVE, 0, resolved_at))
+                    candidates.append(_Candidate(incident, receiver, types.RESOLVE, 0, resolved_at))
         if escalate:
             for receiver, esc in routed:
                 if esc is not None:
@@ -941,7 +939,7 @@ def plan_notifications(
                         _Candidate(
                             incident,
                             esc.to,
-                            model.ESCALATE,
+                            types.ESCALATE,
                             0,
                             incident.last_seen_at,
                             not_before=now + esc.after,
@@ -951,15 +949,17 @@ def plan_notifications(
     _apply_silences(candidates, policy)
     _apply_inhibition(candidates, incidents, policy)
     _apply_rate_limits(candidates, policy)
-    candidates.sort(key=lambda c: (c.at, c.incident.fingerprint, _EVENT_ORDER[c.event], c.receiver))
+    candidates.sort(
+        key=lambda c: (c.at, c.incident.fingerprint, types.EVENT_ORDER[c.event], c.receiver)
+    )
     out = []
     seen = set()
     for c in candidates:
-        key = model.fingerprint(c.incident.fingerprint, c.receiver, c.event, c.sequence)
+        key = types.fingerprint(c.incident.fingerprint, c.receiver, c.event, c.sequence)
         if key in seen:
             continue
         seen.add(key)
-        payload = model.notification_payload(c.incident, c.event, dagster_url)
+        payload = types.notification_payload(c.incident, c.event, dagster_url)
         payload.update(receiver=c.receiver, **c.extra)
         out.append(
             Notification(
@@ -992,7 +992,7 @@ def _apply_silences(candidates: list[_Candidate], policy: AlertingPolicy) -> Non
 def _active_at(incident: Incident, at: datetime) -> bool:
     if at < incident.started_at:
         return False
-    return incident.status != model.RESOLVED or at <= (incident.resolved_at or at)
+    return incident.status != types.RESOLVED or at <= (incident.resolved_at or at)
 
 
 def _apply_inhibition(
@@ -1002,7 +1002,7 @@ def _apply_inhibition(
         return
     labelled = [(i, incident_labels(i), _metrics(i)) for i in incidents]
     for c in candidates:
-        if c.status != "pending" or c.event == model.RESOLVE:
+        if c.status != "pending" or c.event == types.RESOLVE:
             continue
         target, t_labels, t_metrics = c.incident, incident_labels(c.incident), _metrics(c.incident)
         for rule in policy.inhibit_rules:
@@ -1031,7 +1031,7 @@ def _apply_rate_limits(candidates: list[_Candidate], policy: AlertingPolicy) -> 
         c
         for c in candidates
         if c.status == "pending"
-        and c.event in (model.TRIGGER, model.REPEAT)
+        and c.event in (types.TRIGGER, types.REPEAT)
         and c.incident.severity < Severity.CRITICAL
     ]
     limited.sort(key=lambda c: (c.at, c.incident.fingerprint, c.receiver))

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import requests
 
-from monitoring_pipelines.alerting import model
+from monitoring_pipelines.alerting import types
 from monitoring_pipelines.alerting.templates import LOCALES, Message
 
 try:  # POSIX only: the file receiver's lock across processes.
@@ -404,7 +404,7 @@ class TeamsReceiver(HttpReceiver):
     def build(self, delivery: Delivery, message: Message) -> dict:
         color = (
             "Good"
-            if message.event == model.RESOLVE
+            if message.event == types.RESOLVE
             else ("Attention" if message.severity in ("critical", "high") else "Warning")
         )
         body: list[dict] = [
@@ -493,7 +493,7 @@ class PagerDutyReceiver(HttpReceiver):
 
     def build(self, delivery: Delivery, message: Message, routing_key: str) -> dict:
         incident = delivery.incident
-        if delivery.event == model.RESOLVE:
+        if delivery.event == types.RESOLVE:
             return {
                 "routing_key": routing_key,
                 "event_action": "resolve",

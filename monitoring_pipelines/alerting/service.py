@@ -14,11 +14,11 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from monitoring_pipelines.alerting import model, outbox, store
+from monitoring_pipelines.alerting import outbox, store, types
 from monitoring_pipelines.alerting.incidents import detect_incidents
-from monitoring_pipelines.alerting.model import Incident
 from monitoring_pipelines.alerting.policy import AlertingPolicy, plan_notifications
 from monitoring_pipelines.alerting.receivers import Receiver, receiver_from_spec
+from monitoring_pipelines.alerting.types import Incident
 from monitoring_pipelines.warehouse import Warehouse, alerts
 
 # Scores read before the span, so an incident that began before midnight is seen from its start
@@ -97,12 +97,12 @@ def raise_incidents(
 
     Idempotent: re-running the same span finds the same fingerprints and the same idempotency
     keys, so nothing is raised or queued twice."""
-    start, end = model.utc(start), model.utc(end)
+    start, end = types.utc(start), types.utc(end)
     scores = wh.read_records(
         "anomaly_scores", tenant=tenant, start=start - LOOKBACK, end=end, columns=SCORE_COLUMNS
     )
-    firing = store.read_incidents(wh, tenant=tenant, status=model.FIRING, since=start - LOOKBACK)
-    previous = [s.incident for s in firing if s.incident.kind == model.ANOMALY]
+    firing = store.read_incidents(wh, tenant=tenant, status=types.FIRING, since=start - LOOKBACK)
+    previous = [s.incident for s in firing if s.incident.kind == types.ANOMALY]
     # The incident's provenance is the scoring run that produced its scores.
     scoring_run = None
     if "run_id" in scores.columns and scores["run_id"].notna().any():

@@ -18,11 +18,11 @@ from pathlib import Path
 import jinja2
 import yaml
 
-from monitoring_pipelines.alerting import model
+from monitoring_pipelines.alerting import types
 
 LOCALES = ("en", "fr", "de", "es", "it")
 DEFAULT_LOCALE = "en"
-EVENTS = (model.TRIGGER, model.REPEAT, model.ESCALATE, model.RESOLVE)
+EVENTS = (types.TRIGGER, types.REPEAT, types.ESCALATE, types.RESOLVE)
 
 _HERE = Path(__file__).parent
 LOCALE_DIR = _HERE / "locales"
@@ -174,12 +174,12 @@ def strongest_metric(incident: dict) -> str | None:
 
 def next_step_key(incident: dict, event: str) -> str:
     """The catalog key of the suggested next step, chosen by event, kind and metric."""
-    if event == model.RESOLVE:
+    if event == types.RESOLVE:
         return "next_step.resolve"
     kind = incident.get("kind")
-    if kind == model.DATA_QUALITY:
+    if kind == types.DATA_QUALITY:
         return "next_step.data_quality"
-    if kind == model.PIPELINE_FAILURE:
+    if kind == types.PIPELINE_FAILURE:
         return "next_step.pipeline_failure"
     return f"next_step.{metric_category(strongest_metric(incident))}"
 
@@ -240,19 +240,19 @@ def _environment() -> jinja2.Environment:
 def render(
     payload: dict, locale: str = DEFAULT_LOCALE, *, event: str | None = None, strict: bool = False
 ) -> Message:
-    """Render a notification payload (see ``model.notification_payload``) in ``locale``.
+    """Render a notification payload (see ``types.notification_payload``) in ``locale``.
 
     ``strict`` raises :class:`MissingTranslation` instead of falling back to English; the tests
     render every event and kind in every locale that way.
     """
     t = Translator(locale, strict=strict)
-    event = event or payload.get("event") or model.TRIGGER
+    event = event or payload.get("event") or types.TRIGGER
     if event not in EVENTS:
         raise ValueError(f"unknown notification event {event!r}")
     incident = payload["incident"]
     severity = str(incident.get("severity") or "medium")
     tenant, service = incident["tenant"], incident["service"]
-    kind = incident.get("kind") or model.ANOMALY
+    kind = incident.get("kind") or types.ANOMALY
     started = format_time(incident.get("started_at"))
     resolved = format_time(incident.get("resolved_at") or incident.get("last_seen_at"))
     metric_names = [m["metric"] for m in incident.get("metrics") or []]
@@ -287,7 +287,7 @@ def render(
         if versions
         else t("label.none")
     )
-    status = incident.get("status") or model.FIRING
+    status = incident.get("status") or types.FIRING
     facts = [
         (t("label.tenant"), tenant),
         (t("label.service"), service),
@@ -295,7 +295,7 @@ def render(
         (t("label.status"), t(f"status.{status}") if status in model_statuses() else status),
         (t("label.started"), started),
     ]
-    if event == model.RESOLVE:
+    if event == types.RESOLVE:
         facts.append((t("label.resolved"), resolved))
     else:
         facts.append((t("label.last_seen"), format_time(incident.get("last_seen_at"))))
@@ -329,7 +329,7 @@ def render(
         for name, url in (payload.get("links") or {}).items()
         if url
     )
-    color = RESOLVED_COLOR if event == model.RESOLVE else SEVERITY_COLORS.get(severity, "757575")
+    color = RESOLVED_COLOR if event == types.RESOLVE else SEVERITY_COLORS.get(severity, "757575")
     footer = t("footer", **fields)
     context = {
         "title": title,
@@ -375,4 +375,4 @@ def render(
 
 
 def model_statuses() -> tuple[str, ...]:
-    return (model.FIRING, model.ACKNOWLEDGED, model.RESOLVED)
+    return (types.FIRING, types.ACKNOWLEDGED, types.RESOLVED)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from monitoring_pipelines.alerting import model, receivers, templates
+from monitoring_pipelines.alerting import receivers, templates, types
 from monitoring_pipelines.alerting.receivers import (
     Delivery,
     DeliveryError,
@@ -29,7 +29,7 @@ FAST = {"connect_timeout": 0.5, "read_timeout": 0.5}
 SECRET_PATH = "/services/T0000/B0000/XXsecretXXtokenXX"
 
 
-def delivery_of(notification: model.Notification, thread_key: str | None = None) -> Delivery:
+def delivery_of(notification: types.Notification, thread_key: str | None = None) -> Delivery:
     return Delivery(
         idempotency_key=notification.idempotency_key,
         fingerprint=notification.fingerprint,

@@ -1,4 +1,7 @@
-"""The shapes alerting passes around: incidents (what happened) and notifications (who is told).
+"""The alert data model: incidents (what happened) and notifications (who is told about it).
+
+Every alerting module passes these around; the warehouse keeps incidents in its ``alerts`` table
+and notifications in its ``notifications`` table (see ``store`` and ``outbox``).
 
 An incident is identified by its fingerprint, computed from the data alone (tenant, service, kind
 and the first anomalous timestamp), so re-running a partition finds the same incident instead of
@@ -47,6 +50,9 @@ TRIGGER = "trigger"
 REPEAT = "repeat"
 ESCALATE = "escalate"
 RESOLVE = "resolve"
+# The order of an incident's events at the same moment: planning lists them so, and the outbox
+# sends them so (a resolve never goes before the trigger it closes).
+EVENT_ORDER = {TRIGGER: 0, REPEAT: 1, ESCALATE: 2, RESOLVE: 3}
 
 
 def fingerprint(*parts: object) -> str:
