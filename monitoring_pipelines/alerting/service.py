@@ -16,7 +16,8 @@ import sqlalchemy as sa
 
 from monitoring_pipelines.alerting import outbox, store, types
 from monitoring_pipelines.alerting.incidents import detect_incidents
-from monitoring_pipelines.alerting.policy import AlertingPolicy, plan_notifications
+from monitoring_pipelines.alerting.planning import plan_notifications
+from monitoring_pipelines.alerting.policy import AlertingPolicy
 from monitoring_pipelines.alerting.receivers import Receiver, receiver_from_spec
 from monitoring_pipelines.alerting.types import Incident
 from monitoring_pipelines.warehouse import Warehouse, alerts

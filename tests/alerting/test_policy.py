@@ -10,12 +10,8 @@ from monitoring_pipelines.alerting.incidents import (
     data_quality_incident,
     pipeline_failure_incident,
 )
-from monitoring_pipelines.alerting.policy import (
-    PolicyError,
-    load_policy,
-    loads_policy,
-    plan_notifications,
-)
+from monitoring_pipelines.alerting.planning import plan_notifications
+from monitoring_pipelines.alerting.policy import PolicyError, load_policy, loads_policy
 from monitoring_pipelines.alerting.types import Incident, MetricEvidence, Severity
 
 NOW = datetime(2026, 10, 6, 9, 0, tzinfo=UTC)

@@ -8,7 +8,8 @@ import sqlalchemy as sa
 
 from monitoring_pipelines.alerting import types
 from monitoring_pipelines.alerting.incidents import detect_incidents
-from monitoring_pipelines.alerting.policy import TenantSettings, load_policy, plan_notifications
+from monitoring_pipelines.alerting.planning import plan_notifications
+from monitoring_pipelines.alerting.policy import TenantSettings, load_policy
 from monitoring_pipelines.alerting.store import (
     acknowledge,
     load_states,
