@@ -27,13 +27,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
 from monitoring_pipelines.alerting import templates, types
-from monitoring_pipelines.alerting.receivers import Delivery, DeliveryError, Receiver, redact
+from monitoring_pipelines.alerting.receivers import DeliveryError, Receiver, redact
 from monitoring_pipelines.alerting.types import Notification
 from monitoring_pipelines.warehouse import Warehouse, alerts, notifications
 
@@ -309,17 +309,37 @@ class DispatchReport:
         }
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Claimed:
-    key: str
-    fingerprint: str
-    tenant: str
-    receiver: str
-    event: str
-    locale: str
-    payload: str
+    """A row this dispatch holds the lease on: its notification, how many attempts it has had
+    (this one included), and why its stored payload cannot be read, if it cannot."""
+
+    notification: Notification
     attempts: int
-    created_at: datetime
+    unreadable: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.notification.idempotency_key
+
+
+def _claimed(row) -> _Claimed:
+    try:
+        payload, unreadable = json.loads(row.payload), None
+    except Exception as exc:  # a payload this code cannot read will not be readable next time
+        payload, unreadable = {}, f"{type(exc).__name__}: {str(exc)[:200]}"
+    notification = Notification(
+        idempotency_key=row.idempotency_key,
+        fingerprint=row.fingerprint,
+        tenant=row.tenant,
+        receiver=row.receiver,
+        event=row.event,
+        locale=row.locale,
+        payload=payload,
+        status=SENDING,
+        created_at=types.utc(row.created_at),
+    )
+    return _Claimed(notification, int(row.attempts), unreadable)
 
 
 class _Clock:
@@ -461,21 +481,14 @@ def _claim(
     )
     with warehouse.engine.begin() as conn:
         rows = conn.execute(stmt).all()
-    claimed = [
-        _Claimed(
-            key=r.idempotency_key,
-            fingerprint=r.fingerprint,
-            tenant=r.tenant,
-            receiver=r.receiver,
-            event=r.event,
-            locale=r.locale,
-            payload=r.payload,
-            attempts=int(r.attempts),
-            created_at=types.utc(r.created_at),
+    claimed = [_claimed(r) for r in rows]
+    claimed.sort(
+        key=lambda c: (
+            c.notification.created_at,
+            types.EVENT_ORDER.get(c.notification.event, 9),
+            c.key,
         )
-        for r in rows
-    ]
-    claimed.sort(key=lambda r: (r.created_at, types.EVENT_ORDER.get(r.event, 9), r.key))
+    )
     return claimed
 
 
@@ -487,7 +500,7 @@ def _prepare(
     report: DispatchReport,
 ) -> dict[str, list[tuple[_Claimed, str | None]]]:
     """Cancel follow-ups of handled incidents; group the rest by receiver with thread keys."""
-    fingerprints = {r.fingerprint for r in rows}
+    fingerprints = {r.notification.fingerprint for r in rows}
     with warehouse.engine.connect() as conn:
         statuses = dict(
             conn.execute(
@@ -506,14 +519,15 @@ def _prepare(
         thread_keys.setdefault((fp, receiver), key)
     groups: dict[str, list[tuple[_Claimed, str | None]]] = {}
     for row in rows:
-        status = statuses.get(row.fingerprint)
-        if row.event in _CANCELLABLE and status in (types.ACKNOWLEDGED, types.RESOLVED):
-            reason = f"{_CANCELLABLE[row.event]} cancelled: incident {status} before it was due"
+        stored = row.notification
+        status = statuses.get(stored.fingerprint)
+        if stored.event in _CANCELLABLE and status in (types.ACKNOWLEDGED, types.RESOLVED):
+            reason = f"{_CANCELLABLE[stored.event]} cancelled: incident {status} before it was due"
             if _finish(warehouse, row.key, token, status=CANCELLED, reason=reason):
-                report.count(row.receiver, "cancelled")
+                report.count(stored.receiver, "cancelled")
             continue
-        thread_key = thread_keys.get((row.fingerprint, row.receiver))
-        groups.setdefault(row.receiver, []).append((row, thread_key))
+        thread_key = thread_keys.get((stored.fingerprint, stored.receiver))
+        groups.setdefault(stored.receiver, []).append((row, thread_key))
     return groups
 
 
@@ -591,7 +605,7 @@ def _deliver_group(
             if not recorded:
                 continue
             if outcome == "sent":
-                report.latencies[row.key] = (sent_at - row.created_at).total_seconds()
+                report.latencies[row.key] = (sent_at - row.notification.created_at).total_seconds()
                 report.count(receiver_name, "sent")
             elif outcome == "retry":
                 report.count(receiver_name, "retried")
@@ -621,28 +635,19 @@ def _deliver_one(
     if receiver is None:
         error = DeliveryError(f"receiver {receiver_name!r} is not configured", retryable=False)
         return "dead", {"status": DEAD, "reason": error.message, "last_error": error.message}, error
-    try:
-        payload = json.loads(row.payload)
-        message = render(payload, row.locale or receiver.locale, event=row.event)
-    except Exception as exc:  # a payload this code cannot render will not render next time
-        error = DeliveryError(
-            f"cannot render the notification ({type(exc).__name__}: {str(exc)[:200]})",
-            retryable=False,
-        )
+    stored = row.notification
+    problem = row.unreadable
+    if problem is None:
+        try:
+            message = render(stored.payload, stored.locale or receiver.locale, event=stored.event)
+        except Exception as exc:  # a payload this code cannot render will not render next time
+            problem = f"{type(exc).__name__}: {str(exc)[:200]}"
+    if problem is not None:
+        error = DeliveryError(f"cannot render the notification ({problem})", retryable=False)
         return "dead", {"status": DEAD, "reason": error.message, "last_error": error.message}, error
-    delivery = Delivery(
-        idempotency_key=row.key,
-        fingerprint=row.fingerprint,
-        tenant=row.tenant,
-        receiver=row.receiver,
-        event=row.event,
-        locale=message.locale,
-        payload=payload,
-        thread_key=thread_key,
-        created_at=row.created_at,
-    )
+    notification = replace(stored, locale=message.locale, thread_key=thread_key)
     try:
-        receiver.send(delivery, message)
+        receiver.send(notification, message)
     except DeliveryError as exc:
         error = DeliveryError(
             _safe(exc.message, receiver), retryable=exc.retryable, retry_after=exc.retry_after

@@ -5,7 +5,7 @@ without touching the network. Secrets never appear in a spec: it names the envir
 that hold them (``url_env``, ``routing_key_env``, ``password_env``, ``secret_env``), and they are
 read when a notification is sent, so a policy file can be reviewed and committed safely.
 
-``Receiver.send(delivery, message)`` delivers one rendered notification or raises
+``Receiver.send(notification, message)`` delivers one rendered notification or raises
 :class:`DeliveryError`, which says whether trying again later can help (``retryable``: 5xx, 408,
 429, timeouts, refused connections) or not (other 4xx, bad configuration). Error texts are
 redacted: they never contain a webhook URL, a routing key, a password or a signing secret.
@@ -35,6 +35,7 @@ import requests
 
 from monitoring_pipelines.alerting import types
 from monitoring_pipelines.alerting.templates import LOCALES, Message
+from monitoring_pipelines.alerting.types import Notification
 
 try:  # POSIX only: the file receiver's lock across processes.
     import fcntl
@@ -62,38 +63,13 @@ class ReceiverConfigError(ValueError):
 
 
 class DeliveryError(Exception):
-    """A failed delivery. ``message`` is already redacted and safe to store and log."""
+    """A failed notification. ``message`` is already redacted and safe to store and log."""
 
     def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None):
         self.message = message
         self.retryable = retryable
         self.retry_after = retry_after
         super().__init__(message)
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One notification as the outbox hands it to a receiver."""
-
-    idempotency_key: str
-    fingerprint: str
-    tenant: str
-    receiver: str
-    event: str
-    locale: str
-    payload: dict
-    # The idempotency key of the incident's first notification to the same receiver, so that
-    # follow-ups (resolve, repeat) can thread onto it (email In-Reply-To); None for the first.
-    thread_key: str | None = None
-    created_at: datetime | None = None
-
-    @property
-    def incident(self) -> dict:
-        return self.payload.get("incident") or {}
-
-    @property
-    def links(self) -> dict:
-        return self.payload.get("links") or {}
 
 
 def redact(text: str, secrets: list[str | None]) -> str:
@@ -195,7 +171,7 @@ class Receiver:
     locale: str = "en"
     type: str = field(default="", init=False)
 
-    def send(self, delivery: Delivery, message: Message) -> None:
+    def send(self, notification: Notification, message: Message) -> None:
         raise NotImplementedError
 
     def secrets(self) -> list[str]:
@@ -216,7 +192,7 @@ class HttpReceiver(Receiver):
         self,
         url: str,
         body: bytes,
-        delivery: Delivery,
+        notification: Notification,
         *,
         headers: dict[str, str] | None = None,
         secrets: list[str | None] = (),
@@ -225,7 +201,7 @@ class HttpReceiver(Receiver):
         all_headers = {
             "Content-Type": "application/json; charset=utf-8",
             "User-Agent": USER_AGENT,
-            "Idempotency-Key": delivery.idempotency_key,
+            "Idempotency-Key": notification.idempotency_key,
             **(headers or {}),
         }
         secret_values = [url, *secrets]
@@ -325,7 +301,7 @@ class SlackReceiver(HttpReceiver):
     def secrets(self) -> list[str]:
         return [os.environ.get(self.url_env, "")]
 
-    def build(self, delivery: Delivery, message: Message) -> dict:
+    def build(self, notification: Notification, message: Message) -> dict:
         esc = _slack_escape
         facts = [
             {"type": "mrkdwn", "text": _clip(f"*{esc(k)}*\n{esc(v)}", 2000)}
@@ -383,9 +359,9 @@ class SlackReceiver(HttpReceiver):
         )
         return {"text": message.title, "blocks": blocks}
 
-    def send(self, delivery: Delivery, message: Message) -> None:
+    def send(self, notification: Notification, message: Message) -> None:
         url = _env_secret(self.url_env, "slack webhook URL")
-        self.post_json(url, _dumps(self.build(delivery, message)), delivery)
+        self.post_json(url, _dumps(self.build(notification, message)), notification)
 
 
 @dataclass
@@ -401,7 +377,7 @@ class TeamsReceiver(HttpReceiver):
     def secrets(self) -> list[str]:
         return [os.environ.get(self.url_env, "")]
 
-    def build(self, delivery: Delivery, message: Message) -> dict:
+    def build(self, notification: Notification, message: Message) -> dict:
         color = (
             "Good"
             if message.event == types.RESOLVE
@@ -470,9 +446,9 @@ class TeamsReceiver(HttpReceiver):
             ],
         }
 
-    def send(self, delivery: Delivery, message: Message) -> None:
+    def send(self, notification: Notification, message: Message) -> None:
         url = _env_secret(self.url_env, "teams workflow URL")
-        self.post_json(url, _dumps(self.build(delivery, message)), delivery)
+        self.post_json(url, _dumps(self.build(notification, message)), notification)
 
 
 @dataclass
@@ -491,13 +467,13 @@ class PagerDutyReceiver(HttpReceiver):
     def secrets(self) -> list[str]:
         return [os.environ.get(self.routing_key_env, "")]
 
-    def build(self, delivery: Delivery, message: Message, routing_key: str) -> dict:
-        incident = delivery.incident
-        if delivery.event == types.RESOLVE:
+    def build(self, notification: Notification, message: Message, routing_key: str) -> dict:
+        incident = notification.incident
+        if notification.event == types.RESOLVE:
             return {
                 "routing_key": routing_key,
                 "event_action": "resolve",
-                "dedup_key": delivery.fingerprint,
+                "dedup_key": notification.fingerprint,
             }
         metric = (incident.get("labels") or {}).get("metric") or next(
             (m["metric"] for m in incident.get("metrics") or []), None
@@ -505,17 +481,17 @@ class PagerDutyReceiver(HttpReceiver):
         event = {
             "routing_key": routing_key,
             "event_action": "trigger",
-            "dedup_key": delivery.fingerprint,
+            "dedup_key": notification.fingerprint,
             "payload": {
                 "summary": _clip(message.title, 1024),
-                "source": f"{delivery.tenant}/{incident.get('service', '')}",
+                "source": f"{notification.tenant}/{incident.get('service', '')}",
                 "severity": PAGERDUTY_SEVERITY.get(message.severity, "warning"),
                 "timestamp": incident.get("started_at"),
                 "component": incident.get("service"),
-                "group": delivery.tenant,
+                "group": notification.tenant,
                 "class": f"{incident.get('kind')}/{metric}" if metric else incident.get("kind"),
                 "custom_details": {
-                    "event": delivery.event,
+                    "event": notification.event,
                     "intro": message.intro,
                     "summary": incident.get("summary"),
                     "score": incident.get("score"),
@@ -524,20 +500,20 @@ class PagerDutyReceiver(HttpReceiver):
                     "run_id": incident.get("run_id"),
                     "partition_key": incident.get("partition_key"),
                     "next_step": message.next_step,
-                    "fingerprint": delivery.fingerprint,
+                    "fingerprint": notification.fingerprint,
                 },
             },
             "client": self.client,
             "links": [{"href": url, "text": label} for label, url in message.links],
         }
-        if delivery.links.get("run"):
-            event["client_url"] = delivery.links["run"]
+        if notification.links.get("run"):
+            event["client_url"] = notification.links["run"]
         return event
 
-    def send(self, delivery: Delivery, message: Message) -> None:
+    def send(self, notification: Notification, message: Message) -> None:
         key = _env_secret(self.routing_key_env, "pagerduty routing key")
         self.post_json(
-            self.url, _dumps(self.build(delivery, message, key)), delivery, secrets=[key]
+            self.url, _dumps(self.build(notification, message, key)), notification, secrets=[key]
         )
 
 
@@ -574,32 +550,32 @@ class WebhookReceiver(HttpReceiver):
             values.append(os.environ.get(self.url_env, ""))
         return values
 
-    def build(self, delivery: Delivery, message: Message) -> dict:
+    def build(self, notification: Notification, message: Message) -> dict:
         return {
-            "idempotency_key": delivery.idempotency_key,
-            "event": delivery.event,
-            "receiver": delivery.receiver,
-            "tenant": delivery.tenant,
+            "idempotency_key": notification.idempotency_key,
+            "event": notification.event,
+            "receiver": notification.receiver,
+            "tenant": notification.tenant,
             "locale": message.locale,
             "title": message.title,
             "text": message.text,
             "next_step": message.next_step,
-            "incident": delivery.incident,
-            "links": delivery.links,
+            "incident": notification.incident,
+            "links": notification.links,
         }
 
-    def send(self, delivery: Delivery, message: Message) -> None:
+    def send(self, notification: Notification, message: Message) -> None:
         secret = _env_secret(self.secret_env, "webhook signing secret")
         url = self.url or _env_secret(self.url_env or "", "webhook URL")
-        body = _dumps(self.build(delivery, message))
+        body = _dumps(self.build(notification, message))
         timestamp = str(int(time.time()))
         headers = {
             "X-Monitoring-Timestamp": timestamp,
             "X-Monitoring-Signature": sign(secret, timestamp, body),
-            "X-Monitoring-Event": delivery.event,
+            "X-Monitoring-Event": notification.event,
         }
         secrets = [secret] + ([url] if self.url_env else [])
-        self.post_json(url, body, delivery, headers=headers, secrets=secrets)
+        self.post_json(url, body, notification, headers=headers, secrets=secrets)
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -666,32 +642,32 @@ class EmailReceiver(Receiver):
     def message_id(self, idempotency_key: str) -> str:
         return f"<{idempotency_key}.{self.name}@{self.domain}>"
 
-    def build(self, delivery: Delivery, message: Message) -> EmailMessage:
+    def build(self, notification: Notification, message: Message) -> EmailMessage:
         mail = EmailMessage()
         mail["Subject"] = message.title
         mail["From"] = self.sender
         mail["To"] = ", ".join(self.to)
         mail["Date"] = email.utils.format_datetime(datetime.now(UTC))
-        mail["Message-ID"] = self.message_id(delivery.idempotency_key)
-        if delivery.thread_key and delivery.thread_key != delivery.idempotency_key:
-            root = self.message_id(delivery.thread_key)
+        mail["Message-ID"] = self.message_id(notification.idempotency_key)
+        if notification.thread_key and notification.thread_key != notification.idempotency_key:
+            root = self.message_id(notification.thread_key)
             mail["In-Reply-To"] = root
             mail["References"] = root
         mail["Auto-Submitted"] = "auto-generated"
         mail["Content-Language"] = message.locale
-        mail["X-Monitoring-Idempotency-Key"] = delivery.idempotency_key
-        mail["X-Monitoring-Fingerprint"] = delivery.fingerprint
-        mail["X-Monitoring-Event"] = delivery.event
+        mail["X-Monitoring-Idempotency-Key"] = notification.idempotency_key
+        mail["X-Monitoring-Fingerprint"] = notification.fingerprint
+        mail["X-Monitoring-Event"] = notification.event
         mail.set_content(message.text)
         mail.add_alternative(message.html, subtype="html")
         return mail
 
-    def send(self, delivery: Delivery, message: Message) -> None:
+    def send(self, notification: Notification, message: Message) -> None:
         username = password = None
         if self.username_env:
             username = _env_secret(self.username_env, "smtp username")
             password = _env_secret(self.password_env or "", "smtp password")
-        mail = self.build(delivery, message)
+        mail = self.build(notification, message)
         secrets = [password, username]
         try:
             if self.ssl:
@@ -801,20 +777,20 @@ class FileReceiver(Receiver):
         self._index["offset"] += len(complete)
         return self._index["keys"]
 
-    def send(self, delivery: Delivery, message: Message) -> None:
+    def send(self, notification: Notification, message: Message) -> None:
         record = {
-            "idempotency_key": delivery.idempotency_key,
-            "fingerprint": delivery.fingerprint,
-            "receiver": delivery.receiver,
-            "tenant": delivery.tenant,
-            "event": delivery.event,
+            "idempotency_key": notification.idempotency_key,
+            "fingerprint": notification.fingerprint,
+            "receiver": notification.receiver,
+            "tenant": notification.tenant,
+            "event": notification.event,
             "locale": message.locale,
             "severity": message.severity,
             "title": message.title,
             "text": message.text,
             "next_step": message.next_step,
-            "incident": delivery.incident,
-            "links": delivery.links,
+            "incident": notification.incident,
+            "links": notification.links,
             "written_at": datetime.now(UTC).isoformat(),
         }
         line = json.dumps(record, ensure_ascii=False, sort_keys=True).encode() + b"\n"
@@ -825,7 +801,7 @@ class FileReceiver(Receiver):
                 if fcntl is not None:
                     fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
                 try:
-                    if delivery.idempotency_key in self._scan(fh):
+                    if notification.idempotency_key in self._scan(fh):
                         return
                     fh.seek(0, os.SEEK_END)
                     if fh.tell() > 0:

@@ -98,6 +98,9 @@ class Incident:
 
 @dataclass(frozen=True)
 class Notification:
+    """One message to one receiver about one incident, from the planner through the outbox to the
+    receiver that sends it."""
+
     idempotency_key: str
     fingerprint: str
     tenant: str
@@ -108,10 +111,24 @@ class Notification:
     payload: dict
     # Delivery does not start before this time (escalations wait for their deadline).
     not_before: datetime | None = None
-    # "pending" to be delivered, or "suppressed" (silenced, inhibited, rate limited) with a reason:
-    # suppressed notifications are stored too, so nothing disappears without a trace.
+    # As planned: "pending" to be delivered, or "suppressed" (silenced, inhibited, rate limited)
+    # with a reason; suppressed notifications are stored too, so nothing disappears without a
+    # trace. Once stored, the outbox's status (see ``outbox.STATUSES``).
     status: str = "pending"
     reason: str | None = None
+    # Set by the outbox when it hands the notification to a receiver: the idempotency key of the
+    # incident's first notification to the same receiver, so that follow-ups (resolve, repeat)
+    # can thread onto it (email In-Reply-To; None for the first), and when it was stored.
+    thread_key: str | None = None
+    created_at: datetime | None = None
+
+    @property
+    def incident(self) -> dict:
+        return self.payload.get("incident") or {}
+
+    @property
+    def links(self) -> dict:
+        return self.payload.get("links") or {}
 
 
 def utc(value: datetime | str | None) -> datetime | None:

@@ -9,7 +9,6 @@ import pytest
 
 from monitoring_pipelines.alerting import receivers, templates, types
 from monitoring_pipelines.alerting.receivers import (
-    Delivery,
     DeliveryError,
     ReceiverConfigError,
     receiver_from_spec,
@@ -29,17 +28,9 @@ FAST = {"connect_timeout": 0.5, "read_timeout": 0.5}
 SECRET_PATH = "/services/T0000/B0000/XXsecretXXtokenXX"
 
 
-def delivery_of(notification: types.Notification, thread_key: str | None = None) -> Delivery:
-    return Delivery(
-        idempotency_key=notification.idempotency_key,
-        fingerprint=notification.fingerprint,
-        tenant=notification.tenant,
-        receiver=notification.receiver,
-        event=notification.event,
-        locale=notification.locale,
-        payload=notification.payload,
-        thread_key=thread_key,
-    )
+def delivery_of(notification: types.Notification, thread_key: str | None = None):
+    """The notification as the outbox hands it to a receiver."""
+    return dataclasses.replace(notification, thread_key=thread_key)
 
 
 def send(receiver, notification, thread_key=None):
