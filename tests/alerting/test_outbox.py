@@ -350,11 +350,12 @@ CRASHING_DISPATCHER = textwrap.dedent(
     """
     import sys, time
     from monitoring_pipelines.alerting import outbox, receivers
+    from monitoring_pipelines.alerting.receivers.file import FileReceiver
     from monitoring_pipelines.warehouse import Warehouse
 
     url, hook_url, file_path, marker = sys.argv[1:5]
 
-    class CrashAfterWrite(receivers.FileReceiver):
+    class CrashAfterWrite(FileReceiver):
         # The file is written, then the process dies before the outbox row is marked sent.
         def send(self, delivery, message):
             super().send(delivery, message)

@@ -13,6 +13,7 @@ from monitoring_pipelines.alerting.receivers import (
     ReceiverConfigError,
     receiver_from_spec,
 )
+from monitoring_pipelines.alerting.receivers.pagerduty import PAGERDUTY_EVENTS_URL
 from tests.alerting.servers import (
     PagerDutyChecker,
     SMTPSink,
@@ -71,7 +72,7 @@ def test_specs_build_each_type_without_network_or_secrets():
     ]
     assert built["s"].locale == "fr"
     assert built["t"].read_timeout == 5.0
-    assert built["p"].url == receivers.PAGERDUTY_EVENTS_URL
+    assert built["p"].url == PAGERDUTY_EVENTS_URL
     assert receiver_from_spec("m", {"type": "msteams", "url_env": "X"}).type == "teams"
 
 
