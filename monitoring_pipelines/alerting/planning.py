@@ -15,9 +15,13 @@ from monitoring_pipelines.alerting.policy import AlertingPolicy
 from monitoring_pipelines.alerting.policy_reader import format_duration
 from monitoring_pipelines.alerting.rate_limits import RateLimiter, rate_limited
 from monitoring_pipelines.alerting.silences import silence_reason
-from monitoring_pipelines.alerting.types import Incident, Notification, Severity
-
-SUPPRESSED = "suppressed"
+from monitoring_pipelines.alerting.types import (
+    PENDING,
+    SUPPRESSED,
+    Incident,
+    Notification,
+    Severity,
+)
 
 
 @dataclass
@@ -29,7 +33,7 @@ class _Candidate:
     at: datetime  # data time the event is about (what silences and rate limits look at)
     not_before: datetime | None = None
     extra: dict = field(default_factory=dict)
-    status: str = "pending"
+    status: str = PENDING
     reason: str | None = None
 
     def suppress(self, reason: str | None) -> None:
@@ -165,10 +169,10 @@ def _suppress(
         c.suppress(silence_reason(policy.silences, c.incident, c.at))
     inhibitor = Inhibitor(policy.inhibit_rules, incidents)
     for c in candidates:
-        if c.status == "pending":
+        if c.status == PENDING:
             c.suppress(inhibitor.reason(c.incident, c.event, c.at))
     limiter = RateLimiter(lambda tenant: policy.settings(tenant).rate_limit)
-    limited = [c for c in candidates if c.status == "pending" and rate_limited(c.incident, c.event)]
+    limited = [c for c in candidates if c.status == PENDING and rate_limited(c.incident, c.event)]
     limited.sort(key=lambda c: (c.at, c.incident.fingerprint, c.receiver))
     for c in limited:
         c.suppress(limiter.reason(c.incident.tenant, c.at))

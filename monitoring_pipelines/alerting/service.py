@@ -14,11 +14,11 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from monitoring_pipelines.alerting import outbox, store, types
+from monitoring_pipelines.alerting import dispatcher, outbox, store, types
 from monitoring_pipelines.alerting.incidents import detect_incidents
 from monitoring_pipelines.alerting.planning import plan_notifications
 from monitoring_pipelines.alerting.policy import AlertingPolicy
-from monitoring_pipelines.alerting.receivers import Receiver, receiver_from_spec
+from monitoring_pipelines.alerting.receivers import Receiver, build_receivers
 from monitoring_pipelines.alerting.types import Incident
 from monitoring_pipelines.warehouse import Warehouse, alerts
 
@@ -133,11 +133,11 @@ def raise_incident(
 
 
 def receivers(policy: AlertingPolicy) -> dict[str, Receiver]:
-    return {name: receiver_from_spec(name, spec) for name, spec in policy.receivers.items()}
+    return build_receivers(policy.receivers)
 
 
 def deliver(
     wh: Warehouse, policy: AlertingPolicy, *, now: datetime | None = None, **options
-) -> outbox.DispatchReport:
-    """Send what is due in the outbox to the policy's receivers (see :func:`outbox.dispatch`)."""
-    return outbox.dispatch(wh, receivers(policy), now=now, **options)
+) -> dispatcher.DispatchReport:
+    """Send what is due in the outbox to the policy's receivers (:func:`dispatcher.dispatch`)."""
+    return dispatcher.dispatch(wh, receivers(policy), now=now, **options)

@@ -50,6 +50,17 @@ TRIGGER = "trigger"
 REPEAT = "repeat"
 ESCALATE = "escalate"
 RESOLVE = "resolve"
+# Notification statuses (the ``notifications`` table's ``status``): planned as pending or
+# suppressed (silenced, inhibited, rate limited; kept with the reason); then the outbox's sending,
+# sent, dead (given up, with the reason) or cancelled (a follow-up whose incident was handled).
+PENDING = "pending"
+SENDING = "sending"
+SENT = "sent"
+DEAD = "dead"
+CANCELLED = "cancelled"
+SUPPRESSED = "suppressed"
+STATUSES = (PENDING, SENDING, SENT, DEAD, CANCELLED, SUPPRESSED)
+
 # The order of an incident's events at the same moment: planning lists them so, and the outbox
 # sends them so (a resolve never goes before the trigger it closes).
 EVENT_ORDER = {TRIGGER: 0, REPEAT: 1, ESCALATE: 2, RESOLVE: 3}
@@ -111,10 +122,10 @@ class Notification:
     payload: dict
     # Delivery does not start before this time (escalations wait for their deadline).
     not_before: datetime | None = None
-    # As planned: "pending" to be delivered, or "suppressed" (silenced, inhibited, rate limited)
-    # with a reason; suppressed notifications are stored too, so nothing disappears without a
-    # trace. Once stored, the outbox's status (see ``outbox.STATUSES``).
-    status: str = "pending"
+    # As planned: PENDING to be delivered, or SUPPRESSED (silenced, inhibited, rate limited) with
+    # a reason; suppressed notifications are stored too, so nothing disappears without a trace.
+    # Once stored, the outbox moves it through the other STATUSES.
+    status: str = PENDING
     reason: str | None = None
     # Set by the outbox when it hands the notification to a receiver: the idempotency key of the
     # incident's first notification to the same receiver, so that follow-ups (resolve, repeat)
