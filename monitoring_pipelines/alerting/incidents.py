@@ -99,7 +99,12 @@ def detect_incidents(
 
     ``config`` is one tenant's settings, the whole policy, or a mapping tenant -> settings.
     ``since`` drops incidents whose last point is before it (they belong to an earlier partition
-    fed as lookback). ``previous`` are stored incidents that may continue into this data."""
+    fed as lookback). ``previous`` are stored incidents that may continue into this data.
+
+    Longer than most functions here on purpose: it is one vectorised pass over all the scores
+    (hot runs, then episodes per service, then the evidence of each), and each stage reads the
+    arrays the earlier ones computed; cut apart, they would pass a dozen arrays around.
+    """
     if scores is None or scores.empty:
         return []
     lookup = _settings_lookup(config)
@@ -208,69 +213,93 @@ def detect_incidents(
     for ep, rows in groupby(agg.itertuples(index=False), key=lambda r: r.episode):
         rows = list(rows)
         svc = int(u_service[ep_first[ep]])
-        tenant, service_name = rows[0].tenant, rows[0].service
-        cfg = settings[tenant]
+        cfg = settings[rows[0].tenant]
         started = _to_utc(origin + pd.Timedelta(seconds=opened[ep]))
         last_active = int(u_t[ep_last[ep]])
         last_seen = _to_utc(origin + pd.Timedelta(seconds=last_active))
         ended = (service_end[svc] - last_active) >= cfg.resolve_after.total_seconds()
         # A later episode of the same service means this one went quiet long enough.
         ended = ended or (ep_last[ep] + 1 < len(ukeys) and u_service[ep_last[ep] + 1] == svc)
-        evidence = [
-            MetricEvidence(
-                metric=str(r.metric),
-                peak_score=float(r.peak),
-                peak_value=None if pd.isna(r.value) else float(r.value),
-                threshold=float(r.level),
-                first_ts=_to_utc(r.first),
-                last_ts=_to_utc(r.last),
-                points=int(r.points),
-            )
-            for r in rows
-        ]
-        evidence.sort(key=lambda m: (-(m.peak_score / m.threshold), m.metric))
-        duration = last_seen - started + step_delta
-        excess = max(m.peak_score / m.threshold - 1.0 for m in evidence)
-        weight = max(cfg.weight(m.metric) for m in evidence)
-        severity = severity_for(severity_points(excess, duration, len(evidence), weight))
-        versions = _versions(max(rows, key=lambda r: r.peak).versions)
-        names = [m.metric for m in evidence]
-        strongest = evidence[0]
         incidents.append(
-            Incident(
-                fingerprint=types.fingerprint(tenant, service_name, types.ANOMALY, started),
-                tenant=tenant,
-                service=service_name,
-                kind=types.ANOMALY,
-                severity=severity,
-                status=types.RESOLVED if ended else types.FIRING,
-                started_at=started,
-                last_seen_at=last_seen,
-                resolved_at=last_seen + step_delta if ended else None,
-                score=max(m.peak_score for m in evidence),
-                metrics=tuple(evidence),
-                model_versions=versions,
+            _anomaly_incident(
+                rows,
+                cfg,
+                started,
+                last_seen,
+                ended,
+                step_delta,
                 run_id=run_id,
                 partition_key=partition_key,
-                summary=(
-                    f"{tenant}/{service_name}: {', '.join(names)} anomalous for "
-                    f"{_fmt(duration)} (peak score {strongest.peak_score:.2f} on "
-                    f"{strongest.metric}, threshold {strongest.threshold:.2f})"
-                ),
-                labels={
-                    "tenant": tenant,
-                    "service": service_name,
-                    "kind": types.ANOMALY,
-                    "severity": severity.label,
-                    "metric": strongest.metric,
-                    "metrics": ",".join(sorted(names)),
-                },
             )
         )
     incidents = _continue_previous(incidents, previous, settings, step_delta)
     if since is not None:
         incidents = [i for i in incidents if i.last_seen_at >= since]
     return sorted(incidents, key=lambda i: (i.started_at, i.tenant, i.service))
+
+
+def _anomaly_incident(
+    rows: list,
+    cfg: TenantSettings,
+    started: datetime,
+    last_seen: datetime,
+    ended: bool,
+    step_delta: timedelta,
+    *,
+    run_id: str | None,
+    partition_key: str | None,
+) -> Incident:
+    """One episode's incident from its per-metric rows: evidence, severity, summary, labels."""
+    tenant, service_name = rows[0].tenant, rows[0].service
+    evidence = [
+        MetricEvidence(
+            metric=str(r.metric),
+            peak_score=float(r.peak),
+            peak_value=None if pd.isna(r.value) else float(r.value),
+            threshold=float(r.level),
+            first_ts=_to_utc(r.first),
+            last_ts=_to_utc(r.last),
+            points=int(r.points),
+        )
+        for r in rows
+    ]
+    evidence.sort(key=lambda m: (-(m.peak_score / m.threshold), m.metric))
+    duration = last_seen - started + step_delta
+    excess = max(m.peak_score / m.threshold - 1.0 for m in evidence)
+    weight = max(cfg.weight(m.metric) for m in evidence)
+    severity = severity_for(severity_points(excess, duration, len(evidence), weight))
+    versions = _versions(max(rows, key=lambda r: r.peak).versions)
+    names = [m.metric for m in evidence]
+    strongest = evidence[0]
+    return Incident(
+        fingerprint=types.fingerprint(tenant, service_name, types.ANOMALY, started),
+        tenant=tenant,
+        service=service_name,
+        kind=types.ANOMALY,
+        severity=severity,
+        status=types.RESOLVED if ended else types.FIRING,
+        started_at=started,
+        last_seen_at=last_seen,
+        resolved_at=last_seen + step_delta if ended else None,
+        score=max(m.peak_score for m in evidence),
+        metrics=tuple(evidence),
+        model_versions=versions,
+        run_id=run_id,
+        partition_key=partition_key,
+        summary=(
+            f"{tenant}/{service_name}: {', '.join(names)} anomalous for "
+            f"{_fmt(duration)} (peak score {strongest.peak_score:.2f} on "
+            f"{strongest.metric}, threshold {strongest.threshold:.2f})"
+        ),
+        labels={
+            "tenant": tenant,
+            "service": service_name,
+            "kind": types.ANOMALY,
+            "severity": severity.label,
+            "metric": strongest.metric,
+            "metrics": ",".join(sorted(names)),
+        },
+    )
 
 
 def _versions(raw) -> dict[str, int]:

@@ -244,6 +244,9 @@ def render(
 
     ``strict`` raises :class:`MissingTranslation` instead of falling back to English; the tests
     render every event and kind in every locale that way.
+
+    Longer than most functions here on purpose: it is one flat list of the message's parts, each
+    a line or two, and cutting it further would only pass its dozen translated texts around.
     """
     t = Translator(locale, strict=strict)
     event = event or payload.get("event") or types.TRIGGER
@@ -287,43 +290,8 @@ def render(
         if versions
         else t("label.none")
     )
-    status = incident.get("status") or types.FIRING
-    facts = [
-        (t("label.tenant"), tenant),
-        (t("label.service"), service),
-        (t("label.severity"), severity_text),
-        (t("label.status"), t(f"status.{status}") if status in model_statuses() else status),
-        (t("label.started"), started),
-    ]
-    if event == types.RESOLVE:
-        facts.append((t("label.resolved"), resolved))
-    else:
-        facts.append((t("label.last_seen"), format_time(incident.get("last_seen_at"))))
-    facts.append((t("label.score"), t.number(incident.get("score"))))
-    facts.append((t("label.models"), models_text))
-    if incident.get("partition_key"):
-        facts.append((t("label.partition"), incident["partition_key"]))
-    if incident.get("run_id"):
-        facts.append((t("label.run"), incident["run_id"]))
-
-    rows = tuple(
-        MetricRow(
-            metric=m["metric"],
-            value=t.number(m.get("peak_value")),
-            score=t.number(m.get("peak_score")),
-            threshold=t.number(m.get("threshold")),
-            window=f"{format_time(m.get('first_ts'))} → {format_time(m.get('last_ts'))}",
-            points=int(m.get("points") or 0),
-        )
-        for m in incident.get("metrics") or []
-    )
-    header = (
-        t("label.metric"),
-        t("label.value"),
-        t("label.score"),
-        t("label.threshold"),
-        t("label.window"),
-    )
+    facts = _facts(t, incident, event, severity_text, started, resolved, models_text)
+    header, rows = _metric_table(t, incident)
     links = tuple(
         (t(f"link.{name}") if f"link.{name}" in catalog(DEFAULT_LOCALE) else t("link.other"), url)
         for name, url in (payload.get("links") or {}).items()
@@ -372,6 +340,52 @@ def render(
         footer=footer,
         labels=dict(incident.get("labels") or {}),
     )
+
+
+def _facts(t, incident, event, severity_text, started, resolved, models_text) -> list:
+    """The (label, value) pairs every message lists, in the receiver's language."""
+    status = incident.get("status") or types.FIRING
+    facts = [
+        (t("label.tenant"), incident["tenant"]),
+        (t("label.service"), incident["service"]),
+        (t("label.severity"), severity_text),
+        (t("label.status"), t(f"status.{status}") if status in model_statuses() else status),
+        (t("label.started"), started),
+    ]
+    if event == types.RESOLVE:
+        facts.append((t("label.resolved"), resolved))
+    else:
+        facts.append((t("label.last_seen"), format_time(incident.get("last_seen_at"))))
+    facts.append((t("label.score"), t.number(incident.get("score"))))
+    facts.append((t("label.models"), models_text))
+    if incident.get("partition_key"):
+        facts.append((t("label.partition"), incident["partition_key"]))
+    if incident.get("run_id"):
+        facts.append((t("label.run"), incident["run_id"]))
+    return facts
+
+
+def _metric_table(t, incident) -> tuple[tuple[str, ...], tuple[MetricRow, ...]]:
+    """The metrics table: its header and one row per metric of the incident."""
+    rows = tuple(
+        MetricRow(
+            metric=m["metric"],
+            value=t.number(m.get("peak_value")),
+            score=t.number(m.get("peak_score")),
+            threshold=t.number(m.get("threshold")),
+            window=f"{format_time(m.get('first_ts'))} → {format_time(m.get('last_ts'))}",
+            points=int(m.get("points") or 0),
+        )
+        for m in incident.get("metrics") or []
+    )
+    header = (
+        t("label.metric"),
+        t("label.value"),
+        t("label.score"),
+        t("label.threshold"),
+        t("label.window"),
+    )
+    return header, rows
 
 
 def model_statuses() -> tuple[str, ...]:

@@ -19,57 +19,12 @@ class TeamsReceiver(SecretUrlReceiver):
     url_what: ClassVar[str] = "teams workflow URL"
 
     def build(self, notification: Notification, message: Message) -> dict:
-        color = (
-            "Good"
-            if message.event == types.RESOLVE
-            else ("Attention" if message.severity in ("critical", "high") else "Warning")
-        )
-        body: list[dict] = [
-            {
-                "type": "TextBlock",
-                "text": message.title,
-                "weight": "Bolder",
-                "size": "Medium",
-                "color": color,
-                "wrap": True,
-                "style": "heading",
-            },
-            {"type": "TextBlock", "text": message.intro, "wrap": True},
-            {"type": "FactSet", "facts": [{"title": k, "value": v} for k, v in message.facts]},
-        ]
-        if message.metrics:
-            h = message.metric_header
-            body.append(
-                {
-                    "type": "FactSet",
-                    "separator": True,
-                    "facts": [
-                        {
-                            "title": m.metric,
-                            "value": f"{h[1]} {m.value} · {h[2]} {m.score} / {h[3]} {m.threshold}",
-                        }
-                        for m in message.metrics
-                    ],
-                }
-            )
-        body.append(
-            {"type": "TextBlock", "text": message.next_step, "wrap": True, "separator": True}
-        )
-        body.append(
-            {
-                "type": "TextBlock",
-                "text": message.footer,
-                "wrap": True,
-                "isSubtle": True,
-                "size": "Small",
-            }
-        )
         card = {
             "type": "AdaptiveCard",
             "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
             "version": "1.4",
             "msteams": {"width": "Full"},
-            "body": body,
+            "body": _card_body(message),
             "actions": [
                 {"type": "Action.OpenUrl", "title": label, "url": url}
                 for label, url in message.links
@@ -86,3 +41,51 @@ class TeamsReceiver(SecretUrlReceiver):
                 }
             ],
         }
+
+
+def _card_body(message: Message) -> list[dict]:
+    """The card's blocks: title, intro, facts, metrics, next step and footer."""
+    color = (
+        "Good"
+        if message.event == types.RESOLVE
+        else ("Attention" if message.severity in ("critical", "high") else "Warning")
+    )
+    body: list[dict] = [
+        {
+            "type": "TextBlock",
+            "text": message.title,
+            "weight": "Bolder",
+            "size": "Medium",
+            "color": color,
+            "wrap": True,
+            "style": "heading",
+        },
+        {"type": "TextBlock", "text": message.intro, "wrap": True},
+        {"type": "FactSet", "facts": [{"title": k, "value": v} for k, v in message.facts]},
+    ]
+    if message.metrics:
+        h = message.metric_header
+        body.append(
+            {
+                "type": "FactSet",
+                "separator": True,
+                "facts": [
+                    {
+                        "title": m.metric,
+                        "value": f"{h[1]} {m.value} · {h[2]} {m.score} / {h[3]} {m.threshold}",
+                    }
+                    for m in message.metrics
+                ],
+            }
+        )
+    body.append({"type": "TextBlock", "text": message.next_step, "wrap": True, "separator": True})
+    body.append(
+        {
+            "type": "TextBlock",
+            "text": message.footer,
+            "wrap": True,
+            "isSubtle": True,
+            "size": "Small",
+        }
+    )
+    return body
