@@ -482,17 +482,17 @@ def _counts(values) -> str:
 
 
 def _print_alerts(incidents, notes, policy) -> None:
-    from monitoring_pipelines.alerting import model
+    from monitoring_pipelines.alerting import types
 
-    anomalies = [s.incident for s in incidents if s.incident.kind == model.ANOMALY]
-    order = [s.label for s in sorted(model.Severity, reverse=True)]
+    anomalies = [s.incident for s in incidents if s.incident.kind == types.ANOMALY]
+    order = [s.label for s in sorted(types.Severity, reverse=True)]
     severities = {label: 0 for label in order}
     for incident in anomalies:
         severities[incident.severity.label] += 1
     print(
         f"alerts: {len(anomalies)} incidents from anomalies ("
         + ", ".join(f"{n} {label}" for label, n in severities.items())
-        + f"); {sum(1 for s in incidents if s.incident.kind == model.DATA_QUALITY)} data-quality "
+        + f"); {sum(1 for s in incidents if s.incident.kind == types.DATA_QUALITY)} data-quality "
         "incidents for the data owner"
     )
     print(f"  notifications: {len(notes)} ({_counts(n['status'] for n in notes)})")
@@ -642,8 +642,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from monitoring_pipelines.alerting import outbox, store
-    from monitoring_pipelines.alerting.model import incident_to_dict
     from monitoring_pipelines.alerting.policy import PolicyError, load_policy
+    from monitoring_pipelines.alerting.types import incident_to_dict
     from monitoring_pipelines.warehouse import Warehouse
 
     settings = load_settings()

@@ -13,22 +13,14 @@ together. The rules, per tenant (:class:`~monitoring_pipelines.alerting.policy.T
   Missing points (gaps) count as quiet; points without a score (NaN) are neither hot nor quiet.
 - **End.** ``last_seen_at`` is the last point over the resolve level, ``resolved_at`` one step
   after it. An incident still open when the data ends is ``firing`` (``resolved_at`` None).
-- **Identity.** The fingerprint is ``model.fingerprint(tenant, service, "anomaly", started_at)``:
+- **Identity.** The fingerprint is ``types.fingerprint(tenant, service, "anomaly", started_at)``:
   data only, so re-running a partition, or scoring a span that also covers the previous day, gives
   an incident that continues across midnight the same fingerprint. Feed the same lookback to every
   run (e.g. the previous day and the partition day, with ``since`` = the partition start). An
   incident that began before the data does is continued from ``previous`` when its last stored
   point is closer than ``resolve_after`` to the episode's first point.
 
-Severity (see :func:`severity_points`): with ``e`` the largest relative excess of a peak score
-over its level (``peak / level - 1``, clipped to [0, 1]), ``h`` the duration in hours (clipped to
-2), ``n`` the number of metrics involved and ``w`` the largest business-impact weight among them
-(``TenantSettings.impact``: 1.5 for error rates, tail latency, failed logins; 0.5 for CPU/memory)::
-
-    points = w * (4 e + h + 0.5 * min(n - 1, 3))
-
-critical when points >= 6, high >= 3.5, medium >= 1.5, low below. A 30-minute error-rate spike at
-twice its threshold is critical (1.5 x 4.5); the same spike in memory use is medium (0.5 x 4.5).
+Severity is scored by :mod:`severity` from the excess, duration, metrics and impact weight.
 """
 
 import json
@@ -40,30 +32,16 @@ from itertools import groupby
 import numpy as np
 import pandas as pd
 
-from monitoring_pipelines.alerting import model
-from monitoring_pipelines.alerting.model import Incident, MetricEvidence, Severity
+from monitoring_pipelines.alerting import types
 from monitoring_pipelines.alerting.policy import AlertingPolicy, TenantSettings
+from monitoring_pipelines.alerting.severity import severity_for, severity_points
+from monitoring_pipelines.alerting.types import Incident, MetricEvidence, Severity
 
-# Where the severity points become a level (see the module docstring).
-SEVERITY_LEVELS = ((6.0, Severity.CRITICAL), (3.5, Severity.HIGH), (1.5, Severity.MEDIUM))
 DEFAULT_STEP = timedelta(minutes=5)
 # Stands for the platform itself in incidents that belong to no tenant (pipeline failures).
 PLATFORM = "_platform"
 
 Config = TenantSettings | AlertingPolicy | Mapping[str, TenantSettings]
-
-
-def severity_points(excess: float, duration: timedelta, n_metrics: int, weight: float) -> float:
-    e = min(max(excess, 0.0), 1.0)
-    hours = min(duration / timedelta(hours=1), 2.0)
-    return weight * (4.0 * e + hours + 0.5 * min(max(n_metrics - 1, 0), 3))
-
-
-def severity_for(points: float) -> Severity:
-    for bound, level in SEVERITY_LEVELS:
-        if points >= bound:
-            return level
-    return Severity.LOW
 
 
 def _settings_lookup(config: Config) -> Callable[[str], TenantSettings]:
@@ -99,7 +77,12 @@ def detect_incidents(
 
     ``config`` is one tenant's settings, the whole policy, or a mapping tenant -> settings.
     ``since`` drops incidents whose last point is before it (they belong to an earlier partition
-    fed as lookback). ``previous`` are stored incidents that may continue into this data."""
+    fed as lookback). ``previous`` are stored incidents that may continue into this data.
+
+    Longer than most functions here on purpose: it is one vectorised pass over all the scores
+    (hot runs, then episodes per service, then the evidence of each), and each stage reads the
+    arrays the earlier ones computed; cut apart, they would pass a dozen arrays around.
+    """
     if scores is None or scores.empty:
         return []
     lookup = _settings_lookup(config)
@@ -208,69 +191,93 @@ def detect_incidents(
     for ep, rows in groupby(agg.itertuples(index=False), key=lambda r: r.episode):
         rows = list(rows)
         svc = int(u_service[ep_first[ep]])
-        tenant, service_name = rows[0].tenant, rows[0].service
-        cfg = settings[tenant]
+        cfg = settings[rows[0].tenant]
         started = _to_utc(origin + pd.Timedelta(seconds=opened[ep]))
         last_active = int(u_t[ep_last[ep]])
         last_seen = _to_utc(origin + pd.Timedelta(seconds=last_active))
         ended = (service_end[svc] - last_active) >= cfg.resolve_after.total_seconds()
         # A later episode of the same service means this one went quiet long enough.
         ended = ended or (ep_last[ep] + 1 < len(ukeys) and u_service[ep_last[ep] + 1] == svc)
-        evidence = [
-            MetricEvidence(
-                metric=str(r.metric),
-                peak_score=float(r.peak),
-                peak_value=None if pd.isna(r.value) else float(r.value),
-                threshold=float(r.level),
-                first_ts=_to_utc(r.first),
-                last_ts=_to_utc(r.last),
-                points=int(r.points),
-            )
-            for r in rows
-        ]
-        evidence.sort(key=lambda m: (-(m.peak_score / m.threshold), m.metric))
-        duration = last_seen - started + step_delta
-        excess = max(m.peak_score / m.threshold - 1.0 for m in evidence)
-        weight = max(cfg.weight(m.metric) for m in evidence)
-        severity = severity_for(severity_points(excess, duration, len(evidence), weight))
-        versions = _versions(max(rows, key=lambda r: r.peak).versions)
-        names = [m.metric for m in evidence]
-        strongest = evidence[0]
         incidents.append(
-            Incident(
-                fingerprint=model.fingerprint(tenant, service_name, model.ANOMALY, started),
-                tenant=tenant,
-                service=service_name,
-                kind=model.ANOMALY,
-                severity=severity,
-                status=model.RESOLVED if ended else model.FIRING,
-                started_at=started,
-                last_seen_at=last_seen,
-                resolved_at=last_seen + step_delta if ended else None,
-                score=max(m.peak_score for m in evidence),
-                metrics=tuple(evidence),
-                model_versions=versions,
+            _anomaly_incident(
+                rows,
+                cfg,
+                started,
+                last_seen,
+                ended,
+                step_delta,
                 run_id=run_id,
                 partition_key=partition_key,
-                summary=(
-                    f"{tenant}/{service_name}: {', '.join(names)} anomalous for "
-                    f"{_fmt(duration)} (peak score {strongest.peak_score:.2f} on "
-                    f"{strongest.metric}, threshold {strongest.threshold:.2f})"
-                ),
-                labels={
-                    "tenant": tenant,
-                    "service": service_name,
-                    "kind": model.ANOMALY,
-                    "severity": severity.label,
-                    "metric": strongest.metric,
-                    "metrics": ",".join(sorted(names)),
-                },
             )
         )
     incidents = _continue_previous(incidents, previous, settings, step_delta)
     if since is not None:
         incidents = [i for i in incidents if i.last_seen_at >= since]
     return sorted(incidents, key=lambda i: (i.started_at, i.tenant, i.service))
+
+
+def _anomaly_incident(
+    rows: list,
+    cfg: TenantSettings,
+    started: datetime,
+    last_seen: datetime,
+    ended: bool,
+    step_delta: timedelta,
+    *,
+    run_id: str | None,
+    partition_key: str | None,
+) -> Incident:
+    """One episode's incident from its per-metric rows: evidence, severity, summary, labels."""
+    tenant, service_name = rows[0].tenant, rows[0].service
+    evidence = [
+        MetricEvidence(
+            metric=str(r.metric),
+            peak_score=float(r.peak),
+            peak_value=None if pd.isna(r.value) else float(r.value),
+            threshold=float(r.level),
+            first_ts=_to_utc(r.first),
+            last_ts=_to_utc(r.last),
+            points=int(r.points),
+        )
+        for r in rows
+    ]
+    evidence.sort(key=lambda m: (-(m.peak_score / m.threshold), m.metric))
+    duration = last_seen - started + step_delta
+    excess = max(m.peak_score / m.threshold - 1.0 for m in evidence)
+    weight = max(cfg.weight(m.metric) for m in evidence)
+    severity = severity_for(severity_points(excess, duration, len(evidence), weight))
+    versions = _versions(max(rows, key=lambda r: r.peak).versions)
+    names = [m.metric for m in evidence]
+    strongest = evidence[0]
+    return Incident(
+        fingerprint=types.fingerprint(tenant, service_name, types.ANOMALY, started),
+        tenant=tenant,
+        service=service_name,
+        kind=types.ANOMALY,
+        severity=severity,
+        status=types.RESOLVED if ended else types.FIRING,
+        started_at=started,
+        last_seen_at=last_seen,
+        resolved_at=last_seen + step_delta if ended else None,
+        score=max(m.peak_score for m in evidence),
+        metrics=tuple(evidence),
+        model_versions=versions,
+        run_id=run_id,
+        partition_key=partition_key,
+        summary=(
+            f"{tenant}/{service_name}: {', '.join(names)} anomalous for "
+            f"{_fmt(duration)} (peak score {strongest.peak_score:.2f} on "
+            f"{strongest.metric}, threshold {strongest.threshold:.2f})"
+        ),
+        labels={
+            "tenant": tenant,
+            "service": service_name,
+            "kind": types.ANOMALY,
+            "severity": severity.label,
+            "metric": strongest.metric,
+            "metrics": ",".join(sorted(names)),
+        },
+    )
 
 
 def _versions(raw) -> dict[str, int]:
@@ -294,7 +301,7 @@ def _continue_previous(
     by_service: dict[tuple[str, str], list[Incident]] = {}
     for p in previous:
         p = getattr(p, "incident", p)
-        if p.kind == model.ANOMALY:
+        if p.kind == types.ANOMALY:
             by_service.setdefault((p.tenant, p.service), []).append(p)
     if not by_service:
         return incidents
@@ -339,12 +346,12 @@ def data_quality_incident(
     seen = at or datetime.now(UTC)
     first_line = (reason or "").strip().splitlines()[0][:500] if reason else "no reason given"
     return Incident(
-        fingerprint=model.fingerprint(tenant, check_name, model.DATA_QUALITY, partition_key),
+        fingerprint=types.fingerprint(tenant, check_name, types.DATA_QUALITY, partition_key),
         tenant=tenant,
         service="data",
-        kind=model.DATA_QUALITY,
+        kind=types.DATA_QUALITY,
         severity=Severity.HIGH,
-        status=model.FIRING,
+        status=types.FIRING,
         started_at=started,
         last_seen_at=max(seen, started),
         resolved_at=None,
@@ -355,7 +362,7 @@ def data_quality_incident(
         labels={
             "tenant": tenant,
             "service": "data",
-            "kind": model.DATA_QUALITY,
+            "kind": types.DATA_QUALITY,
             "severity": Severity.HIGH.label,
             "check": check_name,
         },
@@ -378,12 +385,12 @@ def pipeline_failure_incident(
     identity = partition_key if partition_key else run_id
     where = f" for partition {partition_key}" if partition_key else ""
     return Incident(
-        fingerprint=model.fingerprint(PLATFORM, job_name, model.PIPELINE_FAILURE, identity),
+        fingerprint=types.fingerprint(PLATFORM, job_name, types.PIPELINE_FAILURE, identity),
         tenant=PLATFORM,
         service=job_name,
-        kind=model.PIPELINE_FAILURE,
+        kind=types.PIPELINE_FAILURE,
         severity=Severity.HIGH,
-        status=model.FIRING,
+        status=types.FIRING,
         started_at=when,
         last_seen_at=when,
         resolved_at=None,
@@ -394,7 +401,7 @@ def pipeline_failure_incident(
         labels={
             "tenant": PLATFORM,
             "service": job_name,
-            "kind": model.PIPELINE_FAILURE,
+            "kind": types.PIPELINE_FAILURE,
             "severity": Severity.HIGH.label,
         },
     )

@@ -36,28 +36,38 @@ when it is absent), shaped like an Alertmanager configuration so on-call people 
 Every mistake is reported as one line naming the file, the key path and what is wrong
 (:class:`PolicyError`).
 
-:func:`plan_notifications` turns incidents into notifications under a policy; it is pure (no I/O,
-no clock: ``now`` is passed in), so the same inputs always plan the same notifications with the same
-idempotency keys.
+This module reads the file as a whole (:func:`load_policy`) into an :class:`AlertingPolicy`; each
+part is read and applied by its own module: :mod:`routing`, :mod:`silences`, :mod:`inhibition`,
+:mod:`rate_limits`, and the receivers' specs by :mod:`receivers`. :mod:`planning` turns incidents
+into notifications under a policy.
 """
 
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, time, timedelta
+from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from monitoring_pipelines.alerting import model
-from monitoring_pipelines.alerting.model import Incident, Notification, Severity
+from monitoring_pipelines.alerting import receivers as receiver_types
+from monitoring_pipelines.alerting.inhibition import InhibitRule, read_inhibit_rule
+from monitoring_pipelines.alerting.policy_reader import (
+    PolicyError,
+    PolicyReader,
+    join,
+    load_yaml,
+)
+from monitoring_pipelines.alerting.rate_limits import RateLimit, read_rate_limit
+from monitoring_pipelines.alerting.routing import Escalation, Route, read_route, route_incident
+from monitoring_pipelines.alerting.silences import Silence, read_silence
+from monitoring_pipelines.alerting.templates import LOCALES
+from monitoring_pipelines.alerting.types import Incident
+
+__all__ = ["AlertingPolicy", "PolicyError", "TenantSettings", "load_policy", "loads_policy"]
 
 POLICY_FILE = "alerting.yaml"
-LOCALES = ("en", "fr", "de", "es", "it")
-LABELS = ("tenant", "service", "metric", "severity", "kind")
 
 # How much an anomaly in each demo metric matters to the business (1.0 when not listed): errors,
 # failed logins and tail latency hurt viewers directly; resource gauges are usually only causes.
@@ -83,38 +93,6 @@ DEFAULT_IMPACT: Mapping[str, float] = MappingProxyType(
     }
 )
 
-# Keys that would hold a secret in clear text; the spec must name an environment variable instead.
-_SECRET_KEYS = {
-    "password",
-    "token",
-    "secret",
-    "api_key",
-    "routing_key",
-    "integration_key",
-    "webhook_url",
-}
-# For these receivers the URL itself is the credential (incoming webhooks).
-_URL_IS_SECRET = {"slack", "teams", "msteams"}
-
-_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-class PolicyError(ValueError):
-    """A policy mistake, as one line: ``file: key.path: what is wrong``."""
-
-    def __init__(self, source: str, path: str, message: str):
-        self.source, self.path, self.message = source, path, message
-        super().__init__(f"{source}: {path}: {message}" if path else f"{source}: {message}")
-
-
-# -- typed policy ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    max: int = 20
-    per: timedelta = timedelta(hours=1)
-
 
 @dataclass(frozen=True)
 class TenantSettings:
@@ -125,95 +103,12 @@ class TenantSettings:
     resolve_after: timedelta = timedelta(minutes=30)
     resolve_ratio: float = 0.8
     repeat_interval: timedelta = timedelta(hours=4)
-    rate_limit: RateLimit = RateLimit()
+    rate_limit: RateLimit = field(default_factory=RateLimit)
     locale: str = "en"
     impact: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_IMPACT))
 
     def weight(self, metric: str) -> float:
         return float(self.impact.get(metric, 1.0))
-
-
-@dataclass(frozen=True)
-class Matcher:
-    label: str
-    op: str
-    value: str
-    text: str
-    pattern: re.Pattern | None = None
-
-    def matches(self, labels: Mapping[str, str], metrics: Iterable[str] = ()) -> bool:
-        # ``metric`` matches any metric of the incident: a route for error_rate catches an
-        # incident whose strongest metric is latency but which also involves error_rate.
-        values = list(metrics) if self.label == "metric" else []
-        if not values:
-            values = [labels.get(self.label, "")]
-        if self.op == "=":
-            return any(v == self.value for v in values)
-        if self.op == "!=":
-            return all(v != self.value for v in values)
-        hit = any(self.pattern.fullmatch(v) for v in values)
-        return hit if self.op == "=~" else not hit
-
-
-@dataclass(frozen=True)
-class Escalation:
-    after: timedelta
-    to: str
-
-
-@dataclass(frozen=True)
-class Route:
-    path: str
-    matchers: tuple[Matcher, ...] = ()
-    receiver: str | None = None
-    continue_: bool = False
-    escalation: Escalation | None = None
-    routes: tuple["Route", ...] = ()
-
-    def matches(self, labels: Mapping[str, str], metrics: Iterable[str]) -> bool:
-        metrics = tuple(metrics)
-        return all(m.matches(labels, metrics) for m in self.matchers)
-
-
-@dataclass(frozen=True)
-class WeeklyWindow:
-    days: frozenset[int]
-    start: time
-    end: time
-    timezone: ZoneInfo
-
-    def active(self, at: datetime) -> bool:
-        local = at.astimezone(self.timezone)
-        clock, day = local.time(), local.weekday()
-        if self.start < self.end:
-            return day in self.days and self.start <= clock < self.end
-        # Wraps past midnight: the window belongs to the day it starts on.
-        return (day in self.days and clock >= self.start) or (
-            (day - 1) % 7 in self.days and clock < self.end
-        )
-
-
-@dataclass(frozen=True)
-class Silence:
-    name: str
-    matchers: tuple[Matcher, ...]
-    starts: datetime | None = None
-    ends: datetime | None = None
-    weekly: WeeklyWindow | None = None
-    comment: str = ""
-
-    def active(self, at: datetime) -> bool:
-        if self.weekly is not None:
-            return self.weekly.active(at)
-        return self.starts <= at < self.ends
-
-
-@dataclass(frozen=True)
-class InhibitRule:
-    name: str
-    source: tuple[Matcher, ...]
-    target: tuple[Matcher, ...]
-    equal: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -234,164 +129,13 @@ class AlertingPolicy:
 
     def receivers_for(self, incident: Incident) -> list[tuple[str, Escalation | None]]:
         """The receivers an incident goes to, in route order, each once, with its escalation."""
-        if incident.kind == model.DATA_QUALITY and self.data_owner:
-            return [(self.data_owner, None)]
-        if incident.kind == model.PIPELINE_FAILURE and self.operations:
-            return [(self.operations, None)]
-        root = replace(
-            self.route, routes=self.tenant_routes.get(incident.tenant, ()) + self.route.routes
+        return route_incident(
+            incident,
+            self.route,
+            self.tenant_routes,
+            data_owner=self.data_owner,
+            operations=self.operations,
         )
-        found: list[tuple[str, Route]] = []
-        _walk(root, incident_labels(incident), _metrics(incident), root.receiver, found)
-        out: dict[str, Escalation | None] = {}
-        for receiver, route in found:
-            if receiver not in out or out[receiver] is None:
-                out[receiver] = route.escalation
-        return list(out.items())
-
-
-def incident_labels(incident: Incident) -> dict[str, str]:
-    """The labels routing, silences and inhibition match on; the fields win over stored labels."""
-    labels = dict(incident.labels)
-    labels.update(
-        tenant=incident.tenant,
-        service=incident.service,
-        kind=incident.kind,
-        severity=incident.severity.label,
-    )
-    if incident.metrics and "metric" not in labels:
-        labels["metric"] = max(incident.metrics, key=lambda m: m.peak_score).metric
-    return labels
-
-
-def _metrics(incident: Incident) -> tuple[str, ...]:
-    return tuple(m.metric for m in incident.metrics)
-
-
-def _walk(node: Route, labels, metrics, inherited: str | None, out: list) -> None:
-    receiver = node.receiver or inherited
-    matched = False
-    for child in node.routes:
-        if child.matches(labels, metrics):
-            matched = True
-            _walk(child, labels, metrics, receiver, out)
-            if not child.continue_:
-                break
-    if not matched and receiver:
-        out.append((receiver, node))
-
-
-# -- loading and validation -----------------------------------------------------------------------
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML without the 1.1 surprises: ``02:00`` stays a string (not 120 minutes in base 60) and
-    timestamps stay strings, so times and dates are parsed (and reported) by this module."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [
-        (tag, rx)
-        for tag, rx in resolvers
-        if tag
-        not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp")
-    ]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789")
-)
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$"),
-    list("-+.0123456789"),
-)
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
-_PLAIN_VALUE = re.compile(r"^[A-Za-z0-9_.:/@*\-]+$")
-_MATCHER_HELP = "expected label=value, label!=value, label=~regex or label!~regex"
-
-
-def parse_duration(text: object) -> timedelta:
-    """``10m``, ``4h``, ``1d``, ``1h30m`` -> timedelta; ValueError otherwise."""
-    if isinstance(text, str):
-        compact = text.strip().replace(" ", "")
-        parts = _DURATION.findall(compact)
-        if compact and "".join(a + b for a, b in parts) == compact:
-            return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
-    raise ValueError(f"bad duration {text!r} (expected a number and a unit: 90s, 10m, 4h, 1d, 1w)")
-
-
-def format_duration(value: timedelta) -> str:
-    seconds = int(value.total_seconds())
-    for unit in ("w", "d", "h", "m"):
-        if seconds and seconds % _UNITS[unit] == 0:
-            return f"{seconds // _UNITS[unit]}{unit}"
-    return f"{seconds}s"
-
-
-class _Ctx:
-    """Where we are in the file, for one-line errors."""
-
-    def __init__(self, source: str):
-        self.source = source
-
-    def fail(self, path: str, message: str) -> PolicyError:
-        return PolicyError(self.source, path, message)
-
-    def mapping(self, value, path: str, allowed: Iterable[str] | None = None) -> dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise self.fail(path, f"expected a mapping, got {_kind(value)}")
-        if allowed is not None:
-            allowed = list(allowed)
-            for key in value:
-                if key not in allowed:
-                    raise self.fail(
-                        _join(path, str(key)),
-                        f"unknown key {key!r} (expected one of {', '.join(allowed)})",
-                    )
-        return value
-
-    def sequence(self, value, path: str) -> list:
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise self.fail(path, f"expected a list, got {_kind(value)}")
-        return value
-
-    def text(self, value, path: str) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(path, f"expected a non-empty string, got {value!r}")
-        return value.strip()
-
-    def duration(self, value, path: str, *, allow_zero: bool = False) -> timedelta:
-        try:
-            out = parse_duration(value)
-        except ValueError as exc:
-            raise self.fail(path, str(exc)) from None
-        if out < timedelta(0) or (out == timedelta(0) and not allow_zero):
-            raise self.fail(path, f"must be {'>= 0' if allow_zero else 'positive'}, got {value!r}")
-        return out
-
-    def number(self, value, path: str, *, low: float, high: float | None = None) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(path, f"expected a number, got {value!r}")
-        if value <= low or (high is not None and value > high):
-            bound = f"> {low}" + ("" if high is None else f" and <= {high}")
-            raise self.fail(path, f"must be {bound}, got {value!r}")
-        return float(value)
-
-
-def _kind(value) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string"}.get(type(value), repr(value))
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
 
 
 _SETTING_KEYS = (
@@ -406,248 +150,52 @@ _SETTING_KEYS = (
 )
 
 
-def _settings(ctx: _Ctx, data: dict, path: str, base: TenantSettings) -> TenantSettings:
+def _settings(reader: PolicyReader, data: dict, path: str, base: TenantSettings) -> TenantSettings:
     values: dict = {}
     if "sensitivity" in data:
-        values["sensitivity"] = ctx.number(data["sensitivity"], _join(path, "sensitivity"), low=0)
+        values["sensitivity"] = reader.number(data["sensitivity"], join(path, "sensitivity"), low=0)
     for key in ("min_duration", "resolve_after", "repeat_interval"):
         if key in data:
-            values[key] = ctx.duration(
-                data[key], _join(path, key), allow_zero=key == "min_duration"
+            values[key] = reader.duration(
+                data[key], join(path, key), allow_zero=key == "min_duration"
             )
     if "resolve_ratio" in data:
-        values["resolve_ratio"] = ctx.number(
-            data["resolve_ratio"], _join(path, "resolve_ratio"), low=0, high=1
+        values["resolve_ratio"] = reader.number(
+            data["resolve_ratio"], join(path, "resolve_ratio"), low=0, high=1
         )
     if "rate_limit" in data:
-        rpath = _join(path, "rate_limit")
-        raw = ctx.mapping(data["rate_limit"], rpath, ("max", "per"))
-        limit = base.rate_limit
-        if "max" in raw:
-            if isinstance(raw["max"], bool) or not isinstance(raw["max"], int) or raw["max"] < 1:
-                raise ctx.fail(
-                    _join(rpath, "max"), f"expected a whole number >= 1, got {raw['max']!r}"
-                )
-            limit = replace(limit, max=raw["max"])
-        if "per" in raw:
-            limit = replace(limit, per=ctx.duration(raw["per"], _join(rpath, "per")))
-        values["rate_limit"] = limit
+        values["rate_limit"] = read_rate_limit(
+            reader, data["rate_limit"], join(path, "rate_limit"), base.rate_limit
+        )
     if "locale" in data:
         locale = data["locale"]
         if locale not in LOCALES:
-            raise ctx.fail(
-                _join(path, "locale"),
+            raise reader.fail(
+                join(path, "locale"),
                 f"unsupported locale {locale!r} (expected one of {', '.join(LOCALES)})",
             )
         values["locale"] = locale
     if "impact" in data:
-        ipath = _join(path, "impact")
-        raw = ctx.mapping(data["impact"], ipath)
+        ipath = join(path, "impact")
+        raw = reader.mapping(data["impact"], ipath)
         impact = dict(base.impact)
         for metric, weight in raw.items():
-            impact[str(metric)] = ctx.number(weight, _join(ipath, str(metric)), low=0)
+            impact[str(metric)] = reader.number(weight, join(ipath, str(metric)), low=0)
         values["impact"] = impact
     return replace(base, **values)
 
 
-def parse_matcher(text: object) -> Matcher:
-    """``label=value``, ``label!=value``, ``label=~regex``, ``label!~regex``; ValueError if bad."""
-    if not isinstance(text, str):
-        raise ValueError(f"bad matcher {text!r} ({_MATCHER_HELP})")
-    found = _MATCHER.match(text)
-    if not found:
-        raise ValueError(f"bad matcher {text!r} ({_MATCHER_HELP})")
-    label, op, value = found.groups()
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        value = value[1:-1]
-    elif op in ("=", "!=") and not _PLAIN_VALUE.match(value):
-        raise ValueError(f"bad matcher {text!r} ({_MATCHER_HELP})")
-    if label not in LABELS:
-        raise ValueError(
-            f"bad matcher {text!r}: unknown label {label!r} (expected one of {', '.join(LABELS)})"
-        )
-    pattern = None
-    if op in ("=~", "!~"):
-        try:
-            pattern = re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"bad matcher {text!r}: invalid regex ({exc})") from None
-    elif label == "severity":
-        Severity.parse(value)
-    return Matcher(label, op, value, text, pattern)
-
-
-def _matchers(ctx: _Ctx, value, path: str) -> tuple[Matcher, ...]:
-    out = []
-    for i, item in enumerate(ctx.sequence(value, path)):
-        try:
-            out.append(parse_matcher(item))
-        except ValueError as exc:
-            raise ctx.fail(f"{path}[{i}]", str(exc)) from None
-    return tuple(out)
-
-
-_ROUTE_KEYS = ("matchers", "receiver", "continue", "escalation", "routes")
-
-
-def _route(ctx: _Ctx, data, path: str, receivers: Mapping, *, root: bool = False) -> Route:
-    data = ctx.mapping(data, path, _ROUTE_KEYS)
-    receiver = None
-    if "receiver" in data:
-        receiver = ctx.text(data["receiver"], _join(path, "receiver"))
-        _known(ctx, receiver, _join(path, "receiver"), receivers)
-    elif root:
-        raise ctx.fail(_join(path, "receiver"), "the root route needs a default receiver")
-    if root and data.get("matchers"):
-        raise ctx.fail(_join(path, "matchers"), "the root route matches everything; drop them")
-    cont = data.get("continue", False)
-    if not isinstance(cont, bool):
-        raise ctx.fail(_join(path, "continue"), f"expected true or false, got {cont!r}")
-    escalation = None
-    if data.get("escalation") is not None:
-        epath = _join(path, "escalation")
-        raw = ctx.mapping(data["escalation"], epath, ("after", "to"))
-        for key in ("after", "to"):
-            if key not in raw:
-                raise ctx.fail(_join(epath, key), "missing")
-        to = ctx.text(raw["to"], _join(epath, "to"))
-        _known(ctx, to, _join(epath, "to"), receivers)
-        escalation = Escalation(ctx.duration(raw["after"], _join(epath, "after")), to)
-    children = tuple(
-        _route(ctx, child, f"{_join(path, 'routes')}[{i}]", receivers)
-        for i, child in enumerate(ctx.sequence(data.get("routes"), _join(path, "routes")))
-    )
-    return Route(
-        path=path,
-        matchers=_matchers(ctx, data.get("matchers"), _join(path, "matchers")),
-        receiver=receiver,
-        continue_=cont,
-        escalation=escalation,
-        routes=children,
-    )
-
-
-def _known(ctx: _Ctx, name: str, path: str, receivers: Mapping) -> None:
-    if name not in receivers:
-        known = ", ".join(sorted(receivers)) or "none defined"
-        raise ctx.fail(path, f"unknown receiver {name!r} (receivers: {known})")
-
-
-def _receiver(ctx: _Ctx, name: str, spec, path: str) -> dict:
-    spec = ctx.mapping(spec, path)
+def _receiver(reader: PolicyReader, name: str, spec, path: str) -> dict:
+    """A receiver's spec, checked by its receiver type without touching the network."""
+    spec = reader.mapping(spec, path)
     kind = spec.get("type")
     if not isinstance(kind, str) or not kind:
-        raise ctx.fail(_join(path, "type"), "missing receiver type (e.g. file, slack, webhook)")
+        raise reader.fail(join(path, "type"), "missing receiver type (e.g. file, slack, webhook)")
     try:
-        from monitoring_pipelines.alerting import receivers
-    except ModuleNotFoundError as exc:  # built in parallel; validated here once it exists
-        if exc.name != "monitoring_pipelines.alerting.receivers":
-            raise
-        _refuse_literal_secrets(ctx, kind, spec, path)
-        return dict(spec)
-    try:
-        receivers.receiver_from_spec(name, dict(spec))
-    except receivers.ReceiverConfigError as exc:
-        key = getattr(exc, "key", None)
-        message = getattr(exc, "message", None) or str(exc)
-        raise ctx.fail(_join(path, key) if key else path, message) from None
+        receiver_types.receiver_from_spec(name, dict(spec))
+    except receiver_types.ReceiverConfigError as exc:
+        raise reader.fail(join(path, exc.key) if exc.key else path, exc.message) from None
     return dict(spec)
-
-
-def _refuse_literal_secrets(ctx: _Ctx, kind: str, spec: dict, path: str) -> None:
-    for key in spec:
-        secret = key in _SECRET_KEYS or (key == "url" and kind in _URL_IS_SECRET)
-        if secret:
-            raise ctx.fail(
-                _join(path, key),
-                f"literal secrets are not allowed; put it in an environment variable and "
-                f"reference it with {key}_env",
-            )
-
-
-def _timestamp(ctx: _Ctx, value, path: str) -> datetime:
-    try:
-        out = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ctx.fail(
-            path, f"bad timestamp {value!r} (expected ISO-8601 like 2026-10-01T02:00:00Z)"
-        ) from None
-    if out.tzinfo is None:
-        raise ctx.fail(path, f"timestamp {value!r} needs a timezone (e.g. a trailing Z for UTC)")
-    return out
-
-
-def _clock(ctx: _Ctx, value, path: str) -> time:
-    try:
-        return time.fromisoformat(str(value).strip())
-    except ValueError:
-        raise ctx.fail(path, f"bad time of day {value!r} (expected HH:MM)") from None
-
-
-def _silence(ctx: _Ctx, data, path: str) -> Silence:
-    data = ctx.mapping(data, path, ("matchers", "starts", "ends", "weekly", "comment"))
-    matchers = _matchers(ctx, data.get("matchers"), _join(path, "matchers"))
-    if not matchers:
-        raise ctx.fail(_join(path, "matchers"), "a silence needs at least one matcher")
-    comment = str(data.get("comment") or "")
-    has_window = "starts" in data or "ends" in data
-    if has_window == ("weekly" in data):
-        raise ctx.fail(path, "give either starts and ends, or a weekly window")
-    if "weekly" in data:
-        wpath = _join(path, "weekly")
-        raw = ctx.mapping(data["weekly"], wpath, ("days", "start", "end", "timezone"))
-        days = set()
-        for i, day in enumerate(ctx.sequence(raw.get("days"), _join(wpath, "days"))):
-            short = str(day).strip().lower()[:3]
-            if short not in _DAYS or len(str(day).strip()) < 3:
-                raise ctx.fail(
-                    f"{_join(wpath, 'days')}[{i}]",
-                    f"bad day {day!r} (expected one of {', '.join(_DAYS)})",
-                )
-            days.add(_DAYS.index(short))
-        if not days:
-            raise ctx.fail(_join(wpath, "days"), "name at least one day")
-        for key in ("start", "end"):
-            if key not in raw:
-                raise ctx.fail(_join(wpath, key), "missing (HH:MM)")
-        start = _clock(ctx, raw["start"], _join(wpath, "start"))
-        end = _clock(ctx, raw["end"], _join(wpath, "end"))
-        if start == end:
-            raise ctx.fail(wpath, "start and end are the same time")
-        tz_name = raw.get("timezone", "UTC")
-        try:
-            tz = ZoneInfo(str(tz_name))
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ctx.fail(_join(wpath, "timezone"), f"unknown timezone {tz_name!r}") from None
-        return Silence(
-            path, matchers, weekly=WeeklyWindow(frozenset(days), start, end, tz), comment=comment
-        )
-    for key in ("starts", "ends"):
-        if key not in data:
-            raise ctx.fail(_join(path, key), "missing")
-    starts = _timestamp(ctx, data["starts"], _join(path, "starts"))
-    ends = _timestamp(ctx, data["ends"], _join(path, "ends"))
-    if ends <= starts:
-        raise ctx.fail(_join(path, "ends"), "must be after starts")
-    return Silence(path, matchers, starts=starts, ends=ends, comment=comment)
-
-
-def _inhibit(ctx: _Ctx, data, path: str) -> InhibitRule:
-    data = ctx.mapping(data, path, ("source_matchers", "target_matchers", "equal"))
-    source = _matchers(ctx, data.get("source_matchers"), _join(path, "source_matchers"))
-    target = _matchers(ctx, data.get("target_matchers"), _join(path, "target_matchers"))
-    for key, value in (("source_matchers", source), ("target_matchers", target)):
-        if not value:
-            raise ctx.fail(_join(path, key), "needs at least one matcher")
-    equal = []
-    for i, label in enumerate(ctx.sequence(data.get("equal"), _join(path, "equal"))):
-        if label not in LABELS:
-            raise ctx.fail(
-                f"{_join(path, 'equal')}[{i}]",
-                f"unknown label {label!r} (expected one of {', '.join(LABELS)})",
-            )
-        equal.append(label)
-    return InhibitRule(path, source, target, tuple(equal))
 
 
 _TOP_KEYS = (
@@ -664,46 +212,46 @@ _TOP_KEYS = (
 
 def parse_policy(data, source: str = POLICY_FILE) -> AlertingPolicy:
     """Validate an already-loaded policy document (a mapping) into an :class:`AlertingPolicy`."""
-    ctx = _Ctx(source)
-    data = ctx.mapping(data, "", _TOP_KEYS)
+    reader = PolicyReader(source)
+    data = reader.mapping(data, "", _TOP_KEYS)
     defaults = _settings(
-        ctx,
-        ctx.mapping(data.get("defaults"), "defaults", _SETTING_KEYS),
+        reader,
+        reader.mapping(data.get("defaults"), "defaults", _SETTING_KEYS),
         "defaults",
         TenantSettings(),
     )
-    receivers_raw = ctx.mapping(data.get("receivers"), "receivers")
+    receivers_raw = reader.mapping(data.get("receivers"), "receivers")
     if not receivers_raw:
-        raise ctx.fail("receivers", "define at least one receiver")
+        raise reader.fail("receivers", "define at least one receiver")
     receivers = {
-        str(name): _receiver(ctx, str(name), spec, f"receivers.{name}")
+        str(name): _receiver(reader, str(name), spec, f"receivers.{name}")
         for name, spec in receivers_raw.items()
     }
     if "route" not in data:
-        raise ctx.fail("route", "missing (the root route with a default receiver)")
-    route = _route(ctx, data["route"], "route", receivers, root=True)
+        raise reader.fail("route", "missing (the root route with a default receiver)")
+    route = read_route(reader, data["route"], "route", receivers, root=True)
     tenants, tenant_routes = {}, {}
-    for tenant, raw in ctx.mapping(data.get("tenants"), "tenants").items():
+    for tenant, raw in reader.mapping(data.get("tenants"), "tenants").items():
         path = f"tenants.{tenant}"
-        raw = ctx.mapping(raw, path, (*_SETTING_KEYS, "routes"))
-        tenants[str(tenant)] = _settings(ctx, raw, path, defaults)
+        raw = reader.mapping(raw, path, (*_SETTING_KEYS, "routes"))
+        tenants[str(tenant)] = _settings(reader, raw, path, defaults)
         tenant_routes[str(tenant)] = tuple(
-            _route(ctx, child, f"{path}.routes[{i}]", receivers)
-            for i, child in enumerate(ctx.sequence(raw.get("routes"), f"{path}.routes"))
+            read_route(reader, child, f"{path}.routes[{i}]", receivers)
+            for i, child in enumerate(reader.sequence(raw.get("routes"), f"{path}.routes"))
         )
     silences = tuple(
-        _silence(ctx, item, f"silences[{i}]")
-        for i, item in enumerate(ctx.sequence(data.get("silences"), "silences"))
+        read_silence(reader, item, f"silences[{i}]")
+        for i, item in enumerate(reader.sequence(data.get("silences"), "silences"))
     )
     inhibit_rules = tuple(
-        _inhibit(ctx, item, f"inhibit_rules[{i}]")
-        for i, item in enumerate(ctx.sequence(data.get("inhibit_rules"), "inhibit_rules"))
+        read_inhibit_rule(reader, item, f"inhibit_rules[{i}]")
+        for i, item in enumerate(reader.sequence(data.get("inhibit_rules"), "inhibit_rules"))
     )
     special = {}
     for key in ("data_owner", "operations"):
         if data.get(key) is not None:
-            special[key] = ctx.text(data[key], key)
-            _known(ctx, special[key], key, receivers)
+            special[key] = reader.text(data[key], key)
+            reader.known_receiver(special[key], key, receivers)
     return AlertingPolicy(
         source=source,
         defaults=defaults,
@@ -771,7 +319,7 @@ def default_policy(environ: Mapping[str, str] | None = None) -> AlertingPolicy:
     environment (see :data:`ENVIRONMENT_RECEIVERS`)."""
     import os
 
-    data = yaml.load(default_policy_text(), Loader=_Loader)
+    data = load_yaml(default_policy_text())
     extra = _environment_receivers(os.environ if environ is None else environ)
     source = "default_policy.yaml"
     if extra:
@@ -819,7 +367,7 @@ def load_policy(path: Path | str | None = None, *, home: Path | None = None) -> 
 
 def loads_policy(text: str, source: str = POLICY_FILE) -> AlertingPolicy:
     try:
-        data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else ""
@@ -828,222 +376,3 @@ def loads_policy(text: str, source: str = POLICY_FILE) -> AlertingPolicy:
     if data is None:
         raise PolicyError(source, "", "the policy is empty")
     return parse_policy(data, source)
-
-
-# -- planning notifications -----------------------------------------------------------------------
-
-_EVENT_ORDER = {model.TRIGGER: 0, model.REPEAT: 1, model.ESCALATE: 2, model.RESOLVE: 3}
-
-
-@dataclass
-class _Candidate:
-    incident: Incident
-    receiver: str
-    event: str
-    sequence: int
-    at: datetime  # data time the event is about (what silences and rate limits look at)
-    not_before: datetime | None = None
-    extra: dict = field(default_factory=dict)
-    status: str = "pending"
-    reason: str | None = None
-
-
-def _previous_view(state) -> tuple[Incident | None, bool]:
-    """(previous incident, acknowledged) from a stored state, an Incident or None."""
-    if state is None:
-        return None, False
-    incident = getattr(state, "incident", state)
-    acked = incident.status == model.ACKNOWLEDGED or bool(getattr(state, "acknowledged_by", None))
-    return incident, acked
-
-
-def _repeats(incident: Incident, interval: timedelta) -> int:
-    if interval <= timedelta(0):
-        return 0
-    return int((incident.last_seen_at - incident.started_at) / interval)
-
-
-def plan_notifications(
-    incidents: Iterable[Incident],
-    previous: Mapping[str, object],
-    policy: AlertingPolicy,
-    now: datetime,
-    dagster_url: str,
-) -> list[Notification]:
-    """Who is told what about these incidents, given what was known before.
-
-    ``previous`` maps fingerprints to the stored state read *before* this run's incidents were
-    written (``store.load_states``; an :class:`Incident` works too). Per incident and receiver:
-
-    - TRIGGER when the incident is new, or to receivers it newly routes to (e.g. it became
-      critical); a new incident that already ended also gets its RESOLVE.
-    - REPEAT number *n* when ``n = (last_seen_at - started_at) // repeat_interval`` grew since the
-      previous state, while firing and unacknowledged: data time, so re-runs plan the same repeats.
-    - ESCALATE to the route's escalation receiver when a firing, unacknowledged incident becomes
-      critical on a route with ``escalation``; ``not_before = now + after``, and the dispatcher
-      must drop it if the incident was acknowledged or resolved by then.
-    - RESOLVE when a firing incident became resolved, to every receiver that was triggered.
-
-    Then, in this order, notifications become ``suppressed`` with a reason (never dropped):
-    silences active at the event's data time (all events); inhibition by another incident of
-    this batch that matches a rule's source, shares its ``equal`` labels and is active at that
-    time (not for RESOLVE); the tenant's rate limit, a sliding window over the pending TRIGGER and
-    REPEAT events of this batch in data time (critical incidents are never rate limited).
-    """
-    incidents = sorted(incidents, key=lambda i: (i.started_at, i.fingerprint))
-    candidates: list[_Candidate] = []
-    for incident in incidents:
-        prev, acked = _previous_view(previous.get(incident.fingerprint))
-        settings = policy.settings(incident.tenant)
-        routed = policy.receivers_for(incident)
-        firing = incident.status != model.RESOLVED
-        critical = incident.severity >= Severity.CRITICAL
-        resolved_at = incident.resolved_at or incident.last_seen_at
-        if prev is None:
-            for receiver, _ in routed:
-                candidates.append(
-                    _Candidate(incident, receiver, model.TRIGGER, 0, incident.started_at)
-                )
-            if not firing:
-                for receiver, _ in routed:
-                    candidates.append(_Candidate(incident, receiver, model.RESOLVE, 0, resolved_at))
-            escalate = firing and critical
-        elif prev.status == model.RESOLVED:
-            # Over already (or resolved by hand): a re-run seeing less of it says nothing new.
-            continue
-        else:
-            before = {r for r, _ in policy.receivers_for(prev)}
-            escalate = firing and critical and not acked and prev.severity < Severity.CRITICAL
-            if firing:
-                for receiver, _ in routed:
-                    if receiver not in before:
-                        candidates.append(
-                            _Candidate(incident, receiver, model.TRIGGER, 0, incident.last_seen_at)
-                        )
-                n = _repeats(incident, settings.repeat_interval)
-                if not acked and n >= 1 and n > _repeats(prev, settings.repeat_interval):
-                    at = incident.started_at + n * settings.repeat_interval
-                    for receiver, _ in routed:
-                        if receiver in before:
-                            candidates.append(
-                                _Candidate(
-                                    incident, receiver, model.REPEAT, n, at, extra={"sequence": n}
-                                )
-                            )
-            else:
-                targets = list(dict.fromkeys([*sorted(before), *(r for r, _ in routed)]))
-                for receiver in targets:
-                    candidates.append(_Candidate(incident, receiver, model.RESOLVE, 0, resolved_at))
-        if escalate:
-            for receiver, esc in routed:
-                if esc is not None:
-                    candidates.append(
-                        _Candidate(
-                            incident,
-                            esc.to,
-                            model.ESCALATE,
-                            0,
-                            incident.last_seen_at,
-                            not_before=now + esc.after,
-                            extra={"escalated_from": receiver, "after": format_duration(esc.after)},
-                        )
-                    )
-    _apply_silences(candidates, policy)
-    _apply_inhibition(candidates, incidents, policy)
-    _apply_rate_limits(candidates, policy)
-    candidates.sort(key=lambda c: (c.at, c.incident.fingerprint, _EVENT_ORDER[c.event], c.receiver))
-    out = []
-    seen = set()
-    for c in candidates:
-        key = model.fingerprint(c.incident.fingerprint, c.receiver, c.event, c.sequence)
-        if key in seen:
-            continue
-        seen.add(key)
-        payload = model.notification_payload(c.incident, c.event, dagster_url)
-        payload.update(receiver=c.receiver, **c.extra)
-        out.append(
-            Notification(
-                idempotency_key=key,
-                fingerprint=c.incident.fingerprint,
-                tenant=c.incident.tenant,
-                receiver=c.receiver,
-                event=c.event,
-                locale=policy.settings(c.incident.tenant).locale,
-                payload=payload,
-                not_before=c.not_before,
-                status=c.status,
-                reason=c.reason,
-            )
-        )
-    return out
-
-
-def _apply_silences(candidates: list[_Candidate], policy: AlertingPolicy) -> None:
-    for c in candidates:
-        labels, metrics = incident_labels(c.incident), _metrics(c.incident)
-        for silence in policy.silences:
-            if silence.active(c.at) and all(m.matches(labels, metrics) for m in silence.matchers):
-                c.status = "suppressed"
-                note = f" ({silence.comment})" if silence.comment else ""
-                c.reason = f"silenced by {silence.name}{note}"
-                break
-
-
-def _active_at(incident: Incident, at: datetime) -> bool:
-    if at < incident.started_at:
-        return False
-    return incident.status != model.RESOLVED or at <= (incident.resolved_at or at)
-
-
-def _apply_inhibition(
-    candidates: list[_Candidate], incidents: list[Incident], policy: AlertingPolicy
-) -> None:
-    if not policy.inhibit_rules:
-        return
-    labelled = [(i, incident_labels(i), _metrics(i)) for i in incidents]
-    for c in candidates:
-        if c.status != "pending" or c.event == model.RESOLVE:
-            continue
-        target, t_labels, t_metrics = c.incident, incident_labels(c.incident), _metrics(c.incident)
-        for rule in policy.inhibit_rules:
-            if not all(m.matches(t_labels, t_metrics) for m in rule.target):
-                continue
-            for source, s_labels, s_metrics in labelled:
-                if (
-                    source.fingerprint != target.fingerprint
-                    and all(m.matches(s_labels, s_metrics) for m in rule.source)
-                    and all(s_labels.get(k) == t_labels.get(k) for k in rule.equal)
-                    and _active_at(source, c.at)
-                ):
-                    c.status = "suppressed"
-                    c.reason = (
-                        f"inhibited by {source.severity.label} incident {source.fingerprint} "
-                        f"({source.tenant}/{source.service}, {rule.name})"
-                    )
-                    break
-            if c.status != "pending":
-                break
-
-
-def _apply_rate_limits(candidates: list[_Candidate], policy: AlertingPolicy) -> None:
-    admitted: dict[str, list[datetime]] = {}
-    limited = [
-        c
-        for c in candidates
-        if c.status == "pending"
-        and c.event in (model.TRIGGER, model.REPEAT)
-        and c.incident.severity < Severity.CRITICAL
-    ]
-    limited.sort(key=lambda c: (c.at, c.incident.fingerprint, c.receiver))
-    for c in limited:
-        limit = policy.settings(c.incident.tenant).rate_limit
-        times = admitted.setdefault(c.incident.tenant, [])
-        recent = [t for t in times if t > c.at - limit.per]
-        if len(recent) >= limit.max:
-            c.status = "suppressed"
-            c.reason = (
-                f"rate limited: tenant {c.incident.tenant} already has {limit.max} "
-                f"notifications within {format_duration(limit.per)}"
-            )
-        else:
-            times.append(c.at)

@@ -14,11 +14,12 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from monitoring_pipelines.alerting import model, outbox, store
+from monitoring_pipelines.alerting import dispatcher, outbox, store, types
 from monitoring_pipelines.alerting.incidents import detect_incidents
-from monitoring_pipelines.alerting.model import Incident
-from monitoring_pipelines.alerting.policy import AlertingPolicy, plan_notifications
-from monitoring_pipelines.alerting.receivers import Receiver, receiver_from_spec
+from monitoring_pipelines.alerting.planning import plan_notifications
+from monitoring_pipelines.alerting.policy import AlertingPolicy
+from monitoring_pipelines.alerting.receivers import Receiver, build_receivers
+from monitoring_pipelines.alerting.types import Incident
 from monitoring_pipelines.warehouse import Warehouse, alerts
 
 # Scores read before the span, so an incident that began before midnight is seen from its start
@@ -97,12 +98,12 @@ def raise_incidents(
 
     Idempotent: re-running the same span finds the same fingerprints and the same idempotency
     keys, so nothing is raised or queued twice."""
-    start, end = model.utc(start), model.utc(end)
+    start, end = types.utc(start), types.utc(end)
     scores = wh.read_records(
         "anomaly_scores", tenant=tenant, start=start - LOOKBACK, end=end, columns=SCORE_COLUMNS
     )
-    firing = store.read_incidents(wh, tenant=tenant, status=model.FIRING, since=start - LOOKBACK)
-    previous = [s.incident for s in firing if s.incident.kind == model.ANOMALY]
+    firing = store.read_incidents(wh, tenant=tenant, status=types.FIRING, since=start - LOOKBACK)
+    previous = [s.incident for s in firing if s.incident.kind == types.ANOMALY]
     # The incident's provenance is the scoring run that produced its scores.
     scoring_run = None
     if "run_id" in scores.columns and scores["run_id"].notna().any():
@@ -132,11 +133,11 @@ def raise_incident(
 
 
 def receivers(policy: AlertingPolicy) -> dict[str, Receiver]:
-    return {name: receiver_from_spec(name, spec) for name, spec in policy.receivers.items()}
+    return build_receivers(policy.receivers)
 
 
 def deliver(
     wh: Warehouse, policy: AlertingPolicy, *, now: datetime | None = None, **options
-) -> outbox.DispatchReport:
-    """Send what is due in the outbox to the policy's receivers (see :func:`outbox.dispatch`)."""
-    return outbox.dispatch(wh, receivers(policy), now=now, **options)
+) -> dispatcher.DispatchReport:
+    """Send what is due in the outbox to the policy's receivers (:func:`dispatcher.dispatch`)."""
+    return dispatcher.dispatch(wh, receivers(policy), now=now, **options)

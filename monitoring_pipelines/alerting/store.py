@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from monitoring_pipelines.alerting import model
-from monitoring_pipelines.alerting.model import Incident
+from monitoring_pipelines.alerting import types
+from monitoring_pipelines.alerting.types import Incident
 from monitoring_pipelines.warehouse import Warehouse, alerts
 
 MIN_PREFIX = 6
@@ -52,7 +52,7 @@ def _now() -> datetime:
 
 
 def _data_columns(incident: Incident) -> dict:
-    data = model.incident_to_dict(incident)
+    data = types.incident_to_dict(incident)
     return {
         "fingerprint": incident.fingerprint,
         "tenant": incident.tenant,
@@ -60,9 +60,9 @@ def _data_columns(incident: Incident) -> dict:
         "kind": incident.kind,
         "severity": incident.severity.label,
         "status": incident.status,
-        "started_at": model.utc(incident.started_at),
-        "last_seen_at": model.utc(incident.last_seen_at),
-        "resolved_at": model.utc(incident.resolved_at),
+        "started_at": types.utc(incident.started_at),
+        "last_seen_at": types.utc(incident.last_seen_at),
+        "resolved_at": types.utc(incident.resolved_at),
         "score": float(incident.score),
         "metrics": json.dumps(data["metrics"], sort_keys=True),
         "summary": incident.summary,
@@ -75,9 +75,9 @@ def _data_columns(incident: Incident) -> dict:
 
 def _from_row(row) -> StoredIncident:
     def iso(value):
-        return None if value is None else model.utc(value).isoformat()
+        return None if value is None else types.utc(value).isoformat()
 
-    incident = model.incident_from_dict(
+    incident = types.incident_from_dict(
         {
             "fingerprint": row.fingerprint,
             "tenant": row.tenant,
@@ -100,20 +100,20 @@ def _from_row(row) -> StoredIncident:
     return StoredIncident(
         incident=incident,
         acknowledged_by=row.acknowledged_by,
-        acknowledged_at=model.utc(row.acknowledged_at),
+        acknowledged_at=types.utc(row.acknowledged_at),
         resolved_by=row.resolved_by,
         feedback=row.feedback,
         feedback_note=row.feedback_note,
-        updated_at=model.utc(row.updated_at),
+        updated_at=types.utc(row.updated_at),
     )
 
 
 def _knows_more(new: dict, old) -> bool:
     """Whether the new version saw at least as much of the incident as the stored one."""
-    old_seen = model.utc(old.last_seen_at)
+    old_seen = types.utc(old.last_seen_at)
     if new["last_seen_at"] != old_seen:
         return new["last_seen_at"] > old_seen
-    return new["status"] == model.RESOLVED or old.status != model.RESOLVED
+    return new["status"] == types.RESOLVED or old.status != types.RESOLVED
 
 
 def _chunks(items: list, size: int = 500):
@@ -142,8 +142,8 @@ def upsert_incidents(
         values = _data_columns(incident)
         old = existing.get(incident.fingerprint)
         if old is None:
-            if incident.status == model.ACKNOWLEDGED:
-                values["status"] = model.FIRING
+            if incident.status == types.ACKNOWLEDGED:
+                values["status"] = types.FIRING
             inserts.append({**values, "updated_at": now})
             counts["inserted"] += 1
             continue
@@ -151,12 +151,12 @@ def upsert_incidents(
             counts["unchanged"] += 1
             continue
         # Identity (started_at) never moves later: a re-run seeing less history keeps the start.
-        values["started_at"] = min(values["started_at"], model.utc(old.started_at))
+        values["started_at"] = min(values["started_at"], types.utc(old.started_at))
         if old.resolved_by:
-            values["status"] = model.RESOLVED
-            values["resolved_at"] = model.utc(old.resolved_at)
-        elif old.status == model.ACKNOWLEDGED and values["status"] != model.RESOLVED:
-            values["status"] = model.ACKNOWLEDGED
+            values["status"] = types.RESOLVED
+            values["resolved_at"] = types.utc(old.resolved_at)
+        elif old.status == types.ACKNOWLEDGED and values["status"] != types.RESOLVED:
+            values["status"] = types.ACKNOWLEDGED
         changed = {
             k: v for k, v in values.items() if k != "fingerprint" and _differs(getattr(old, k), v)
         }
@@ -176,7 +176,7 @@ def upsert_incidents(
 
 def _differs(old, new) -> bool:
     if isinstance(new, datetime) or isinstance(old, datetime):
-        return model.utc(old) != model.utc(new)
+        return types.utc(old) != types.utc(new)
     return old != new
 
 
@@ -198,7 +198,7 @@ def read_incidents(
         statuses = [status] if isinstance(status, str) else list(status)
         query = query.where(alerts.c.status.in_(statuses))
     if since is not None:
-        query = query.where(alerts.c.last_seen_at >= model.utc(since))
+        query = query.where(alerts.c.last_seen_at >= types.utc(since))
     if conn is None:
         with warehouse.engine.connect() as own:
             return read_incidents(
@@ -272,11 +272,11 @@ def acknowledge(warehouse: Warehouse, fingerprint: str, by: str) -> StoredIncide
     who = _who(by)
 
     def action(row):
-        if row.status == model.RESOLVED:
+        if row.status == types.RESOLVED:
             raise ValueError(f"incident {row.fingerprint} is already resolved")
-        if row.status == model.ACKNOWLEDGED:
+        if row.status == types.ACKNOWLEDGED:
             return {}
-        return {"status": model.ACKNOWLEDGED, "acknowledged_by": who, "acknowledged_at": _now()}
+        return {"status": types.ACKNOWLEDGED, "acknowledged_by": who, "acknowledged_at": _now()}
 
     return _change(warehouse, fingerprint, action)
 
@@ -286,9 +286,9 @@ def resolve(warehouse: Warehouse, fingerprint: str, by: str) -> StoredIncident:
     who = _who(by)
 
     def action(row):
-        if row.status == model.RESOLVED:
+        if row.status == types.RESOLVED:
             return {}
-        return {"status": model.RESOLVED, "resolved_by": who, "resolved_at": _now()}
+        return {"status": types.RESOLVED, "resolved_by": who, "resolved_at": _now()}
 
     return _change(warehouse, fingerprint, action)
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import jinja2
 import yaml
 
-from monitoring_pipelines.alerting import model
+from monitoring_pipelines.alerting import types
 
 LOCALES = ("en", "fr", "de", "es", "it")
 DEFAULT_LOCALE = "en"
-EVENTS = (model.TRIGGER, model.REPEAT, model.ESCALATE, model.RESOLVE)
+EVENTS = (types.TRIGGER, types.REPEAT, types.ESCALATE, types.RESOLVE)
 
 _HERE = Path(__file__).parent
 LOCALE_DIR = _HERE / "locales"
@@ -174,12 +174,12 @@ def strongest_metric(incident: dict) -> str | None:
 
 def next_step_key(incident: dict, event: str) -> str:
     """The catalog key of the suggested next step, chosen by event, kind and metric."""
-    if event == model.RESOLVE:
+    if event == types.RESOLVE:
         return "next_step.resolve"
     kind = incident.get("kind")
-    if kind == model.DATA_QUALITY:
+    if kind == types.DATA_QUALITY:
         return "next_step.data_quality"
-    if kind == model.PIPELINE_FAILURE:
+    if kind == types.PIPELINE_FAILURE:
         return "next_step.pipeline_failure"
     return f"next_step.{metric_category(strongest_metric(incident))}"
 
@@ -240,19 +240,22 @@ def _environment() -> jinja2.Environment:
 def render(
     payload: dict, locale: str = DEFAULT_LOCALE, *, event: str | None = None, strict: bool = False
 ) -> Message:
-    """Render a notification payload (see ``model.notification_payload``) in ``locale``.
+    """Render a notification payload (see ``types.notification_payload``) in ``locale``.
 
     ``strict`` raises :class:`MissingTranslation` instead of falling back to English; the tests
     render every event and kind in every locale that way.
+
+    Longer than most functions here on purpose: it is one flat list of the message's parts, each
+    a line or two, and cutting it further would only pass its dozen translated texts around.
     """
     t = Translator(locale, strict=strict)
-    event = event or payload.get("event") or model.TRIGGER
+    event = event or payload.get("event") or types.TRIGGER
     if event not in EVENTS:
         raise ValueError(f"unknown notification event {event!r}")
     incident = payload["incident"]
     severity = str(incident.get("severity") or "medium")
     tenant, service = incident["tenant"], incident["service"]
-    kind = incident.get("kind") or model.ANOMALY
+    kind = incident.get("kind") or types.ANOMALY
     started = format_time(incident.get("started_at"))
     resolved = format_time(incident.get("resolved_at") or incident.get("last_seen_at"))
     metric_names = [m["metric"] for m in incident.get("metrics") or []]
@@ -287,49 +290,14 @@ def render(
         if versions
         else t("label.none")
     )
-    status = incident.get("status") or model.FIRING
-    facts = [
-        (t("label.tenant"), tenant),
-        (t("label.service"), service),
-        (t("label.severity"), severity_text),
-        (t("label.status"), t(f"status.{status}") if status in model_statuses() else status),
-        (t("label.started"), started),
-    ]
-    if event == model.RESOLVE:
-        facts.append((t("label.resolved"), resolved))
-    else:
-        facts.append((t("label.last_seen"), format_time(incident.get("last_seen_at"))))
-    facts.append((t("label.score"), t.number(incident.get("score"))))
-    facts.append((t("label.models"), models_text))
-    if incident.get("partition_key"):
-        facts.append((t("label.partition"), incident["partition_key"]))
-    if incident.get("run_id"):
-        facts.append((t("label.run"), incident["run_id"]))
-
-    rows = tuple(
-        MetricRow(
-            metric=m["metric"],
-            value=t.number(m.get("peak_value")),
-            score=t.number(m.get("peak_score")),
-            threshold=t.number(m.get("threshold")),
-            window=f"{format_time(m.get('first_ts'))} → {format_time(m.get('last_ts'))}",
-            points=int(m.get("points") or 0),
-        )
-        for m in incident.get("metrics") or []
-    )
-    header = (
-        t("label.metric"),
-        t("label.value"),
-        t("label.score"),
-        t("label.threshold"),
-        t("label.window"),
-    )
+    facts = _facts(t, incident, event, severity_text, started, resolved, models_text)
+    header, rows = _metric_table(t, incident)
     links = tuple(
         (t(f"link.{name}") if f"link.{name}" in catalog(DEFAULT_LOCALE) else t("link.other"), url)
         for name, url in (payload.get("links") or {}).items()
         if url
     )
-    color = RESOLVED_COLOR if event == model.RESOLVE else SEVERITY_COLORS.get(severity, "757575")
+    color = RESOLVED_COLOR if event == types.RESOLVE else SEVERITY_COLORS.get(severity, "757575")
     footer = t("footer", **fields)
     context = {
         "title": title,
@@ -374,5 +342,51 @@ def render(
     )
 
 
+def _facts(t, incident, event, severity_text, started, resolved, models_text) -> list:
+    """The (label, value) pairs every message lists, in the receiver's language."""
+    status = incident.get("status") or types.FIRING
+    facts = [
+        (t("label.tenant"), incident["tenant"]),
+        (t("label.service"), incident["service"]),
+        (t("label.severity"), severity_text),
+        (t("label.status"), t(f"status.{status}") if status in model_statuses() else status),
+        (t("label.started"), started),
+    ]
+    if event == types.RESOLVE:
+        facts.append((t("label.resolved"), resolved))
+    else:
+        facts.append((t("label.last_seen"), format_time(incident.get("last_seen_at"))))
+    facts.append((t("label.score"), t.number(incident.get("score"))))
+    facts.append((t("label.models"), models_text))
+    if incident.get("partition_key"):
+        facts.append((t("label.partition"), incident["partition_key"]))
+    if incident.get("run_id"):
+        facts.append((t("label.run"), incident["run_id"]))
+    return facts
+
+
+def _metric_table(t, incident) -> tuple[tuple[str, ...], tuple[MetricRow, ...]]:
+    """The metrics table: its header and one row per metric of the incident."""
+    rows = tuple(
+        MetricRow(
+            metric=m["metric"],
+            value=t.number(m.get("peak_value")),
+            score=t.number(m.get("peak_score")),
+            threshold=t.number(m.get("threshold")),
+            window=f"{format_time(m.get('first_ts'))} → {format_time(m.get('last_ts'))}",
+            points=int(m.get("points") or 0),
+        )
+        for m in incident.get("metrics") or []
+    )
+    header = (
+        t("label.metric"),
+        t("label.value"),
+        t("label.score"),
+        t("label.threshold"),
+        t("label.window"),
+    )
+    return header, rows
+
+
 def model_statuses() -> tuple[str, ...]:
-    return (model.FIRING, model.ACKNOWLEDGED, model.RESOLVED)
+    return (types.FIRING, types.ACKNOWLEDGED, types.RESOLVED)

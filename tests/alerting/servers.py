@@ -375,24 +375,24 @@ def sample_incident(
 ):
     from datetime import UTC, datetime
 
-    from monitoring_pipelines.alerting import model
+    from monitoring_pipelines.alerting import types
 
     started = datetime(2026, 10, 5, 14, 5, tzinfo=UTC)
     last = datetime(2026, 10, 5, 14, 40, tzinfo=UTC)
-    return model.Incident(
+    return types.Incident(
         fingerprint=fingerprint,
         tenant=tenant,
         service=service,
         kind=kind,
-        severity=model.Severity.parse(severity),
+        severity=types.Severity.parse(severity),
         status=status,
         started_at=started,
         last_seen_at=last,
         resolved_at=last if status == "resolved" else None,
         score=7.25,
         metrics=(
-            model.MetricEvidence(metric, 7.25, 1834.5, 3.1, started, last, 8),
-            model.MetricEvidence("error_rate", 4.0, 0.031, 3.5, started, last, 3),
+            types.MetricEvidence(metric, 7.25, 1834.5, 3.1, started, last, 8),
+            types.MetricEvidence("error_rate", 4.0, 0.031, 3.5, started, last, 3),
         ),
         model_versions={"isolation_forest": 3, "lstm": 2, "prophet": 1},
         run_id="0f8e-run-42",
@@ -419,19 +419,19 @@ def sample_notification(
     reason: str | None = None,
     **incident_kwargs,
 ):
-    from monitoring_pipelines.alerting import model
+    from monitoring_pipelines.alerting import types
 
-    if event == model.RESOLVE:
+    if event == types.RESOLVE:
         incident_kwargs.setdefault("status", "resolved")
     incident = sample_incident(**incident_kwargs)
-    return model.Notification(
-        idempotency_key=key or model.fingerprint(incident.fingerprint, receiver, event, 0),
+    return types.Notification(
+        idempotency_key=key or types.fingerprint(incident.fingerprint, receiver, event, 0),
         fingerprint=incident.fingerprint,
         tenant=incident.tenant,
         receiver=receiver,
         event=event,
         locale=locale,
-        payload=model.notification_payload(incident, event, "http://dagster.local:3000"),
+        payload=types.notification_payload(incident, event, "http://dagster.local:3000"),
         not_before=not_before,
         status=status,
         reason=reason,

@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitoring_pipelines.alerting import model
+from monitoring_pipelines.alerting import types
 from monitoring_pipelines.alerting.incidents import (
     data_quality_incident,
     detect_incidents,
     pipeline_failure_incident,
 )
-from monitoring_pipelines.alerting.model import Severity
 from monitoring_pipelines.alerting.policy import TenantSettings, loads_policy
+from monitoring_pipelines.alerting.types import Severity
 from monitoring_pipelines.sources.demo import SERVICE_METRICS
 from tests.alerting.conftest import score_frame
 
@@ -45,7 +45,7 @@ def test_metrics_of_a_service_that_move_together_are_one_incident():
     assert [m.metric for m in first.metrics] == ["error_rate", "latency_p95_ms"]
     assert first.started_at == at("2026-10-05T10:00")
     assert first.last_seen_at == at("2026-10-05T10:50")
-    assert (first.status, first.resolved_at) == (model.RESOLVED, at("2026-10-05T10:55"))
+    assert (first.status, first.resolved_at) == (types.RESOLVED, at("2026-10-05T10:55"))
     error = first.metrics[0]
     assert (error.peak_score, error.points, error.threshold) == (0.95, 7, 0.5)
     assert first.labels["metric"] == "error_rate"
@@ -98,7 +98,7 @@ def test_a_quiet_stretch_of_resolve_after_ends_the_incident():
 def test_an_incident_open_at_the_end_of_the_data_is_firing():
     scores = score_frame({("api", "error_rate"): [("2026-10-05T23:30", "2026-10-05T23:55", 0.9)]})
     (incident,) = detect(scores)
-    assert incident.status == model.FIRING
+    assert incident.status == types.FIRING
     assert incident.resolved_at is None
 
 
@@ -112,8 +112,8 @@ def test_an_incident_across_midnight_keeps_its_fingerprint():
     (today,) = detect(two_days, since=day1_start)
     (again,) = detect(two_days, since=day1_start)
 
-    assert yesterday.status == model.FIRING
-    assert today.status == model.RESOLVED
+    assert yesterday.status == types.FIRING
+    assert today.status == types.RESOLVED
     assert today.fingerprint == yesterday.fingerprint == again.fingerprint
     assert today.started_at == at("2026-10-05T23:00")
     assert today == again
@@ -135,7 +135,7 @@ def test_an_incident_that_began_before_the_data_continues_the_stored_one():
     assert alone.fingerprint != stored.fingerprint
     assert continued.fingerprint == stored.fingerprint
     assert continued.started_at == stored.started_at
-    assert continued.status == model.RESOLVED
+    assert continued.status == types.RESOLVED
 
 
 def test_severity_grows_with_excess_duration_breadth_and_business_impact():
@@ -194,14 +194,14 @@ def test_a_tenant_day_is_processed_in_well_under_a_second():
 def test_data_quality_and_pipeline_failure_incidents_have_stable_identities():
     dq = data_quality_incident("acme", "2026-10-05|acme", "values_in_range", "12% out\nmore", "r1")
     dq_rerun = data_quality_incident("acme", "2026-10-05|acme", "values_in_range", "again", "r2")
-    assert dq.kind == model.DATA_QUALITY
+    assert dq.kind == types.DATA_QUALITY
     assert dq.fingerprint == dq_rerun.fingerprint
     assert dq.started_at == at("2026-10-05T00:00")
     assert dq.summary == "acme: partition 2026-10-05|acme blocked by values_in_range: 12% out"
 
     failed = pipeline_failure_incident("scoring_job", "run-9", "Boom\ntraceback", "2026-10-05|acme")
     retried = pipeline_failure_incident("scoring_job", "run-10", "Boom", "2026-10-05|acme")
-    assert failed.kind == model.PIPELINE_FAILURE
+    assert failed.kind == types.PIPELINE_FAILURE
     assert failed.fingerprint == retried.fingerprint
     assert failed.summary == "scoring_job failed for partition 2026-10-05|acme: Boom"
     other = pipeline_failure_incident("scoring_job", "run-11", "Boom", None)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from monitoring_pipelines.alerting import outbox, receivers
+from monitoring_pipelines.alerting import dispatcher, outbox, receivers
 from monitoring_pipelines.warehouse import alerts, notifications
 from tests.alerting.servers import (
     PagerDutyChecker,
@@ -101,7 +101,7 @@ def test_enqueue_is_insert_if_absent_and_keeps_suppressed(warehouse, tmp_path):
     assert stored["k-files-0"]["payload"] == items[0].payload
 
     files = receivers.receiver_from_spec("files", {"type": "file", "path": str(tmp_path / "o")})
-    report = outbox.dispatch(warehouse, {"files": files})
+    report = dispatcher.dispatch(warehouse, {"files": files})
     assert report.sent == 2  # the suppressed one is never sent
     # Re-planning the same partition after delivery changes nothing.
     assert outbox.enqueue(warehouse, items) == 0
@@ -127,7 +127,7 @@ def test_dispatch_delivers_and_reports_latency(warehouse, server, tmp_path):
     outbox.enqueue(warehouse, batch("hook", 3) + batch("files", 2))
     files = receivers.receiver_from_spec("files", {"type": "file", "path": str(tmp_path / "n")})
     assert outbox.pending_count(warehouse) == 5
-    report = outbox.dispatch(warehouse, {"hook": hook("hook", srv.url), "files": files})
+    report = dispatcher.dispatch(warehouse, {"hook": hook("hook", srv.url), "files": files})
     assert (report.claimed, report.sent, report.retried, report.dead) == (5, 5, 0, 0)
     assert srv.errors == []
     assert sorted(srv.delivered) == [f"k-hook-{i}" for i in range(3)]
@@ -144,11 +144,11 @@ def test_dispatch_delivers_and_reports_latency(warehouse, server, tmp_path):
 def test_backoff_delay_is_full_jitter_within_bounds():
     rng = random.Random(7)
     for attempt, ceiling in [(1, 30), (2, 60), (3, 120), (4, 240), (8, 3600), (20, 3600)]:
-        delays = [outbox.backoff_delay(attempt, base=30, cap=3600, rng=rng) for _ in range(400)]
+        delays = [dispatcher.backoff_delay(attempt, base=30, cap=3600, rng=rng) for _ in range(400)]
         assert all(0 <= d <= ceiling for d in delays)
         # Full jitter spreads over the whole range, not around its top.
         assert min(delays) < 0.1 * ceiling and max(delays) > 0.9 * ceiling
-    assert outbox.backoff_delay(1, base=30, retry_after=120, rng=rng) >= 120
+    assert dispatcher.backoff_delay(1, base=30, retry_after=120, rng=rng) >= 120
 
 
 def test_retries_back_off_then_go_dead_with_a_redacted_reason(warehouse, server, monkeypatch):
@@ -164,7 +164,7 @@ def test_retries_back_off_then_go_dead_with_a_redacted_reason(warehouse, server,
     now = T0
     schedule = []
     for attempt in (1, 2, 3):
-        report = outbox.dispatch(
+        report = dispatcher.dispatch(
             warehouse,
             {"hook": flaky},
             now=now,
@@ -181,7 +181,7 @@ def test_retries_back_off_then_go_dead_with_a_redacted_reason(warehouse, server,
             assert 0 <= delay <= min(25, 10 * 2 ** (attempt - 1)) + 1
             schedule.append(delay)
             # Not due before its time.
-            early = outbox.dispatch(warehouse, {"hook": flaky}, now=now + timedelta(seconds=0))
+            early = dispatcher.dispatch(warehouse, {"hook": flaky}, now=now + timedelta(seconds=0))
             assert early.claimed == 0 or delay < 0.01
             now = row["next_attempt_at"] + timedelta(milliseconds=1)
         else:
@@ -197,7 +197,7 @@ def test_retry_after_is_honoured(warehouse, server):
     srv = server()
     srv.script.append((429, {"Retry-After": "90"}))
     outbox.enqueue(warehouse, batch("hook", 1), now=T0)
-    report = outbox.dispatch(warehouse, {"hook": hook("hook", srv.url)}, now=T0, backoff_base=1)
+    report = dispatcher.dispatch(warehouse, {"hook": hook("hook", srv.url)}, now=T0, backoff_base=1)
     row = rows(warehouse)["k-hook-0"]
     assert report.retried == 1
     assert (row["next_attempt_at"] - T0).total_seconds() >= 90
@@ -208,13 +208,13 @@ def test_permanent_failure_and_unknown_receiver_go_dead_at_once(warehouse, serve
     srv = server()
     srv.script.append(403)
     outbox.enqueue(warehouse, batch("hook", 1) + batch("gone", 1))
-    report = outbox.dispatch(warehouse, {"hook": hook("hook", srv.url)})
+    report = dispatcher.dispatch(warehouse, {"hook": hook("hook", srv.url)})
     assert report.dead == 2
     stored = rows(warehouse)
     assert stored["k-hook-0"]["status"] == "dead" and "HTTP 403" in stored["k-hook-0"]["reason"]
     assert stored["k-gone-0"]["reason"] == "receiver 'gone' is not configured"
     assert outbox.requeue(warehouse, ["k-hook-0"]) == 1
-    assert outbox.dispatch(warehouse, {"hook": hook("hook", srv.url)}).sent == 1
+    assert dispatcher.dispatch(warehouse, {"hook": hook("hook", srv.url)}).sent == 1
 
 
 def test_a_failing_or_hanging_receiver_does_not_hold_up_the_others(warehouse, server):
@@ -228,7 +228,7 @@ def test_a_failing_or_hanging_receiver_does_not_hold_up_the_others(warehouse, se
         "refused": hook("refused", closed_port_url()),
     }
     started = time.monotonic()
-    report = outbox.dispatch(warehouse, receivers_)
+    report = dispatcher.dispatch(warehouse, receivers_)
     elapsed = time.monotonic() - started
     assert report.by_receiver["good"] == {"sent": 4}
     assert sorted(good.delivered) == [f"k-good-{i}" for i in range(4)]
@@ -249,7 +249,7 @@ def test_dispatch_stops_waiting_for_a_receiver_that_outlives_the_lease(warehouse
     hung.script.append("hang")
     outbox.enqueue(warehouse, batch("good", 2) + batch("hung", 1))
     started = time.monotonic()
-    report = outbox.dispatch(
+    report = dispatcher.dispatch(
         warehouse,
         {"good": hook("good", good.url), "hung": hook("hung", hung.url, read_timeout=5)},
         lease_seconds=0.6,
@@ -288,10 +288,10 @@ def test_escalation_waits_for_its_deadline_and_is_cancelled_once_acknowledged(wa
     pager = {"pager": hook("pager", srv.url)}
 
     assert outbox.pending_count(warehouse, T0 + timedelta(minutes=5)) == 0
-    assert outbox.dispatch(warehouse, pager, now=T0 + timedelta(minutes=5)).claimed == 0
+    assert dispatcher.dispatch(warehouse, pager, now=T0 + timedelta(minutes=5)).claimed == 0
     assert outbox.next_due_at(warehouse) == deadline
 
-    report = outbox.dispatch(warehouse, pager, now=deadline + timedelta(seconds=1))
+    report = dispatcher.dispatch(warehouse, pager, now=deadline + timedelta(seconds=1))
     assert (report.sent, report.cancelled) == (1, 2)
     stored = rows(warehouse)
     assert stored["esc-firing"]["status"] == "sent"
@@ -312,11 +312,11 @@ def test_resolve_never_overtakes_its_trigger(warehouse, server, monkeypatch):
     # Enqueued together (a short incident inside one partition), resolve listed first.
     outbox.enqueue(warehouse, [resolve, trigger], now=T0)
     srv.script.append(500)  # the trigger fails once
-    report = outbox.dispatch(warehouse, {"pager": pd}, now=T0, backoff_base=5)
+    report = dispatcher.dispatch(warehouse, {"pager": pd}, now=T0, backoff_base=5)
     assert report.retried == 1 and [r.json["event_action"] for r in srv.requests] == ["trigger"]
     assert rows(warehouse)["r1"]["status"] == "pending"
     later = rows(warehouse)["t1"]["next_attempt_at"] + timedelta(seconds=1)
-    report = outbox.dispatch(warehouse, {"pager": pd}, now=later)
+    report = dispatcher.dispatch(warehouse, {"pager": pd}, now=later)
     assert report.sent == 2
     assert srv.errors == []  # the checker refuses a resolve it has not seen triggered
     assert [r.json["event_action"] for r in srv.requests] == ["trigger", "trigger", "resolve"]
@@ -332,7 +332,7 @@ def test_two_dispatchers_never_send_the_same_row(warehouse, server):
     reports = []
 
     def run():
-        reports.append(outbox.dispatch(warehouse, receivers_, limit=8))
+        reports.append(dispatcher.dispatch(warehouse, receivers_, limit=8))
 
     while outbox.pending_count(warehouse):
         threads = [threading.Thread(target=run) for _ in range(3)]
@@ -349,12 +349,13 @@ def test_two_dispatchers_never_send_the_same_row(warehouse, server):
 CRASHING_DISPATCHER = textwrap.dedent(
     """
     import sys, time
-    from monitoring_pipelines.alerting import outbox, receivers
+    from monitoring_pipelines.alerting import dispatcher, outbox, receivers
+    from monitoring_pipelines.alerting.receivers.file import FileReceiver
     from monitoring_pipelines.warehouse import Warehouse
 
     url, hook_url, file_path, marker = sys.argv[1:5]
 
-    class CrashAfterWrite(receivers.FileReceiver):
+    class CrashAfterWrite(FileReceiver):
         # The file is written, then the process dies before the outbox row is marked sent.
         def send(self, delivery, message):
             super().send(delivery, message)
@@ -367,7 +368,7 @@ CRASHING_DISPATCHER = textwrap.dedent(
                  "read_timeout": 60}
     )
     files = CrashAfterWrite(name="files", path=file_path)
-    outbox.dispatch(Warehouse(url, create=False), {"hook": hook, "files": files},
+    dispatcher.dispatch(Warehouse(url, create=False), {"hook": hook, "files": files},
                     lease_seconds=30)
     """
 )
@@ -409,11 +410,11 @@ def test_dispatcher_killed_mid_request_delivers_each_key_once_after_the_lease(
     stuck = rows(warehouse)
     assert {r["status"] for r in stuck.values()} == {"sending"}
     # Nothing is claimed again while the dead dispatcher's lease runs.
-    assert outbox.dispatch(warehouse, {}).claimed == 0
+    assert dispatcher.dispatch(warehouse, {}).claimed == 0
 
     files = receivers.receiver_from_spec("files", {"type": "file", "path": str(out_file)})
     after_lease = datetime.now(UTC) + timedelta(seconds=31)
-    report = outbox.dispatch(
+    report = dispatcher.dispatch(
         warehouse, {"hook": hook("hook", srv.url), "files": files}, now=after_lease
     )
     assert report.sent == 8
@@ -463,7 +464,7 @@ def test_email_follow_ups_thread_onto_the_trigger_through_the_outbox(warehouse):
         trigger = sample_notification("mail", "trigger", key="mail-t", locale="es")
         resolve = sample_notification("mail", "resolve", key="mail-r", locale="es")
         outbox.enqueue(warehouse, [trigger, resolve])
-        assert outbox.dispatch(warehouse, {"mail": mail}).sent == 2
+        assert dispatcher.dispatch(warehouse, {"mail": mail}).sent == 2
         first, second = sink.messages
         assert first["Subject"].startswith("[Alta] Anomalía en acme/api")
         assert second["In-Reply-To"] == first["Message-ID"] == "<mail-t.mail@monitoring.example>"

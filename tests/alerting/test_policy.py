@@ -5,18 +5,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from monitoring_pipelines.alerting import model
+from monitoring_pipelines.alerting import types
 from monitoring_pipelines.alerting.incidents import (
     data_quality_incident,
     pipeline_failure_incident,
 )
-from monitoring_pipelines.alerting.model import Incident, MetricEvidence, Severity
-from monitoring_pipelines.alerting.policy import (
-    PolicyError,
-    load_policy,
-    loads_policy,
-    plan_notifications,
-)
+from monitoring_pipelines.alerting.planning import plan_notifications
+from monitoring_pipelines.alerting.policy import PolicyError, load_policy, loads_policy
+from monitoring_pipelines.alerting.types import Incident, MetricEvidence, Severity
 
 NOW = datetime(2026, 10, 6, 9, 0, tzinfo=UTC)
 DAGSTER = "http://localhost:3000"
@@ -69,21 +65,21 @@ def incident(
     severity=Severity.HIGH,
     started="2026-10-05T10:00",
     last_seen="2026-10-05T10:30",
-    status=model.FIRING,
+    status=types.FIRING,
     metrics=("error_rate",),
 ) -> Incident:
     start = datetime.fromisoformat(started).replace(tzinfo=UTC)
     seen = datetime.fromisoformat(last_seen).replace(tzinfo=UTC)
     return Incident(
-        fingerprint=model.fingerprint(tenant, service, model.ANOMALY, start),
+        fingerprint=types.fingerprint(tenant, service, types.ANOMALY, start),
         tenant=tenant,
         service=service,
-        kind=model.ANOMALY,
+        kind=types.ANOMALY,
         severity=severity,
         status=status,
         started_at=start,
         last_seen_at=seen,
-        resolved_at=seen + timedelta(minutes=5) if status == model.RESOLVED else None,
+        resolved_at=seen + timedelta(minutes=5) if status == types.RESOLVED else None,
         score=0.9,
         metrics=tuple(MetricEvidence(m, 0.9, 1.0, 0.5, start, seen, 3) for m in metrics),
         run_id="run-1",
@@ -227,7 +223,7 @@ def test_a_new_incident_triggers_its_receivers_in_the_tenant_locale():
     assert brief(out) == [("files", "trigger", "pending"), ("oncall", "trigger", "pending")]
     first = out[0]
     assert first.locale == "fr"
-    assert first.idempotency_key == model.fingerprint(inc.fingerprint, "files", "trigger", 0)
+    assert first.idempotency_key == types.fingerprint(inc.fingerprint, "files", "trigger", 0)
     assert first.payload["incident"]["fingerprint"] == inc.fingerprint
     assert first.payload["links"]["run"] == f"{DAGSTER}/runs/run-1"
     # Planning is pure: the same inputs give the same notifications.
@@ -236,7 +232,7 @@ def test_a_new_incident_triggers_its_receivers_in_the_tenant_locale():
 
 def test_an_incident_that_ended_resolves_the_receivers_that_were_triggered():
     firing = incident()
-    resolved = replace(firing, status=model.RESOLVED, resolved_at=firing.last_seen_at)
+    resolved = replace(firing, status=types.RESOLVED, resolved_at=firing.last_seen_at)
     out = plan([resolved], previous={firing.fingerprint: firing})
     assert brief(out) == [("files", "resolve", "pending"), ("oncall", "resolve", "pending")]
     # Seen for the first time already over: both events, trigger first.
@@ -251,12 +247,12 @@ def test_repeats_follow_data_time_and_stop_once_acknowledged():
     out = plan([later], previous={before.fingerprint: before})
     assert brief(out) == [("files", "repeat", "pending"), ("oncall", "repeat", "pending")]
     assert out[0].payload["sequence"] == 2
-    assert out[0].idempotency_key == model.fingerprint(later.fingerprint, "files", "repeat", 2)
+    assert out[0].idempotency_key == types.fingerprint(later.fingerprint, "files", "repeat", 2)
     # Same data again: no new repeat.
     assert plan([later], previous={later.fingerprint: later}) == []
-    acked = replace(before, status=model.ACKNOWLEDGED)
+    acked = replace(before, status=types.ACKNOWLEDGED)
     assert plan([later], previous={before.fingerprint: acked}) == []
-    by_hand = replace(before, status=model.RESOLVED)
+    by_hand = replace(before, status=types.RESOLVED)
     assert plan([later], previous={before.fingerprint: by_hand}) == []
 
 
@@ -270,7 +266,7 @@ def test_critical_incidents_escalate_after_the_route_delay():
     # A high incident that becomes critical escalates then; an acknowledged one does not.
     high = incident(severity=Severity.HIGH)
     assert [n.receiver for n in plan([inc], {inc.fingerprint: high})] == ["pager"]
-    acked = replace(high, status=model.ACKNOWLEDGED)
+    acked = replace(high, status=types.ACKNOWLEDGED)
     assert plan([inc], {inc.fingerprint: acked}) == []
 
 
@@ -358,7 +354,7 @@ def test_the_default_policy_adds_receivers_configured_in_the_environment():
     assert "R0UTING" not in repr(policy.receivers)  # only the variable's name is kept
     start = datetime(2026, 10, 1, tzinfo=UTC)
     medium = Incident(
-        "f1", "acme", "api", model.ANOMALY, Severity.MEDIUM, model.FIRING, start, start, None, 0.8
+        "f1", "acme", "api", types.ANOMALY, Severity.MEDIUM, types.FIRING, start, start, None, 0.8
     )
     critical = replace(medium, fingerprint="f2", severity=Severity.CRITICAL)
     assert [r for r, _ in policy.receivers_for(medium)] == ["email", "files"]

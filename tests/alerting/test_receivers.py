@@ -7,13 +7,13 @@ import time
 
 import pytest
 
-from monitoring_pipelines.alerting import model, receivers, templates
+from monitoring_pipelines.alerting import receivers, templates, types
 from monitoring_pipelines.alerting.receivers import (
-    Delivery,
     DeliveryError,
     ReceiverConfigError,
     receiver_from_spec,
 )
+from monitoring_pipelines.alerting.receivers.pagerduty import PAGERDUTY_EVENTS_URL
 from tests.alerting.servers import (
     PagerDutyChecker,
     SMTPSink,
@@ -29,17 +29,9 @@ FAST = {"connect_timeout": 0.5, "read_timeout": 0.5}
 SECRET_PATH = "/services/T0000/B0000/XXsecretXXtokenXX"
 
 
-def delivery_of(notification: model.Notification, thread_key: str | None = None) -> Delivery:
-    return Delivery(
-        idempotency_key=notification.idempotency_key,
-        fingerprint=notification.fingerprint,
-        tenant=notification.tenant,
-        receiver=notification.receiver,
-        event=notification.event,
-        locale=notification.locale,
-        payload=notification.payload,
-        thread_key=thread_key,
-    )
+def delivery_of(notification: types.Notification, thread_key: str | None = None):
+    """The notification as the outbox hands it to a receiver."""
+    return dataclasses.replace(notification, thread_key=thread_key)
 
 
 def send(receiver, notification, thread_key=None):
@@ -80,7 +72,7 @@ def test_specs_build_each_type_without_network_or_secrets():
     ]
     assert built["s"].locale == "fr"
     assert built["t"].read_timeout == 5.0
-    assert built["p"].url == receivers.PAGERDUTY_EVENTS_URL
+    assert built["p"].url == PAGERDUTY_EVENTS_URL
     assert receiver_from_spec("m", {"type": "msteams", "url_env": "X"}).type == "teams"
 
 

@@ -6,7 +6,7 @@ import threading
 
 import pandas as pd
 
-from monitoring_pipelines.alerting import model, outbox, store
+from monitoring_pipelines.alerting import outbox, store, types
 from monitoring_pipelines.alerting.policy import default_policy
 from monitoring_pipelines.alerting.service import raise_incidents
 from tests.assets.test_alerting import DAY1, DAY2, _scores
@@ -47,8 +47,8 @@ def test_parallel_runs_on_adjacent_days_raise_each_incident_once(warehouse, home
     incidents = store.read_incidents(warehouse)
     assert sorted(s.incident.service for s in incidents) == ["api", "recommendations"]
     over_midnight = next(s.incident for s in incidents if s.incident.service == "recommendations")
-    assert over_midnight.status == model.RESOLVED
+    assert over_midnight.status == types.RESOLVED
     notes = outbox.read_notifications(warehouse, limit=None)
     events = [(n["fingerprint"], n["receiver"], n["event"]) for n in notes]
     assert len(events) == len(set(events))
-    assert (over_midnight.fingerprint, "files", model.RESOLVE) in events
+    assert (over_midnight.fingerprint, "files", types.RESOLVE) in events

@@ -6,9 +6,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from monitoring_pipelines.alerting import model
+from monitoring_pipelines.alerting import types
 from monitoring_pipelines.alerting.incidents import detect_incidents
-from monitoring_pipelines.alerting.policy import TenantSettings, load_policy, plan_notifications
+from monitoring_pipelines.alerting.planning import plan_notifications
+from monitoring_pipelines.alerting.policy import TenantSettings, load_policy
 from monitoring_pipelines.alerting.store import (
     acknowledge,
     load_states,
@@ -56,33 +57,33 @@ def test_rerunning_a_partition_updates_instead_of_duplicating(warehouse):
     rows = read_incidents(warehouse)
     assert [s.incident for s in rows] == incidents  # a full round trip, metrics and times included
     night = stored(warehouse, incidents[1].fingerprint).incident
-    assert night.status == model.FIRING
+    assert night.status == types.FIRING
 
     assert upsert_incidents(warehouse, day1())["updated"] == 1
     night = stored(warehouse, night.fingerprint).incident
-    assert night.status == model.RESOLVED
+    assert night.status == types.RESOLVED
     assert night.resolved_at == datetime(2026, 10, 6, 1, 5, tzinfo=UTC)
     assert night.partition_key == "2026-10-06|acme"
     # Re-running yesterday afterwards does not bring the incident back to life.
     assert upsert_incidents(warehouse, day0())["updated"] == 0
-    assert stored(warehouse, night.fingerprint).incident.status == model.RESOLVED
+    assert stored(warehouse, night.fingerprint).incident.status == types.RESOLVED
 
 
 def test_acknowledgement_and_feedback_survive_reruns(warehouse):
     upsert_incidents(warehouse, day0())
     night = day0()[1].fingerprint
     state = acknowledge(warehouse, night[:8], by="alice")
-    assert (state.status, state.acknowledged_by) == (model.ACKNOWLEDGED, "alice")
+    assert (state.status, state.acknowledged_by) == (types.ACKNOWLEDGED, "alice")
     mark_false_positive(warehouse, night, note="deploy, expected")
 
     upsert_incidents(warehouse, day0())
     state = stored(warehouse, night)
-    assert state.status == model.ACKNOWLEDGED
+    assert state.status == types.ACKNOWLEDGED
     assert (state.feedback, state.feedback_note) == ("false_positive", "deploy, expected")
 
     upsert_incidents(warehouse, day1())  # the data says it ended
     state = stored(warehouse, night)
-    assert state.status == model.RESOLVED
+    assert state.status == types.RESOLVED
     assert state.acknowledged_by == "alice"
     assert state.feedback == "false_positive"
     with pytest.raises(ValueError, match="already resolved"):
@@ -93,11 +94,11 @@ def test_an_incident_resolved_by_hand_stays_resolved(warehouse):
     upsert_incidents(warehouse, day0())
     night = day0()[1].fingerprint
     state = resolve(warehouse, night, by="carol")
-    assert (state.status, state.resolved_by) == (model.RESOLVED, "carol")
+    assert (state.status, state.resolved_by) == (types.RESOLVED, "carol")
     assert state.incident.resolved_at is not None
     longer = [replace(i, last_seen_at=i.last_seen_at + timedelta(minutes=5)) for i in day0()]
     upsert_incidents(warehouse, longer)
-    assert stored(warehouse, night).status == model.RESOLVED
+    assert stored(warehouse, night).status == types.RESOLVED
 
 
 def test_fingerprints_are_found_by_unique_prefix_with_one_line_errors(warehouse):
@@ -125,7 +126,7 @@ def test_read_incidents_filters_by_tenant_status_and_time(warehouse):
     upsert_incidents(warehouse, day0() + other)
     assert len(read_incidents(warehouse)) == 4
     assert {s.incident.tenant for s in read_incidents(warehouse, tenant="globex")} == {"globex"}
-    firing = read_incidents(warehouse, tenant="acme", status=model.FIRING)
+    firing = read_incidents(warehouse, tenant="acme", status=types.FIRING)
     assert [s.incident.metrics[0].metric for s in firing] == ["error_rate"]
     late = read_incidents(warehouse, since=datetime(2026, 10, 5, 12, tzinfo=UTC))
     assert {s.incident.started_at.hour for s in late} == {23}

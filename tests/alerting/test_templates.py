@@ -4,16 +4,16 @@ import re
 
 import pytest
 
-from monitoring_pipelines.alerting import model, templates
+from monitoring_pipelines.alerting import templates, types
 from tests.alerting.servers import sample_incident
 
 LOCALES = templates.LOCALES
-KINDS = (model.ANOMALY, model.DATA_QUALITY, model.PIPELINE_FAILURE)
+KINDS = (types.ANOMALY, types.DATA_QUALITY, types.PIPELINE_FAILURE)
 
 
 def payload(event="trigger", **kwargs):
     incident = sample_incident(**kwargs)
-    return model.notification_payload(incident, event, "http://dagster.local:3000")
+    return types.notification_payload(incident, event, "http://dagster.local:3000")
 
 
 def test_every_catalog_has_exactly_the_english_keys_and_placeholders():
@@ -152,7 +152,7 @@ def test_locale_variants_fall_back_sensibly():
 
 
 def test_pipeline_failure_without_metrics_names_the_partition():
-    incident = model.incident_to_dict(sample_incident(kind="pipeline_failure"))
+    incident = types.incident_to_dict(sample_incident(kind="pipeline_failure"))
     incident["metrics"] = []
     incident["labels"].pop("metric")
     message = templates.render(

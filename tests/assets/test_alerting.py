@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from monitoring_pipelines import cli
-from monitoring_pipelines.alerting import model, outbox, store
+from monitoring_pipelines.alerting import outbox, store, types
 from monitoring_pipelines.definitions import build_defs
 from monitoring_pipelines.partitions import TENANTS, tenant_day_key
 from monitoring_pipelines.settings import load_settings
@@ -114,8 +114,8 @@ def test_a_day_of_scores_raises_grouped_incidents_once_however_often_it_is_rerun
     assert set(incidents) == {"api", "recommendations"}
     api = incidents["api"]
     assert {m.metric for m in api.metrics} == {"error_rate", "latency_p95_ms"}
-    assert api.status == model.RESOLVED
-    assert incidents["recommendations"].status == model.FIRING
+    assert api.status == types.RESOLVED
+    assert incidents["recommendations"].status == types.FIRING
     assert api.run_id == f"scoring-run-{DAY1}"
     assert api.model_versions == {"isolation_forest": 3, "zscore": 2}
     queued = outbox.read_notifications(wh, limit=None)
@@ -129,18 +129,18 @@ def test_a_day_of_scores_raises_grouped_incidents_once_however_often_it_is_rerun
 def test_an_incident_over_midnight_keeps_its_fingerprint_and_resolves_the_next_day(env):
     wh = env["warehouse"]
     _alerts(env, DAY1)
-    firing = store.read_incidents(wh, status=model.FIRING)
+    firing = store.read_incidents(wh, status=types.FIRING)
     assert [s.incident.service for s in firing] == ["recommendations"]
     _alerts(env, DAY2)
     after = store.read_incidents(wh, fingerprints=[firing[0].fingerprint])[0].incident
-    assert after.status == model.RESOLVED
+    assert after.status == types.RESOLVED
     assert after.started_at == firing[0].incident.started_at
     assert len(store.read_incidents(wh)) == 2
     events = {
         n["event"]
         for n in outbox.read_notifications(wh, fingerprint=firing[0].fingerprint, limit=None)
     }
-    assert events == {model.TRIGGER, model.RESOLVE}
+    assert events == {types.TRIGGER, types.RESOLVE}
 
 
 def test_delivery_writes_each_notification_once_to_the_file_receiver(env):
@@ -210,7 +210,7 @@ def test_a_failed_run_pages_operations_with_its_error(env, monkeypatch):
     bad.unlink()
     sensor(_failure_context(env, failed))
     raised = store.read_incidents(env["warehouse"])
-    assert [s.incident.kind for s in raised] == [model.PIPELINE_FAILURE]
+    assert [s.incident.kind for s in raised] == [types.PIPELINE_FAILURE]
     incident = raised[0].incident
     assert incident.service == "alerting_job" and incident.run_id == failed.run_id
     assert "alerting.yaml" in incident.summary
@@ -230,7 +230,7 @@ def test_a_failed_backfill_run_names_its_range_of_tenant_days(env):
         },
     )
     [incident] = failure_incidents(env["instance"], run, "MlflowException: no champion")
-    assert incident.kind == model.PIPELINE_FAILURE
+    assert incident.kind == types.PIPELINE_FAILURE
     assert incident.partition_key == "2026-10-01|acme...2026-10-31|acme"
     assert incident.summary == (
         "scoring_job failed for partition 2026-10-01|acme...2026-10-31|acme: "
@@ -240,7 +240,7 @@ def test_a_failed_backfill_run_names_its_range_of_tenant_days(env):
 
 def test_alerts_command_lists_acknowledges_and_records_false_positives(env, capsys):
     _alerts(env, DAY1)
-    firing = store.read_incidents(env["warehouse"], status=model.FIRING)[0]
+    firing = store.read_incidents(env["warehouse"], status=types.FIRING)[0]
     assert cli.main(["alerts", "list"]) == 0
     out = capsys.readouterr().out
     assert firing.fingerprint[:12] in out and "recommendations" in out
@@ -249,7 +249,7 @@ def test_alerts_command_lists_acknowledges_and_records_false_positives(env, caps
     assert cli.main(["alerts", "false-positive", firing.fingerprint, "--note", "load test"]) == 0
     capsys.readouterr()
     stored = store.read_incidents(env["warehouse"], fingerprints=[firing.fingerprint])[0]
-    assert stored.incident.status == model.ACKNOWLEDGED
+    assert stored.incident.status == types.ACKNOWLEDGED
     assert stored.feedback == store.FALSE_POSITIVE and stored.feedback_note == "load test"
     assert cli.main(["alerts", "show", "nothere"]) == 2
     assert "nothere" in capsys.readouterr().err
@@ -293,7 +293,7 @@ def test_a_partition_blocked_by_a_quality_check_pages_the_data_owner_not_the_ten
     env["defs"].resolve_sensor_def("run_failure_alert_sensor")(_failure_context(env, failed))
     raised = [s.incident for s in store.read_incidents(wh)]
     assert {(i.kind, i.tenant, i.partition_key) for i in raised} == {
-        (model.DATA_QUALITY, "acme", f"{day}|acme")
+        (types.DATA_QUALITY, "acme", f"{day}|acme")
     }
     assert "values_in_range" in {i.labels.get("check") for i in raised}
     notes = outbox.read_notifications(wh, limit=None)

@@ -1,4 +1,7 @@
-"""The shapes alerting passes around: incidents (what happened) and notifications (who is told).
+"""The alert data model: incidents (what happened) and notifications (who is told about it).
+
+Every alerting module passes these around; the warehouse keeps incidents in its ``alerts`` table
+and notifications in its ``notifications`` table (see ``store`` and ``outbox``).
 
 An incident is identified by its fingerprint, computed from the data alone (tenant, service, kind
 and the first anomalous timestamp), so re-running a partition finds the same incident instead of
@@ -47,6 +50,20 @@ TRIGGER = "trigger"
 REPEAT = "repeat"
 ESCALATE = "escalate"
 RESOLVE = "resolve"
+# Notification statuses (the ``notifications`` table's ``status``): planned as pending or
+# suppressed (silenced, inhibited, rate limited; kept with the reason); then the outbox's sending,
+# sent, dead (given up, with the reason) or cancelled (a follow-up whose incident was handled).
+PENDING = "pending"
+SENDING = "sending"
+SENT = "sent"
+DEAD = "dead"
+CANCELLED = "cancelled"
+SUPPRESSED = "suppressed"
+STATUSES = (PENDING, SENDING, SENT, DEAD, CANCELLED, SUPPRESSED)
+
+# The order of an incident's events at the same moment: planning lists them so, and the outbox
+# sends them so (a resolve never goes before the trigger it closes).
+EVENT_ORDER = {TRIGGER: 0, REPEAT: 1, ESCALATE: 2, RESOLVE: 3}
 
 
 def fingerprint(*parts: object) -> str:
@@ -92,6 +109,9 @@ class Incident:
 
 @dataclass(frozen=True)
 class Notification:
+    """One message to one receiver about one incident, from the planner through the outbox to the
+    receiver that sends it."""
+
     idempotency_key: str
     fingerprint: str
     tenant: str
@@ -102,10 +122,24 @@ class Notification:
     payload: dict
     # Delivery does not start before this time (escalations wait for their deadline).
     not_before: datetime | None = None
-    # "pending" to be delivered, or "suppressed" (silenced, inhibited, rate limited) with a reason:
-    # suppressed notifications are stored too, so nothing disappears without a trace.
-    status: str = "pending"
+    # As planned: PENDING to be delivered, or SUPPRESSED (silenced, inhibited, rate limited) with
+    # a reason; suppressed notifications are stored too, so nothing disappears without a trace.
+    # Once stored, the outbox moves it through the other STATUSES.
+    status: str = PENDING
     reason: str | None = None
+    # Set by the outbox when it hands the notification to a receiver: the idempotency key of the
+    # incident's first notification to the same receiver, so that follow-ups (resolve, repeat)
+    # can thread onto it (email In-Reply-To; None for the first), and when it was stored.
+    thread_key: str | None = None
+    created_at: datetime | None = None
+
+    @property
+    def incident(self) -> dict:
+        return self.payload.get("incident") or {}
+
+    @property
+    def links(self) -> dict:
+        return self.payload.get("links") or {}
 
 
 def utc(value: datetime | str | None) -> datetime | None:

@@ -1,0 +1,350 @@
+"""The dispatcher: delivers the outbox's due notifications to their receivers.
+
+- **claim**: due rows are leased from the outbox (:func:`outbox.claim`), in rounds: a resolve
+  waits for its trigger to the same receiver, so a batch holding both sends the trigger first.
+- **send**: one thread per receiver, each sending its rows in order (a resolve never overtakes its
+  trigger), so a slow or failing receiver does not hold up the others; each thread records its
+  own outcomes as soon as they are known.
+- **outcome**: ``sent``; or, on a retryable failure, back to ``pending`` at an exponential backoff
+  with full jitter (or the receiver's ``Retry-After``); ``dead`` after ``max_attempts`` or on a
+  permanent failure, with the (redacted) reason; ``cancelled`` for an escalation or repeat whose
+  incident was acknowledged or resolved in the meantime.
+
+A dispatcher killed mid-send leaves its rows leased; once the lease expires they are sent again,
+with the same idempotency key, which is what makes delivery at-least-once and, for receivers that
+honour the key, exactly-once.
+"""
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+from monitoring_pipelines.alerting import outbox, templates, types
+from monitoring_pipelines.alerting.outbox import Claimed
+from monitoring_pipelines.alerting.receivers import DeliveryError, Receiver, redact
+from monitoring_pipelines.alerting.types import CANCELLED, DEAD, PENDING, SENT
+from monitoring_pipelines.warehouse import Warehouse
+
+DEFAULT_LEASE_SECONDS = 120.0
+DEFAULT_MAX_ATTEMPTS = 8
+DEFAULT_BACKOFF_BASE = 30.0
+DEFAULT_BACKOFF_CAP = 3600.0
+# A Retry-After beyond this is treated as this (a broken header must not park a row for a year).
+MAX_RETRY_AFTER = 24 * 3600.0
+
+# Follow-ups that make no sense once a person has taken the incident or it has ended.
+_CANCELLABLE = {types.ESCALATE: "escalation", types.REPEAT: "repeat"}
+_ERROR_LIMIT = 500
+
+
+# -- backoff --------------------------------------------------------------------------------------
+
+
+def backoff_delay(
+    attempt: int,
+    *,
+    base: float = DEFAULT_BACKOFF_BASE,
+    cap: float = DEFAULT_BACKOFF_CAP,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> float:
+    """Seconds before the next try after ``attempt`` failed tries: "full jitter", uniform in
+    ``[0, min(cap, base * 2**(attempt-1))]``, so retries of many rows spread out instead of
+    hammering a recovering receiver together. A ``Retry-After`` from the receiver is a floor."""
+    rng = rng or random
+    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
+    delay = rng.uniform(0.0, ceiling)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+    return delay
+
+
+# -- dispatch --------------------------------------------------------------------------------------
+
+
+@dataclass
+class DispatchReport:
+    """What one :func:`dispatch` did. ``latencies`` maps each sent notification's key to its
+    delivery latency in seconds (``sent_at - created_at``)."""
+
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    dead: int = 0
+    cancelled: int = 0
+    # Rows put back untouched because an earlier row of the same receiver failed this round.
+    deferred: int = 0
+    # Rows still in flight when dispatch stopped waiting (a hung receiver); their lease expires.
+    unfinished: int = 0
+    latencies: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    by_receiver: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Keys whose outcome is known (recorded or lost to another claim), for ``unfinished``.
+    finished: set[str] = field(default_factory=set, repr=False)
+
+    def count(self, receiver: str, outcome: str) -> None:
+        setattr(self, outcome, getattr(self, outcome) + 1)
+        per = self.by_receiver.setdefault(receiver, {})
+        per[outcome] = per.get(outcome, 0) + 1
+
+    def as_metadata(self) -> dict:
+        values = sorted(self.latencies.values())
+        p95 = values[min(len(values) - 1, int(0.95 * len(values)))] if values else None
+        return {
+            "claimed": self.claimed,
+            "sent": self.sent,
+            "retried": self.retried,
+            "dead": self.dead,
+            "cancelled": self.cancelled,
+            "deferred": self.deferred,
+            "unfinished": self.unfinished,
+            "latency_p95_seconds": p95,
+        }
+
+
+class _Clock:
+    """``now`` as given (tests simulate time) advancing with the wall clock, or the wall clock."""
+
+    def __init__(self, now: datetime | None):
+        self.start = types.utc(now)
+        self.t0 = time.monotonic()
+
+    def __call__(self) -> datetime:
+        if self.start is None:
+            return datetime.now(UTC)
+        return self.start + timedelta(seconds=time.monotonic() - self.t0)
+
+
+def dispatch(
+    warehouse: Warehouse,
+    receivers: dict[str, Receiver],
+    *,
+    now: datetime | None = None,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    limit: int = 200,
+    backoff_base: float = DEFAULT_BACKOFF_BASE,
+    backoff_cap: float = DEFAULT_BACKOFF_CAP,
+    rng: random.Random | None = None,
+    render: Callable[..., templates.Message] = templates.render,
+) -> DispatchReport:
+    """Deliver the notifications due at ``now`` (default: the current time); see the module doc.
+
+    Waits for receivers at most ``lease_seconds`` per round: a receiver still hanging then is
+    left to its lease, and its rows are tried again by a later dispatch.
+    """
+    clock = _Clock(now)
+    report = DispatchReport()
+    lock = threading.Lock()
+    attempted: set[str] = set()
+    # Rounds: a resolve waits for its trigger to the same receiver, so a batch holding both sends
+    # the trigger in the first round and the resolve in the next.
+    while report.claimed < limit:
+        token = uuid.uuid4().hex
+        rows = outbox.claim(
+            warehouse, clock(), lease_seconds, limit - report.claimed, token, attempted
+        )
+        if not rows:
+            break
+        report.claimed += len(rows)
+        attempted.update(r.key for r in rows)
+        groups = _prepare(warehouse, rows, token, clock, report)
+        threads = []
+        for receiver_name, group in groups.items():
+            worker = threading.Thread(
+                target=_guarded,
+                name=f"dispatch-{receiver_name}",
+                args=(warehouse, receivers.get(receiver_name), receiver_name, group, token),
+                kwargs={
+                    "clock": clock,
+                    "report": report,
+                    "lock": lock,
+                    "max_attempts": max_attempts,
+                    "backoff": (backoff_base, backoff_cap, rng),
+                    "render": render,
+                },
+                daemon=True,
+            )
+            worker.start()
+            threads.append((worker, group))
+        if _stuck(threads, lease_seconds, lock, report):
+            break
+    return report
+
+
+def _stuck(threads: list, lease_seconds: float, lock: threading.Lock, report) -> bool:
+    """Wait for the round's threads at most ``lease_seconds``; True if one is still hanging
+    (its rows left in flight are counted as ``unfinished``)."""
+    deadline = time.monotonic() + lease_seconds
+    stuck = False
+    for worker, group in threads:
+        worker.join(max(0.0, deadline - time.monotonic()))
+        if worker.is_alive():
+            stuck = True
+            with lock:
+                report.unfinished += sum(1 for row, _ in group if row.key not in report.finished)
+    return stuck
+
+
+def _prepare(
+    warehouse: Warehouse,
+    rows: list[Claimed],
+    token: str,
+    clock: _Clock,
+    report: DispatchReport,
+) -> dict[str, list[tuple[Claimed, str | None]]]:
+    """Cancel follow-ups of handled incidents; group the rest by receiver with thread keys."""
+    statuses, thread_keys = outbox.follow_up_context(
+        warehouse, {r.notification.fingerprint for r in rows}
+    )
+    groups: dict[str, list[tuple[Claimed, str | None]]] = {}
+    for row in rows:
+        stored = row.notification
+        status = statuses.get(stored.fingerprint)
+        if stored.event in _CANCELLABLE and status in (types.ACKNOWLEDGED, types.RESOLVED):
+            reason = f"{_CANCELLABLE[stored.event]} cancelled: incident {status} before it was due"
+            if outbox.finish(warehouse, row.key, token, status=CANCELLED, reason=reason):
+                report.count(stored.receiver, "cancelled")
+            continue
+        thread_key = thread_keys.get((stored.fingerprint, stored.receiver))
+        groups.setdefault(stored.receiver, []).append((row, thread_key))
+    return groups
+
+
+def _deliver_group(
+    warehouse: Warehouse,
+    receiver: Receiver | None,
+    receiver_name: str,
+    group: list[tuple[Claimed, str | None]],
+    token: str,
+    *,
+    clock: _Clock,
+    report: DispatchReport,
+    lock: threading.Lock,
+    max_attempts: int,
+    backoff: tuple[float, float, random.Random | None],
+    render: Callable[..., templates.Message],
+) -> None:
+    done = report.finished
+    retry_at: datetime | None = None
+    for row, thread_key in group:
+        if retry_at is not None:
+            # An earlier row of this receiver failed and will be retried: keep the order, and
+            # do not spend this round's time on a receiver that is down.
+            if outbox.finish(
+                warehouse,
+                row.key,
+                token,
+                status=PENDING,
+                attempts=row.attempts - 1,
+                next_attempt_at=retry_at,
+            ):
+                with lock:
+                    report.count(receiver_name, "deferred")
+                    done.add(row.key)
+            continue
+        outcome, values, error = _deliver_one(receiver, receiver_name, row, thread_key, render)
+        if outcome == "retry":
+            outcome, values, retry_at = _retry_or_give_up(row, error, max_attempts, clock, backoff)
+        if outcome == "sent":
+            sent_at = clock()
+            values = {"status": SENT, "sent_at": sent_at, "last_error": None, "reason": None}
+        recorded = outbox.finish(warehouse, row.key, token, **values)
+        with lock:
+            done.add(row.key)
+            if error is not None:
+                report.errors[row.key] = error.message
+            if not recorded:
+                continue
+            if outcome == "sent":
+                report.latencies[row.key] = (sent_at - row.notification.created_at).total_seconds()
+                report.count(receiver_name, "sent")
+            elif outcome == "retry":
+                report.count(receiver_name, "retried")
+            else:
+                report.count(receiver_name, "dead")
+
+
+def _retry_or_give_up(
+    row: Claimed,
+    error: DeliveryError,
+    max_attempts: int,
+    clock: _Clock,
+    backoff: tuple[float, float, random.Random | None],
+) -> tuple[str, dict, datetime | None]:
+    """After a retryable failure: ``dead`` once ``max_attempts`` are spent, else ``retry`` at the
+    backoff's time (returned, so the receiver's later rows wait behind it)."""
+    if row.attempts >= max_attempts:
+        values = {
+            "status": DEAD,
+            "reason": f"gave up after {row.attempts} attempts: {error.message}",
+            "last_error": error.message,
+        }
+        return "dead", values, None
+    base, cap, rng = backoff
+    delay = backoff_delay(row.attempts, base=base, cap=cap, retry_after=error.retry_after, rng=rng)
+    retry_at = clock() + timedelta(seconds=delay)
+    values = {"status": PENDING, "next_attempt_at": retry_at, "last_error": error.message}
+    return "retry", values, retry_at
+
+
+def _guarded(warehouse, receiver, receiver_name, group, token, **kwargs) -> None:
+    """Run a receiver's deliveries; if the warehouse itself fails, the rows stay leased and are
+    tried again once the lease expires, and the report says why."""
+    try:
+        _deliver_group(warehouse, receiver, receiver_name, group, token, **kwargs)
+    except Exception as exc:
+        with kwargs["lock"]:
+            kwargs["report"].errors[f"receiver:{receiver_name}"] = (
+                f"dispatch failed ({type(exc).__name__})"
+            )
+
+
+def _deliver_one(
+    receiver: Receiver | None,
+    receiver_name: str,
+    row: Claimed,
+    thread_key: str | None,
+    render: Callable[..., templates.Message],
+) -> tuple[str, dict, DeliveryError | None]:
+    if receiver is None:
+        error = DeliveryError(f"receiver {receiver_name!r} is not configured", retryable=False)
+        return "dead", {"status": DEAD, "reason": error.message, "last_error": error.message}, error
+    stored = row.notification
+    problem = row.unreadable
+    if problem is None:
+        try:
+            message = render(stored.payload, stored.locale or receiver.locale, event=stored.event)
+        except Exception as exc:  # a payload this code cannot render will not render next time
+            problem = f"{type(exc).__name__}: {str(exc)[:200]}"
+    if problem is not None:
+        error = DeliveryError(f"cannot render the notification ({problem})", retryable=False)
+        return "dead", {"status": DEAD, "reason": error.message, "last_error": error.message}, error
+    notification = replace(stored, locale=message.locale, thread_key=thread_key)
+    try:
+        receiver.send(notification, message)
+    except DeliveryError as exc:
+        error = DeliveryError(
+            _safe(exc.message, receiver), retryable=exc.retryable, retry_after=exc.retry_after
+        )
+    except Exception as exc:  # a receiver bug: keep the row, say what happened, try again later
+        error = DeliveryError(
+            _safe(f"{type(exc).__name__}: {exc}", receiver), retryable=True, retry_after=None
+        )
+    else:
+        return "sent", {}, None
+    if error.retryable:
+        return "retry", {}, error
+    return "dead", {"status": DEAD, "reason": error.message, "last_error": error.message}, error
+
+
+def _safe(text: str, receiver: Receiver) -> str:
+    try:
+        secrets = receiver.secrets()
+    except Exception:
+        secrets = []
+    return redact(text, secrets)[:_ERROR_LIMIT]
