@@ -13,14 +13,10 @@ compare with ``julianday()`` when a table stores another format.
 """
 
 import importlib.util
-import json
 import math
-from collections.abc import Mapping, Sequence
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -32,23 +28,14 @@ from monitoring_pipelines.sources.config import (
     SourceError,
     as_utc,
     empty_rejected,
-    jsonable,
     quote,
-    raw_json,
-    received_text,
-    rejected_frame,
-    tags_json,
 )
 from monitoring_pipelines.sources.records import (
-    KEY_COLUMNS,
-    broken_name_rule,
     empty_frame,
     is_valid_name,
-    normalise,
 )
-from monitoring_pipelines.sources.timestamps import parse_timestamps
+from monitoring_pipelines.sources.sql_rows import REQUIRED_COLUMNS, parse_chunk
 
-REQUIRED_COLUMNS = (*KEY_COLUMNS, "value")
 REQUIRED_PARAMETERS = ("start", "end")
 
 
@@ -174,7 +161,7 @@ class SqlSource:
                 columns = self._check_columns(list(result.keys()))
                 offset = 0
                 for rows in result.partitions():
-                    good, bad = _parse_chunk(
+                    good, bad = parse_chunk(
                         rows, columns, offset, f"sql:{self.name}", window, tenant
                     )
                     offset += len(rows)
@@ -228,186 +215,3 @@ def _importable(module: str) -> bool:
 def _first_line(error: object) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
-
-
-_VALUE_MISSING = frozenset(("", "nan", "na", "n/a", "null", "none"))
-
-
-def _is_blank(value: object) -> bool:
-    return (
-        value is None
-        or (isinstance(value, float) and math.isnan(value))
-        or (isinstance(value, str) and not value.strip())
-    )
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float | Decimal | np.integer | np.floating) and not isinstance(
-        value, bool
-    )
-
-
-def _name_text(value: object) -> str | None:
-    if _is_blank(value):
-        return None
-    return value.strip() if isinstance(value, str) else str(value)
-
-
-def _number(value: object) -> float | None:
-    """The value as a float: NaN when blank, ``None`` when it is not a number."""
-    if _is_blank(value):
-        return math.nan
-    if _is_number(value):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if text.lower() in _VALUE_MISSING:
-            return math.nan
-        try:
-            # float() takes "inf" and "-Infinity" too: they pass, and the quality gate judges.
-            return float(text)
-        except ValueError:
-            return None
-    return None
-
-
-def _tags(value: object) -> dict[str, Any] | None:
-    """The ``tags`` column as a dict (``None`` when it is not a JSON object)."""
-    if _is_blank(value):
-        return {}
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, str):
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            return None
-        return parsed if isinstance(parsed, dict) else None
-    return None
-
-
-def _roles(columns: list[str]) -> dict[str, int]:
-    """Positions of the record columns, matched without regard to case or blanks."""
-    found: dict[str, int] = {}
-    for position, column in enumerate(columns):
-        role = column.strip().lower()
-        if role in (*REQUIRED_COLUMNS, "tags"):
-            found.setdefault(role, position)
-    return found
-
-
-def _parse_chunk(
-    rows: Sequence[Any],
-    columns: list[str],
-    offset: int,
-    source: str,
-    window: tuple[pd.Timestamp, pd.Timestamp],
-    tenant: str | None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Valid records and rejected rows of one chunk of the result, numbered from ``offset + 1``."""
-    received = pd.DataFrame([tuple(r) for r in rows], columns=range(len(columns)), dtype=object)
-    received.index = pd.RangeIndex(offset + 1, offset + 1 + len(received))
-    roles = _roles(columns)
-    field = pd.Series(None, index=received.index, dtype=object)
-    reason = pd.Series(None, index=received.index, dtype=object)
-
-    def reject(mask: pd.Series, role: str, why) -> None:
-        todo = mask & field.isna()
-        if todo.any():
-            field[todo] = role
-            column = received.loc[todo, roles[role]]
-            reason[todo] = column.map(lambda v: f"{role}: {why(v)}") if callable(why) else why
-
-    names = {}
-    for role in ("tenant", "service", "metric"):
-        names[role] = received[roles[role]].map(_name_text)
-        missing = names[role].isna()
-        reject(missing, role, f"{role}: missing")
-        valid = names[role].map(is_valid_name).astype(bool)
-        reject(
-            ~missing & ~valid,
-            role,
-            lambda v: f"{quote(v)} is not a valid name ({broken_name_rule(_name_text(v))})",
-        )
-
-    stamps = parse_timestamps(received[roles["ts"]])
-    ts = stamps.ts
-    reject(pd.Series(stamps.blank, index=ts.index), "ts", "ts: missing")
-    reject(
-        pd.Series(stamps.bad, index=ts.index),
-        "ts",
-        lambda v: f"cannot parse {quote(v)} as a timestamp",
-    )
-    start, end = window
-    # An instant past what nanoseconds hold (a year-9999 typo) is outside any window too.
-    outside = (ts.notna() & ((ts < start) | (ts >= end))) | stamps.out_of_range
-    window_text = f"[{start.isoformat()}, {end.isoformat()})"
-    reject(outside, "ts", lambda v: f"{quote(v)} is outside the window {window_text}")
-
-    # A list, not Series.map: map would turn the None that marks "not a number" into NaN.
-    numbers = [_number(v) for v in received[roles["value"]]]
-    not_number = pd.Series([n is None for n in numbers], index=received.index)
-    values = pd.Series([math.nan if n is None else n for n in numbers], index=received.index)
-    reject(not_number, "value", lambda v: f"{quote(v)} is not a number")
-
-    base_tags = received[roles["tags"]].map(_tags) if "tags" in roles else None
-    if base_tags is not None:
-        reject(base_tags.isna(), "tags", lambda v: f"{quote(v)} is not a JSON object")
-
-    if tenant is not None:
-        keep = names["tenant"] == tenant
-        received, field, reason, ts, values = (
-            x[keep] for x in (received, field, reason, ts, values)
-        )
-        names = {role: column[keep] for role, column in names.items()}
-        if base_tags is not None:
-            base_tags = base_tags[keep]
-
-    # An extra column wins over a key of the same name in tags; blank extra values are left out.
-    extras = [i for i, c in enumerate(columns) if i not in roles.values()]
-    ok = field.isna()
-    good = received[ok]
-    if len(good):
-        tags = []
-        for i in good.index:
-            merged = dict(base_tags[i]) if base_tags is not None else {}
-            for position in extras:
-                value = good.at[i, position]
-                if not _is_blank(value):
-                    merged[columns[position]] = value
-            tags.append(tags_json(jsonable(merged)))
-        records = normalise(
-            pd.DataFrame(
-                {
-                    "tenant": names["tenant"][ok],
-                    "service": names["service"][ok],
-                    "metric": names["metric"][ok],
-                    "ts": ts[ok],
-                    "value": values[ok].astype("float64"),
-                    "tags": tags,
-                    "source": source,
-                    "source_row": good.index,
-                },
-                index=good.index,
-            )
-        )
-    else:
-        records = empty_frame()
-
-    bad = received[~ok]
-    if len(bad):
-        rejected = rejected_frame(
-            {
-                "source": source,
-                "source_row": int(i),
-                "tenant": received_text(bad.at[i, roles["tenant"]], "tenant"),
-                "ts": received_text(bad.at[i, roles["ts"]]),
-                "field": field[i],
-                "reason": reason[i],
-                "raw": raw_json(dict(zip(columns, bad.loc[i].tolist(), strict=True))),
-            }
-            for i in bad.index
-        )
-    else:
-        rejected = empty_rejected()
-    return records, rejected
