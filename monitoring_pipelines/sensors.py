@@ -16,20 +16,10 @@ from monitoring_pipelines.resources import (
     WarehouseResource,
 )
 from monitoring_pipelines.sources.files import source_name
+from monitoring_pipelines.sources.listing import data_files
 
-DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 # A file modified this recently may still be being written: look again on the next tick.
 SETTLE_SECONDS = 2.0
-
-
-def _data_files(root: Path) -> list[Path]:
-    if not root.is_dir():
-        return []
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file() and p.name.lower().endswith(DATA_SUFFIXES) and not p.name.startswith(".")
-    )
 
 
 def _tenant_requests(instance: dg.DagsterInstance, tenants: list[str]):
@@ -55,7 +45,7 @@ def file_drop_sensor(
     now = time.time()
     requests = []
     current = {}
-    for path in _data_files(root):
+    for path in data_files(root):
         stat = path.stat()
         if now - stat.st_mtime < SETTLE_SECONDS:
             continue

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+from monitoring_pipelines.sources.listing import data_files
+
 RECORD_COLUMNS = ("tenant", "service", "metric")
 
 
@@ -44,9 +45,7 @@ def _files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        return sorted(
-            p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(SUFFIXES)
-        )
+        return data_files(path)
     raise BacktestInputError(f"{path}: no such file or directory")
 
 

@@ -1,0 +1,93 @@
+"""``alerts``: list, show, acknowledge, resolve, mark false positives, deliver the outbox."""
+
+import argparse
+import json
+import os
+
+from monitoring_pipelines.cli.common import CliError, prepare_home
+from monitoring_pipelines.cli.output import incident_line
+from monitoring_pipelines.settings import load_settings
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from monitoring_pipelines.alerting import outbox, store
+    from monitoring_pipelines.alerting.policy import PolicyError, load_policy
+    from monitoring_pipelines.alerting.types import incident_to_dict
+    from monitoring_pipelines.warehouse import Warehouse
+
+    settings = load_settings()
+    warehouse = Warehouse(settings.warehouse_url)
+    by = args.by or os.environ.get("USER") or "cli"
+    try:
+        if args.action == "list":
+            since = datetime.fromisoformat(args.since).replace(tzinfo=UTC) if args.since else None
+            status = None if args.status == "all" else args.status
+            rows = store.read_incidents(warehouse, tenant=args.tenant, status=status, since=since)
+            if args.severity:
+                rows = [r for r in rows if r.incident.severity.label == args.severity]
+            if not rows:
+                print("no alerts match")
+            for stored in rows[-args.limit :]:
+                print(incident_line(stored))
+            if len(rows) > args.limit:
+                print(f"... {len(rows) - args.limit} older (use --limit)")
+            return 0
+        if args.action == "deliver":
+            prepare_home(settings)
+            policy = load_policy(settings.alerting_file, home=settings.home)
+            from monitoring_pipelines.alerting.service import deliver
+
+            report = deliver(warehouse, policy)
+            print(
+                f"delivered {report.sent}, retrying {report.retried}, dead {report.dead}, "
+                f"cancelled {report.cancelled}; {outbox.pending_count(warehouse)} still due"
+            )
+            return 0
+        if not args.fingerprint:
+            raise CliError(f"alerts {args.action} needs a FINGERPRINT (or a prefix of 6+)")
+        if args.action == "show":
+            fingerprint = store.find_fingerprint(warehouse, args.fingerprint)
+            stored = store.read_incidents(warehouse, fingerprints=[fingerprint])[0]
+            print(json.dumps(incident_to_dict(stored.incident), indent=2))
+            for note in outbox.read_notifications(warehouse, fingerprint=fingerprint, limit=None):
+                reason = f" ({note['reason']})" if note.get("reason") else ""
+                print(f"  {note['event']:8} -> {note['receiver']}: {note['status']}{reason}")
+            return 0
+        action = {
+            "ack": lambda fp: store.acknowledge(warehouse, fp, by),
+            "resolve": lambda fp: store.resolve(warehouse, fp, by),
+            "false-positive": lambda fp: store.mark_false_positive(warehouse, fp, args.note or ""),
+        }[args.action]
+        print(incident_line(action(args.fingerprint)))
+        return 0
+    except (LookupError, ValueError, PolicyError) as exc:
+        raise CliError(str(exc).splitlines()[0]) from None
+    finally:
+        warehouse.dispose()
+
+
+def register(sub) -> None:
+    """Add this module's commands to the ``monitoring-pipelines`` parser."""
+    alerts = sub.add_parser(
+        "alerts",
+        help="list, acknowledge, resolve alerts; mark false positives; deliver the outbox",
+        description="Work with incidents: `list` (firing by default), `show FP`, `ack FP`, "
+        "`resolve FP`, `false-positive FP --note ...` (kept for reports and the promotion gate), "
+        "`deliver` (send what is due in the outbox now). FP is a fingerprint or a prefix of 6+.",
+    )
+    alerts.add_argument(
+        "action", choices=["list", "show", "ack", "resolve", "false-positive", "deliver"]
+    )
+    alerts.add_argument("fingerprint", nargs="?", metavar="FP")
+    alerts.add_argument("--tenant")
+    alerts.add_argument(
+        "--status", choices=["firing", "acknowledged", "resolved", "all"], default="firing"
+    )
+    alerts.add_argument("--severity", choices=["critical", "high", "medium", "low"])
+    alerts.add_argument("--since", help="only incidents seen since this UTC date or time")
+    alerts.add_argument("--limit", type=int, default=50)
+    alerts.add_argument("--by", help="who acknowledges or resolves (default: $USER)")
+    alerts.add_argument("--note", help="why it is a false positive")
+    alerts.set_defaults(func=cmd_alerts)

@@ -1,0 +1,166 @@
+"""``demo``: generate the demo data, then run the whole pipeline on it through the same jobs."""
+
+import argparse
+import shutil
+import time
+
+from monitoring_pipelines.cli.common import QUIET, CliError, prepare_home, prepare_mlflow
+from monitoring_pipelines.cli.ingest import ingest_paths, print_ingest
+from monitoring_pipelines.cli.output import print_alerts
+from monitoring_pipelines.cli.runner import (
+    backfill_ranges,
+    dagster_instance,
+    failed_ingest_run,
+    failure_reason,
+    job_def,
+    run_all,
+)
+from monitoring_pipelines.settings import Settings, load_settings, redact_url
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from monitoring_pipelines.sources.demo import DemoConfig, generate, write_demo
+
+    settings = load_settings()
+    prepare_home(settings)
+    started = time.perf_counter()
+    config = DemoConfig(seed=args.seed, days=args.days, tenants=settings.tenants[: args.tenants])
+    data = generate(config)
+    drop = settings.drop_dir / "demo"
+    manifest = write_demo(data, settings.demo_dir, fmt=args.format)
+    drop.mkdir(parents=True, exist_ok=True)
+    for tenant in config.tenants:
+        src = settings.demo_dir / f"{tenant}.{args.format}"
+        shutil.copyfile(src, drop / src.name)
+    print(
+        f"demo data: {len(config.tenants)} tenants, {data.records['service'].nunique()} services,"
+        f" {data.records[['service', 'metric']].drop_duplicates().shape[0]} series per tenant,"
+        f" {config.days} days at {config.resolution_seconds // 60}-minute resolution:"
+        f" {len(data.records):,} rows, {len(data.incidents)} labelled incidents"
+    )
+    print(f"  files: {drop}  labels: {manifest['labels']}")
+    summary = ingest_paths([drop], settings, force=args.force, workers=args.workers)
+    print_ingest(summary, settings)
+    failed = bool(summary.failed or summary.partition_failures)
+    if not args.skip_models:
+        shutil.copyfile(manifest["labels"], settings.home / "labels.json")
+        blocked = {line.split(" ", 1)[0] for line in summary.blocked}
+        days = sorted(summary.partitions - blocked)
+        failed |= train_and_score(settings, list(config.tenants), days, args.workers)
+        failed |= raise_and_deliver(settings, days, sorted(blocked), args.workers)
+    print(f"done in {time.perf_counter() - started:.0f}s; see it with: make ui")
+    return 1 if failed else 0
+
+
+def train_and_score(
+    settings: Settings, tenants: list[str], days: list[str], workers: int | None
+) -> bool:
+    """Train, validate and register every tenant's detectors, then score the given partitions.
+
+    Returns whether anything failed.
+    """
+    from monitoring_pipelines.warehouse import Warehouse
+
+    prepare_mlflow(settings)
+    failures = [
+        f"training {key}: {failure}"
+        for key, _, failure, _ in run_all("training_job", tenants, workers)
+        if failure
+    ]
+    trained = [t for t in tenants if not any(f.startswith(f"training {t}:") for f in failures)]
+    failures += [
+        f"scoring {key}: {failure}"
+        for key, _, failure, _ in run_all(
+            "scoring_job",
+            backfill_ranges([d for d in days if d.split("|", 1)[1] in trained]),
+            workers,
+        )
+        if failure
+    ]
+    warehouse = Warehouse(settings.warehouse_url)
+    print("models (validated on the last week, thresholds fitted on the week before):")
+    for tenant in tenants:
+        _, policy = warehouse.read_thresholds(tenant)
+        if not policy:
+            print(f"  {tenant}: no alert policy (training failed)")
+            continue
+        versions = ", ".join(f"{k} v{v}" for k, v in sorted(policy["model_versions"].items()))
+        ensemble = policy["validation"]["ensemble"]
+        print(
+            f"  {tenant}: {versions}; ensemble event F1 {ensemble['event_f1']:.2f}, "
+            f"{ensemble['false_alarms_per_series_week']:.2f} false alarms per series-week"
+        )
+    points = warehouse.count("anomaly_scores")
+    flagged = warehouse.count("anomaly_scores", is_anomaly=True)
+    warehouse.dispose()
+    print(f"scores: {points:,} points scored, {flagged:,} flagged anomalous")
+    print(
+        f"mlflow: {redact_url(settings.mlflow_tracking_uri)} (artifacts in "
+        f"{settings.home / 'mlartifacts'})"
+    )
+    for line in failures:
+        print(f"  failed: {line}")
+    return bool(failures)
+
+
+def raise_and_deliver(
+    settings: Settings, days: list[str], blocked: list[str], workers: int | None
+) -> bool:
+    """Raise the scored partitions' incidents and the blocked partitions' data-quality incidents
+    (what the sensors do when the daemon runs), then deliver the outbox once. Returns whether
+    anything failed."""
+    from monitoring_pipelines.alerting import outbox, store
+    from monitoring_pipelines.alerting.policy import PolicyError, load_policy
+    from monitoring_pipelines.alerting.service import raise_incident
+    from monitoring_pipelines.sensors import failure_incidents
+    from monitoring_pipelines.warehouse import Warehouse
+
+    try:
+        policy = load_policy(settings.alerting_file, home=settings.home)
+    except PolicyError as exc:
+        raise CliError(str(exc)) from None
+    failures = [
+        f"alerting {key}: {failure}"
+        for key, _, failure, _ in run_all("alerting_job", days, workers)
+        if failure
+    ]
+    warehouse = Warehouse(settings.warehouse_url)
+    for key in blocked:
+        run = failed_ingest_run(key)
+        if run is not None:
+            for incident in failure_incidents(
+                dagster_instance(), run, "blocked by a quality check"
+            ):
+                raise_incident(warehouse, policy, incident, dagster_url=settings.dagster_url)
+    result = job_def("delivery_job").execute_in_process(
+        run_config=QUIET, instance=dagster_instance(), raise_on_error=False
+    )
+    if not result.success:
+        failures.append(f"delivery: {failure_reason(result, None)}")
+    incidents = store.read_incidents(warehouse)
+    notes = outbox.read_notifications(warehouse, limit=None)
+    warehouse.dispose()
+    print_alerts(incidents, notes, policy)
+    for line in failures:
+        print(f"  failed: {line}")
+    return bool(failures)
+
+
+def register(sub) -> None:
+    """Add this module's commands to the ``monitoring-pipelines`` parser."""
+    demo = sub.add_parser(
+        "demo",
+        help="generate the demo platform's metrics and run the pipeline on them",
+        description="Generate seeded demo metrics with labelled incidents, then ingest and "
+        "quality-check them through the same jobs the sensors run.",
+    )
+    demo.add_argument("--tenants", type=int, default=5, help="how many tenants (default 5)")
+    demo.add_argument("--days", type=int, default=35, help="days of history (default 35)")
+    demo.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    demo.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    demo.add_argument("--force", action="store_true", help="re-stage files even if unchanged")
+    demo.add_argument("--workers", type=int, help="parallel partition runs (default: cores)")
+    demo.add_argument(
+        "--skip-models", action="store_true", help="only generate, ingest and check the data"
+    )
+    demo.set_defaults(func=cmd_demo)

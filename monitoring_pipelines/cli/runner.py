@@ -1,0 +1,175 @@
+"""One runner for Dagster jobs: each partition (or range of them, as a backfill runs it) in its own
+process on a pool, against the instance in ``DAGSTER_HOME``, so what a command did shows up as runs
+in the Dagster UI exactly as the sensors' runs do."""
+
+import functools
+import multiprocessing
+import os
+from pathlib import Path
+
+from monitoring_pipelines.cli.common import QUIET
+from monitoring_pipelines.cli.output import progress_start, show_progress
+from monitoring_pipelines.settings import load_settings
+
+
+@functools.cache
+def dagster_instance():
+    import dagster as dg
+
+    return dg.DagsterInstance.get()
+
+
+@functools.cache
+def job_def(job_name: str):
+    """Definitions are built once per process, not once per partition run."""
+    from monitoring_pipelines.definitions import build_defs
+
+    return build_defs().resolve_job_def(job_name)
+
+
+def quiet_libraries() -> None:
+    """The terminal gets the summary; runs keep their full logs in the Dagster instance."""
+    import logging
+    import warnings
+
+    # Dagster flags its own beta parameters at definition time; users cannot act on that.
+    warnings.filterwarnings("ignore", message=".*is currently in beta.*")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow sets its own logger level when imported; this is the setting it reads.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for name in ("mlflow", "tensorflow", "absl", "prophet", "cmdstanpy", "py.warnings"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def worker_init(environ: dict[str, str]) -> None:
+    os.environ.update(environ)
+    quiet_libraries()
+    # Libraries in the workers (TensorFlow's C++ runtime, MLflow's registry messages) write to
+    # stderr directly; the terminal gets the summary, the runs' logs are in Dagster, and this
+    # stray output goes to a file under the home.
+    log = load_settings().home / "logs" / "workers.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def run_partition(task: tuple[str, str]) -> tuple[str, list[str], str | None, dict]:
+    """Run one job on one partition (``date|tenant`` or ``tenant``) or on a range of them
+    (``first...last``, as a backfill under the assets' backfill policy runs them).
+
+    Returns the key, the blocking checks that failed with ERROR, the error if the run failed,
+    and the grid steps and gaps ``clean_metrics`` reported (when the job materializes it).
+    """
+    import dagster as dg
+
+    from monitoring_pipelines.partitions import tenant_day_key
+
+    job_name, key = task
+    tags = {"monitoring/trigger": "cli"}
+    partition_key = None
+    if "..." in key:
+        first, last = key.split("...", 1)
+        tags.update(
+            {
+                "dagster/asset_partition_range_start": first,
+                "dagster/asset_partition_range_end": last,
+            }
+        )
+    else:
+        partition_key = tenant_day_key(*key.split("|", 1)) if "|" in key else key
+    run = job_def(job_name).execute_in_process(
+        partition_key=partition_key,
+        run_config=QUIET,
+        instance=dagster_instance(),
+        raise_on_error=False,
+        tags=tags,
+    )
+    blocked = sorted(
+        {
+            e.asset_check_evaluation_data.check_name
+            for e in run.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+            and not e.asset_check_evaluation_data.passed
+            and e.asset_check_evaluation_data.severity == dg.AssetCheckSeverity.ERROR
+        }
+    )
+    grid = {"steps": 0, "gaps": 0}
+    for materialization in run.asset_materializations_for_node("clean_metrics"):
+        grid["steps"] += int(materialization.metadata["grid_steps"].value)
+        grid["gaps"] += int(materialization.metadata["gaps"].value)
+    return key, blocked, None if run.success else failure_reason(run, None), grid
+
+
+def run_all(job_name: str, keys: list[str], workers: int | None):
+    """Run ``job_name`` on every key; independent partitions run one process per core."""
+    workers = max(1, min(workers or os.cpu_count() or 1, len(keys)))
+    tasks = [(job_name, key) for key in keys]
+    progress_start(job_name, len(keys))
+    if workers == 1:
+        outcomes = map(run_partition, tasks)
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        pool = ctx.Pool(workers, initializer=worker_init, initargs=(dict(os.environ),))
+        outcomes = pool.imap_unordered(run_partition, tasks)
+    try:
+        for i, outcome in enumerate(outcomes, start=1):
+            show_progress(i, len(keys))
+            yield outcome
+    finally:
+        if workers > 1:
+            pool.close()
+            pool.join()
+
+
+def backfill_ranges(keys: list[str]) -> list[str]:
+    """``date|tenant`` keys as one ranged run (``first...last``) per tenant and run of
+    consecutive days, so each run loads the champions and reads the look-back once.
+
+    A tenant's days are not cut into chunks here: two chunks of one tenant could run at once on
+    the worker pool, and the later one would then find no carried state and catch up from the
+    first point.
+    """
+    import pandas as pd
+
+    from monitoring_pipelines.assets.scoring import tenant_spans
+
+    day = pd.Timedelta(days=1)
+    return [
+        f"{start:%Y-%m-%d}|{tenant}...{end - day:%Y-%m-%d}|{tenant}"
+        for tenant, spans in tenant_spans(keys).items()
+        for start, end in spans
+    ]
+
+
+def step_metadata(result, node: str) -> dict:
+    for event in result.events_for_node(node):
+        if event.event_type_value == "STEP_OUTPUT":
+            return {k: v.value for k, v in event.step_output_data.metadata.items()}
+    return {}
+
+
+def failure_reason(result, path: Path | None) -> str:
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            error = event.step_failure_data.user_failure_data
+            if error is not None and error.description:
+                return error.description
+            if event.step_failure_data.error is not None:
+                return event.step_failure_data.error.message.strip().splitlines()[-1]
+    return f"{path}: run failed" if path else "run failed"
+
+
+def failed_ingest_run(key: str):
+    import dagster as dg
+
+    runs = dagster_instance().get_runs(
+        dg.RunsFilter(
+            job_name="ingest_job",
+            statuses=[dg.DagsterRunStatus.FAILURE],
+            tags={"dagster/partition": key},
+        ),
+        limit=1,
+    )
+    return runs[0] if runs else None
