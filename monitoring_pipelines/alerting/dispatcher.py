@@ -5,10 +5,12 @@
 - **send**: one thread per receiver, each sending its rows in order (a resolve never overtakes its
   trigger), so a slow or failing receiver does not hold up the others; each thread records its
   own outcomes as soon as they are known.
-- **outcome**: ``sent``; or, on a retryable failure, back to ``pending`` at an exponential backoff
-  with full jitter (or the receiver's ``Retry-After``); ``dead`` after ``max_attempts`` or on a
-  permanent failure, with the (redacted) reason; ``cancelled`` for an escalation or repeat whose
-  incident was acknowledged or resolved in the meantime.
+- **outcome**: ``sent``; or, on a retryable failure (a receiver missing from the policy, a secret
+  missing from the environment, network errors, timeouts, 5xx, 408, 429), back to ``pending``
+  with the reason, at an exponential backoff with full jitter (or the receiver's
+  ``Retry-After``), for as long as ``give_up_after`` from when it became due; ``dead`` only
+  then or when the receiver refused it (other 4xx), with the (redacted) reason; ``cancelled``
+  for an escalation or repeat whose incident was acknowledged or resolved in the meantime.
 
 A dispatcher killed mid-send leaves its rows leased; once the lease expires they are sent again,
 with the same idempotency key, which is what makes delivery at-least-once and, for receivers that
@@ -25,12 +27,15 @@ from datetime import UTC, datetime, timedelta
 
 from monitoring_pipelines.alerting import outbox, templates, types
 from monitoring_pipelines.alerting.outbox import Claimed
-from monitoring_pipelines.alerting.receivers import DeliveryError, Receiver, redact
+from monitoring_pipelines.alerting.receivers import DeliveryError, Receiver
+from monitoring_pipelines.alerting.redaction import redact
 from monitoring_pipelines.alerting.types import CANCELLED, DEAD, PENDING, SENT
 from monitoring_pipelines.warehouse import Warehouse
 
 DEFAULT_LEASE_SECONDS = 120.0
-DEFAULT_MAX_ATTEMPTS = 8
+# How long a notification is retried, from when it became due, before it is dead (the policy's
+# ``defaults.give_up_after``).
+DEFAULT_GIVE_UP_AFTER = timedelta(hours=24)
 DEFAULT_BACKOFF_BASE = 30.0
 DEFAULT_BACKOFF_CAP = 3600.0
 # A Retry-After beyond this is treated as this (a broken header must not park a row for a year).
@@ -82,6 +87,12 @@ class DispatchReport:
     unfinished: int = 0
     latencies: dict[str, float] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    # The last (redacted) error of each receiver in this dispatch.
+    receiver_errors: dict[str, str] = field(default_factory=dict)
+    # Receivers whose failure incident this delivery raised, or resolved as they delivered again
+    # (filled by ``service.deliver``, which judges receiver health).
+    failing_receivers: list[str] = field(default_factory=list)
+    recovered_receivers: list[str] = field(default_factory=list)
     by_receiver: dict[str, dict[str, int]] = field(default_factory=dict)
     # Keys whose outcome is known (recorded or lost to another claim), for ``unfinished``.
     finished: set[str] = field(default_factory=set, repr=False)
@@ -125,7 +136,8 @@ def dispatch(
     *,
     now: datetime | None = None,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    give_up_after: timedelta = DEFAULT_GIVE_UP_AFTER,
+    max_attempts: int | None = None,
     limit: int = 200,
     backoff_base: float = DEFAULT_BACKOFF_BASE,
     backoff_cap: float = DEFAULT_BACKOFF_CAP,
@@ -135,8 +147,11 @@ def dispatch(
     """Deliver the notifications due at ``now`` (default: the current time); see the module doc.
 
     Waits for receivers at most ``lease_seconds`` per round: a receiver still hanging then is
-    left to its lease, and its rows are tried again by a later dispatch.
+    left to its lease, and its rows are tried again by a later dispatch. Retryable failures give
+    up ``give_up_after`` after the notification became due (or after ``max_attempts``, if given).
     """
+    for receiver in receivers.values():
+        receiver.remember_secrets()
     clock = _Clock(now)
     report = DispatchReport()
     lock = threading.Lock()
@@ -163,7 +178,7 @@ def dispatch(
                     "clock": clock,
                     "report": report,
                     "lock": lock,
-                    "max_attempts": max_attempts,
+                    "give_up": (give_up_after, max_attempts),
                     "backoff": (backoff_base, backoff_cap, rng),
                     "render": render,
                 },
@@ -225,12 +240,13 @@ def _deliver_group(
     clock: _Clock,
     report: DispatchReport,
     lock: threading.Lock,
-    max_attempts: int,
+    give_up: tuple[timedelta, int | None],
     backoff: tuple[float, float, random.Random | None],
     render: Callable[..., templates.Message],
 ) -> None:
     done = report.finished
     retry_at: datetime | None = None
+    waiting = None
     for row, thread_key in group:
         if retry_at is not None:
             # An earlier row of this receiver failed and will be retried: keep the order, and
@@ -242,6 +258,7 @@ def _deliver_group(
                 status=PENDING,
                 attempts=row.attempts - 1,
                 next_attempt_at=retry_at,
+                reason=waiting,
             ):
                 with lock:
                     report.count(receiver_name, "deferred")
@@ -249,7 +266,8 @@ def _deliver_group(
             continue
         outcome, values, error = _deliver_one(receiver, receiver_name, row, thread_key, render)
         if outcome == "retry":
-            outcome, values, retry_at = _retry_or_give_up(row, error, max_attempts, clock, backoff)
+            outcome, values, retry_at = _retry_or_give_up(row, error, give_up, clock, backoff)
+            waiting = f"waiting behind a failed delivery to {receiver_name}: {error.message}"
         if outcome == "sent":
             sent_at = clock()
             values = {"status": SENT, "sent_at": sent_at, "last_error": None, "reason": None}
@@ -258,6 +276,7 @@ def _deliver_group(
             done.add(row.key)
             if error is not None:
                 report.errors[row.key] = error.message
+                report.receiver_errors[receiver_name] = error.message
             if not recorded:
                 continue
             if outcome == "sent":
@@ -272,13 +291,17 @@ def _deliver_group(
 def _retry_or_give_up(
     row: Claimed,
     error: DeliveryError,
-    max_attempts: int,
+    give_up: tuple[timedelta, int | None],
     clock: _Clock,
     backoff: tuple[float, float, random.Random | None],
 ) -> tuple[str, dict, datetime | None]:
-    """After a retryable failure: ``dead`` once ``max_attempts`` are spent, else ``retry`` at the
-    backoff's time (returned, so the receiver's later rows wait behind it)."""
-    if row.attempts >= max_attempts:
+    """After a retryable failure: ``dead`` once ``give_up_after`` has passed since the row became
+    due (or ``max_attempts`` are spent), else ``retry`` at the backoff's time, never later than
+    the deadline (returned, so the receiver's later rows wait behind it)."""
+    give_up_after, max_attempts = give_up
+    now = clock()
+    deadline = (row.due_at or now) + give_up_after
+    if now >= deadline or (max_attempts is not None and row.attempts >= max_attempts):
         values = {
             "status": DEAD,
             "reason": f"gave up after {row.attempts} attempts: {error.message}",
@@ -287,8 +310,13 @@ def _retry_or_give_up(
         return "dead", values, None
     base, cap, rng = backoff
     delay = backoff_delay(row.attempts, base=base, cap=cap, retry_after=error.retry_after, rng=rng)
-    retry_at = clock() + timedelta(seconds=delay)
-    values = {"status": PENDING, "next_attempt_at": retry_at, "last_error": error.message}
+    retry_at = min(now + timedelta(seconds=delay), deadline)
+    values = {
+        "status": PENDING,
+        "next_attempt_at": retry_at,
+        "last_error": error.message,
+        "reason": f"retrying until {deadline:%Y-%m-%d %H:%M} UTC: {error.message}",
+    }
     return "retry", values, retry_at
 
 
@@ -312,15 +340,18 @@ def _deliver_one(
     render: Callable[..., templates.Message],
 ) -> tuple[str, dict, DeliveryError | None]:
     if receiver is None:
-        error = DeliveryError(f"receiver {receiver_name!r} is not configured", retryable=False)
-        return "dead", {"status": DEAD, "reason": error.message, "last_error": error.message}, error
+        # The policy or the environment may be fixed before the notification gives up.
+        error = DeliveryError(
+            f"receiver {receiver_name!r} is not configured (not in the policy)", retryable=True
+        )
+        return "retry", {}, error
     stored = row.notification
     problem = row.unreadable
     if problem is None:
         try:
             message = render(stored.payload, stored.locale or receiver.locale, event=stored.event)
         except Exception as exc:  # a payload this code cannot render will not render next time
-            problem = f"{type(exc).__name__}: {str(exc)[:200]}"
+            problem = redact(f"{type(exc).__name__}: {str(exc)[:200]}")
     if problem is not None:
         error = DeliveryError(f"cannot render the notification ({problem})", retryable=False)
         return "dead", {"status": DEAD, "reason": error.message, "last_error": error.message}, error
@@ -347,4 +378,5 @@ def _safe(text: str, receiver: Receiver) -> str:
         secrets = receiver.secrets()
     except Exception:
         secrets = []
+    # Redacted before it is cut: a secret cut in half would no longer match.
     return redact(text, secrets)[:_ERROR_LIMIT]

@@ -371,18 +371,19 @@ def data_quality_incident(
 
 def pipeline_failure_incident(
     job_name: str,
-    run_id: str,
+    run_id: str | None,
     error: str,
     partition_key: str | None,
     *,
     at: datetime | None = None,
+    identity: str | None = None,
 ) -> Incident:
     """A failed pipeline run, for operations (``policy.operations``). Failures of the same job and
     partition are one incident (re-runs that fail again update it); without a partition, one per
-    run. The tenant is ``_platform``."""
+    run (or per ``identity``, when given). The tenant is ``_platform``."""
     when = at or datetime.now(UTC)
     first_line = (error or "").strip().splitlines()[0][:500] if error else "no error message"
-    identity = partition_key if partition_key else run_id
+    identity = identity or (partition_key if partition_key else run_id)
     where = f" for partition {partition_key}" if partition_key else ""
     return Incident(
         fingerprint=types.fingerprint(PLATFORM, job_name, types.PIPELINE_FAILURE, identity),

@@ -226,18 +226,32 @@ def requeue(
     *,
     now: datetime | None = None,
 ) -> int:
-    """Give dead or cancelled notifications a fresh start (after fixing a receiver's config)."""
+    """Give dead or cancelled notifications a fresh start (after fixing a receiver's config):
+    pending again under the same idempotency key, so a receiver that honours the key never shows
+    one twice, and due from ``now`` (``give_up_after`` counts from here)."""
     keys = list(keys)
     if not keys:
         return 0
     now = types.utc(now) or _now()
     stmt = (
         n.update()
-        .where(n.c.idempotency_key.in_(keys), n.c.status.in_([DEAD, CANCELLED]))
-        .values(status=PENDING, attempts=0, next_attempt_at=now, lease_until=None, reason=None)
+        .where(n.c.status.in_([DEAD, CANCELLED]))
+        .values(
+            status=PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            not_before=now,
+            lease_until=None,
+            lease_token=None,
+            reason=None,
+        )
     )
+    total = 0
     with warehouse.engine.begin() as conn:
-        return conn.execute(stmt).rowcount
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            total += conn.execute(stmt.where(n.c.idempotency_key.in_(chunk))).rowcount
+    return total
 
 
 # -- dispatch -------------------------------------------------------------------------------------
@@ -256,6 +270,15 @@ class Claimed:
     def key(self) -> str:
         return self.notification.idempotency_key
 
+    @property
+    def due_at(self) -> datetime | None:
+        """When the notification first became due: created, or its ``not_before`` (an escalation's
+        deadline; reset by :func:`requeue`). Retries give up ``give_up_after`` from here."""
+        created, not_before = self.notification.created_at, self.notification.not_before
+        if not_before is None or (created is not None and created > not_before):
+            return created
+        return not_before
+
 
 def _claimed(row) -> Claimed:
     try:
@@ -272,6 +295,7 @@ def _claimed(row) -> Claimed:
         payload=payload,
         status=SENDING,
         created_at=types.utc(row.created_at),
+        not_before=types.utc(row.not_before),
     )
     return Claimed(notification, int(row.attempts), unreadable)
 
@@ -352,6 +376,7 @@ def _claim_statement(
             n.c.payload,
             n.c.attempts,
             n.c.created_at,
+            n.c.not_before,
         )
     )
     return stmt

@@ -12,6 +12,8 @@ when it is absent), shaped like an Alertmanager configuration so on-call people 
       rate_limit: {max: 20, per: 1h}
       locale: en                   # en, fr, de, es, it
       impact: {error_rate: 1.5}    # business-impact weight per metric, over the built-in ones
+      give_up_after: 24h           # (defaults only) retry a failing delivery this long, then dead
+      receiver_failing_after: 1h   # (defaults only) tell operations of a receiver failing so long
     tenants:
       acme: {sensitivity: 1.5, locale: fr, routes: [...]}   # routes tried before the global ones
     receivers:                     # name -> spec; secrets only by env var name (url_env, ...)
@@ -42,6 +44,7 @@ part is read and applied by its own module: :mod:`routing`, :mod:`silences`, :mo
 into notifications under a policy.
 """
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -123,6 +126,12 @@ class AlertingPolicy:
     inhibit_rules: tuple[InhibitRule, ...] = ()
     data_owner: str | None = None
     operations: str | None = None
+    # Delivery (``defaults`` only): how long a retryable failure is retried before the
+    # notification is dead, and how long a receiver may fail before operations are told.
+    give_up_after: timedelta = timedelta(hours=24)
+    receiver_failing_after: timedelta = timedelta(hours=1)
+    # MONITORING_HOME as the policy was loaded: file receivers write under it.
+    home: Path | None = None
 
     def settings(self, tenant: str) -> TenantSettings:
         return self.tenants.get(tenant, self.defaults)
@@ -148,6 +157,7 @@ _SETTING_KEYS = (
     "locale",
     "impact",
 )
+_DELIVERY_KEYS = ("give_up_after", "receiver_failing_after")
 
 
 def _settings(reader: PolicyReader, data: dict, path: str, base: TenantSettings) -> TenantSettings:
@@ -185,14 +195,14 @@ def _settings(reader: PolicyReader, data: dict, path: str, base: TenantSettings)
     return replace(base, **values)
 
 
-def _receiver(reader: PolicyReader, name: str, spec, path: str) -> dict:
+def _receiver(reader: PolicyReader, name: str, spec, path: str, home: Path) -> dict:
     """A receiver's spec, checked by its receiver type without touching the network."""
     spec = reader.mapping(spec, path)
     kind = spec.get("type")
     if not isinstance(kind, str) or not kind:
         raise reader.fail(join(path, "type"), "missing receiver type (e.g. file, slack, webhook)")
     try:
-        receiver_types.receiver_from_spec(name, dict(spec))
+        receiver_types.receiver_from_spec(name, dict(spec), home=home)
     except receiver_types.ReceiverConfigError as exc:
         raise reader.fail(join(path, exc.key) if exc.key else path, exc.message) from None
     return dict(spec)
@@ -210,21 +220,25 @@ _TOP_KEYS = (
 )
 
 
-def parse_policy(data, source: str = POLICY_FILE) -> AlertingPolicy:
-    """Validate an already-loaded policy document (a mapping) into an :class:`AlertingPolicy`."""
+def parse_policy(data, source: str = POLICY_FILE, home: Path | None = None) -> AlertingPolicy:
+    """Validate an already-loaded policy document (a mapping) into an :class:`AlertingPolicy`.
+
+    ``home`` (default: ``MONITORING_HOME``) is where file receivers may write."""
+    home = _home(home)
     reader = PolicyReader(source)
     data = reader.mapping(data, "", _TOP_KEYS)
-    defaults = _settings(
-        reader,
-        reader.mapping(data.get("defaults"), "defaults", _SETTING_KEYS),
-        "defaults",
-        TenantSettings(),
-    )
+    raw_defaults = reader.mapping(data.get("defaults"), "defaults", _SETTING_KEYS + _DELIVERY_KEYS)
+    defaults = _settings(reader, raw_defaults, "defaults", TenantSettings())
+    delivery = {
+        key: reader.duration(raw_defaults[key], join("defaults", key))
+        for key in _DELIVERY_KEYS
+        if key in raw_defaults
+    }
     receivers_raw = reader.mapping(data.get("receivers"), "receivers")
     if not receivers_raw:
         raise reader.fail("receivers", "define at least one receiver")
     receivers = {
-        str(name): _receiver(reader, str(name), spec, f"receivers.{name}")
+        str(name): _receiver(reader, str(name), spec, f"receivers.{name}", home)
         for name, spec in receivers_raw.items()
     }
     if "route" not in data:
@@ -261,8 +275,18 @@ def parse_policy(data, source: str = POLICY_FILE) -> AlertingPolicy:
         tenant_routes=tenant_routes,
         silences=silences,
         inhibit_rules=inhibit_rules,
+        home=home,
         **special,
+        **delivery,
     )
+
+
+def _home(home: Path | None) -> Path:
+    if home is None:
+        from monitoring_pipelines.settings import load_settings
+
+        home = load_settings().home
+    return Path(home).expanduser().resolve()
 
 
 def default_policy_text() -> str:
@@ -314,7 +338,9 @@ def _environment_receivers(environ: Mapping[str, str]) -> dict[str, dict]:
     return out
 
 
-def default_policy(environ: Mapping[str, str] | None = None) -> AlertingPolicy:
+def default_policy(
+    environ: Mapping[str, str] | None = None, home: Path | None = None
+) -> AlertingPolicy:
     """The embedded default policy, plus a receiver for each channel configured in the
     environment (see :data:`ENVIRONMENT_RECEIVERS`)."""
     import os
@@ -336,7 +362,7 @@ def default_policy(environ: Mapping[str, str] | None = None) -> AlertingPolicy:
         routes.append({"receiver": data["route"]["receiver"], "continue": True})
         data["route"]["routes"] = routes + list(data["route"].get("routes") or [])
         source += f" + {', '.join(extra)} from the environment"
-    return parse_policy(data, source)
+    return parse_policy(data, source, home)
 
 
 def policy_path(home: Path | None = None) -> Path:
@@ -355,24 +381,75 @@ def load_policy(path: Path | str | None = None, *, home: Path | None = None) -> 
     if path is None:
         candidate = policy_path(home)
         if not candidate.exists():
-            return default_policy()
+            return default_policy(home=home)
         path = candidate
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise PolicyError(str(path), "", f"cannot read the policy ({exc.strerror})") from None
-    return loads_policy(text, path.name)
+    return loads_policy(decode_policy(raw, path.name), path.name, home=home)
 
 
-def loads_policy(text: str, source: str = POLICY_FILE) -> AlertingPolicy:
+def decode_policy(raw: bytes, source: str = POLICY_FILE) -> str:
+    """The policy file's text; a file that is not UTF-8 (a binary file, another encoding) is a
+    :class:`PolicyError` naming the key where the bad byte sits (else its line) and the byte."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start].decode("utf-8", errors="replace")
+        line, column = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        key = key_at(raw.decode("utf-8", errors="replace"), line, column)
+        raise PolicyError(
+            source,
+            key or f"line {line}",
+            f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at line {line}, column {column}); "
+            "save the policy as UTF-8 YAML",
+        ) from None
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def key_at(text: str, line: int, column: int = 1) -> str | None:
+    """The key path (``receivers.hook.url``) of the deepest entry holding ``line`` and ``column``
+    (1-based) of a YAML document, or None when the document cannot be parsed that far."""
+    try:
+        node = yaml.compose(_CONTROL.sub("?", text), Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    target, path = (line - 1, column - 1), ""
+    while isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.value:
+        if isinstance(node, yaml.MappingNode):
+            starts = [(_at(k), join(path, str(k.value)), v) for k, v in node.value]
+        else:
+            starts = [(_at(v), f"{path}[{i}]", v) for i, v in enumerate(node.value)]
+        inside = [s for s in starts if s[0] <= target]
+        if not inside:
+            break
+        _, path, node = inside[-1]
+    return path or None
+
+
+def _at(node) -> tuple[int, int]:
+    return node.start_mark.line, node.start_mark.column
+
+
+def loads_policy(
+    text: str, source: str = POLICY_FILE, *, home: Path | None = None
+) -> AlertingPolicy:
     try:
         data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else ""
+        line, column = (mark.line + 1, mark.column + 1) if mark else (None, 1)
+        if isinstance(exc, yaml.reader.ReaderError):  # a control character, e.g. a NUL byte
+            before = text[: exc.position]
+            line, column = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        key = key_at(text, line, column) if line else None
+        where = key or (f"line {line}" if line else "")
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise PolicyError(source, where, f"not valid YAML: {problem}") from None
     if data is None:
         raise PolicyError(source, "", "the policy is empty")
-    return parse_policy(data, source)
+    return parse_policy(data, source, home)

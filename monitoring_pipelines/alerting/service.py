@@ -6,10 +6,14 @@ same everywhere:
 - :func:`raise_incidents`: a tenant's anomaly scores over a span become incidents, and the
   incidents' notifications are queued in the outbox, in one transaction;
 - :func:`raise_incident`: one incident built elsewhere (a blocked partition, a failed run);
-- :func:`deliver`: the outbox is drained to the policy's receivers.
+- :func:`deliver`: the outbox is drained to the policy's receivers, and a receiver failing for
+  longer than ``receiver_failing_after`` raises (or, delivering again, resolves) an incident for
+  operations (:mod:`receiver_health`).
+
+Incident texts are redacted (:mod:`redaction`) before they are stored or queued.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -18,7 +22,9 @@ from monitoring_pipelines.alerting import dispatcher, outbox, store, types
 from monitoring_pipelines.alerting.incidents import detect_incidents
 from monitoring_pipelines.alerting.planning import plan_notifications
 from monitoring_pipelines.alerting.policy import AlertingPolicy
+from monitoring_pipelines.alerting.receiver_health import receiver_incidents
 from monitoring_pipelines.alerting.receivers import Receiver, build_receivers
+from monitoring_pipelines.alerting.redaction import redact
 from monitoring_pipelines.alerting.types import Incident
 from monitoring_pipelines.warehouse import Warehouse, alerts
 
@@ -70,6 +76,9 @@ def _serialise(conn, dialect: str) -> None:
 
 
 def _record(wh: Warehouse, policy, incidents, *, now, dagster_url) -> RaiseOutcome:
+    # A failed run's error or a receiver's echo may carry a secret the policy's receivers hold.
+    receivers(policy)
+    incidents = [replace(i, summary=redact(i.summary)) for i in incidents]
     outcome = RaiseOutcome(incidents=list(incidents))
     with wh.engine.begin() as conn:
         _serialise(conn, wh.dialect)
@@ -133,11 +142,30 @@ def raise_incident(
 
 
 def receivers(policy: AlertingPolicy) -> dict[str, Receiver]:
-    return build_receivers(policy.receivers)
+    """The policy's receivers (their secrets now registered for redaction)."""
+    return build_receivers(policy.receivers, policy.home)
 
 
 def deliver(
-    wh: Warehouse, policy: AlertingPolicy, *, now: datetime | None = None, **options
+    wh: Warehouse,
+    policy: AlertingPolicy,
+    *,
+    now: datetime | None = None,
+    dagster_url: str = "",
+    **options,
 ) -> dispatcher.DispatchReport:
-    """Send what is due in the outbox to the policy's receivers (:func:`dispatcher.dispatch`)."""
-    return dispatcher.dispatch(wh, receivers(policy), now=now, **options)
+    """Send what is due in the outbox to the policy's receivers (:func:`dispatcher.dispatch`),
+    retrying failures for the policy's ``give_up_after``; then raise or resolve the incidents
+    of receivers failing longer than ``receiver_failing_after`` (named in the report's
+    ``failing_receivers`` and ``recovered_receivers``)."""
+    options.setdefault("give_up_after", policy.give_up_after)
+    report = dispatcher.dispatch(wh, receivers(policy), now=now, **options)
+    at = types.utc(now) or datetime.now(UTC)
+    changes = receiver_incidents(wh, policy, report.by_receiver, report.receiver_errors, at)
+    if changes:
+        _record(wh, policy, changes, now=at, dagster_url=dagster_url)
+    for incident in changes:
+        recovered = incident.status == types.RESOLVED
+        names = report.recovered_receivers if recovered else report.failing_receivers
+        names.append(incident.labels["receiver"])
+    return report

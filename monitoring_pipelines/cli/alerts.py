@@ -39,10 +39,33 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             policy = load_policy(settings.alerting_file, home=settings.home)
             from monitoring_pipelines.alerting.service import deliver
 
-            report = deliver(warehouse, policy)
+            report = deliver(warehouse, policy, dagster_url=settings.dagster_url)
             print(
                 f"delivered {report.sent}, retrying {report.retried}, dead {report.dead}, "
                 f"cancelled {report.cancelled}; {outbox.pending_count(warehouse)} still due"
+            )
+            for name, error in sorted(report.receiver_errors.items()):
+                print(f"  {name}: {error}")
+            for name in report.failing_receivers:
+                print(f"  receiver {name} keeps failing: operations told (an incident)")
+            for name in report.recovered_receivers:
+                print(f"  receiver {name} delivers again: its incident is resolved")
+            return 0
+        if args.action == "retry":
+            fingerprint = None
+            if args.fingerprint:
+                fingerprint = store.find_fingerprint(warehouse, args.fingerprint)
+            dead = outbox.read_notifications(
+                warehouse,
+                status=outbox.DEAD,
+                fingerprint=fingerprint,
+                receiver=args.receiver,
+                limit=None,
+            )
+            count = outbox.requeue(warehouse, [n["idempotency_key"] for n in dead])
+            print(
+                f"re-queued {count} dead notification(s), same idempotency keys; "
+                "send them with: monitoring-pipelines alerts deliver"
             )
             return 0
         if not args.fingerprint:
@@ -72,13 +95,14 @@ def register(sub) -> None:
     """Add this module's commands to the ``monitoring-pipelines`` parser."""
     alerts = sub.add_parser(
         "alerts",
-        help="list, acknowledge, resolve alerts; mark false positives; deliver the outbox",
+        help="list, ack, resolve alerts; mark false positives; deliver and retry the outbox",
         description="Work with incidents: `list` (firing by default), `show FP`, `ack FP`, "
         "`resolve FP`, `false-positive FP --note ...` (kept for reports and the promotion gate), "
-        "`deliver` (send what is due in the outbox now). FP is a fingerprint or a prefix of 6+.",
+        "`deliver` (send what is due in the outbox now), `retry [FP] [--receiver R]` (re-queue "
+        "dead notifications). FP is a fingerprint or a prefix of 6+.",
     )
     alerts.add_argument(
-        "action", choices=["list", "show", "ack", "resolve", "false-positive", "deliver"]
+        "action", choices=["list", "show", "ack", "resolve", "false-positive", "deliver", "retry"]
     )
     alerts.add_argument("fingerprint", nargs="?", metavar="FP")
     alerts.add_argument("--tenant")
@@ -90,4 +114,5 @@ def register(sub) -> None:
     alerts.add_argument("--limit", type=int, default=50)
     alerts.add_argument("--by", help="who acknowledges or resolves (default: $USER)")
     alerts.add_argument("--note", help="why it is a false positive")
+    alerts.add_argument("--receiver", help="retry: only dead notifications to this receiver")
     alerts.set_defaults(func=cmd_alerts)

@@ -185,7 +185,9 @@ class WebhookChecker:
 
 class RecordingServer:
     """A local HTTP endpoint. ``script`` holds the answers to the next requests, in order
-    (``500``, ``(429, {"Retry-After": "7"})``, ``"hang"``, ``"stall"``); afterwards it answers 200.
+    (``500``, ``(429, {"Retry-After": "7"})``, ``(500, {}, b"body")``, ``"hang"``, ``"stall"``);
+    afterwards it answers 200. A body may contain ``{path}``, replaced by the request's path (a
+    service that echoes the URL it was called on).
 
     - ``hang``: read the request, then say nothing for ``hang_seconds`` (beyond the client's
       read timeout);
@@ -243,9 +245,14 @@ class RecordingServer:
             handler.close_connection = True  # hang up without an answer
             return
         if action is not None and action != "stall":
-            status, extra = action if isinstance(action, tuple) else (action, {})
+            status, extra, body = (
+                (*action, b'{"error":"scripted"}')[:3]
+                if isinstance(action, tuple)
+                else (action, {}, b'{"error":"scripted"}')
+            )
             record.status = status
-            self._reply(handler, status, b'{"error":"scripted"}', extra)
+            body = body.replace(b"{path}", handler.path.encode())
+            self._reply(handler, status, body, extra)
             return
         try:
             body = json.loads(raw)

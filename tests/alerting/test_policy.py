@@ -183,6 +183,54 @@ def test_a_broken_file_names_the_file_and_line(tmp_path):
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b"receivers:\n  hook: {type: webhook, url: 'https://x\xff\xfe', secret_env: S}\n",
+            "alerting.yaml: receivers.hook.url: not UTF-8 text (byte 0xff at line 2, column 40); "
+            "save the policy as UTF-8 YAML",
+        ),
+        (
+            b"receivers:\n  files:\n    type: file\n    path: \x00\x01out\n",
+            "alerting.yaml: receivers.files.path: not valid YAML: unacceptable character #x0000: "
+            "special characters are not allowed",
+        ),
+        (
+            b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+            "alerting.yaml: line 1: not UTF-8 text (byte 0x89 at line 1, column 1); "
+            "save the policy as UTF-8 YAML",
+        ),
+    ],
+)
+def test_a_binary_file_is_one_line_naming_the_file_and_key(tmp_path, content, message):
+    path = tmp_path / "alerting.yaml"
+    path.write_bytes(content)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path, home=tmp_path)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    "target", ["/etc/monitoring", "../outside", "notifications/../../outside.jsonl", "link/x"]
+)
+def test_a_file_receiver_may_not_write_outside_the_home(tmp_path, target):
+    home = tmp_path / "home"
+    (home).mkdir()
+    (home / "link").symlink_to(tmp_path, target_is_directory=True)
+    text = f"receivers: {{files: {{type: file, path: '{target}'}}}}\nroute: {{receiver: files}}\n"
+    with pytest.raises(PolicyError) as caught:
+        loads_policy(text, home=home)
+    assert str(caught.value) == (
+        f"alerting.yaml: receivers.files.path: must stay inside MONITORING_HOME "
+        f"({home.resolve()}), got {target!r}"
+    )
+    inside = loads_policy(text.replace(target, "notifications"), home=home)
+    assert inside.receivers["files"]["path"] == "notifications"
+    absolute = loads_policy(text.replace(target, str(home / "out.jsonl")), home=home)
+    assert absolute.receivers["files"]["path"] == str(home / "out.jsonl")
+
+
 def test_clock_times_stay_times_and_durations_parse():
     policy = loads_policy(POLICY)
     weekly = policy.silences[1].weekly

@@ -326,3 +326,27 @@ def test_receivers_configured_in_the_environment_get_the_alerts_too(env, monkeyp
     finally:
         slack.close()
         hook.close()
+
+
+def test_the_delivery_job_logs_and_metadata_carry_no_secret(env, monkeypatch):
+    from tests.alerting.servers import RecordingServer, sample_notification
+
+    password, token, signing = "hookP4ss-dagster-1", "tok3nDAGSTER12345678", "whsec-dagster-99"
+    server = RecordingServer()
+    try:
+        url = server.url.replace("http://", f"http://ops:{password}@") + f"/{token}"
+        monkeypatch.setenv("MONITORING_WEBHOOK_URL", url)
+        monkeypatch.setenv("MONITORING_WEBHOOK_SECRET", signing)
+        server.script.append((500, {}, f"bad {password} {token} {signing} at {{path}}".encode()))
+        outbox.enqueue(env["warehouse"], [sample_notification("webhook", key="k-webhook")])
+        result = _deliver(env)
+        assert result.success and result.output_for_node("deliver_notifications_op") == 0
+        events = env["instance"].all_logs(result.run_id)
+        text = " ".join(repr(event) for event in events)
+        assert "HTTP 500: bad ***" in text  # the warning is there, redacted
+        for secret in (password, token, signing, url):
+            assert secret not in text
+        [note] = outbox.read_notifications(env["warehouse"])
+        assert note["status"] == outbox.PENDING and password not in note["last_error"]
+    finally:
+        server.close()

@@ -20,7 +20,6 @@ from monitoring_pipelines.alerting.receivers.base import (
     Receiver,
     ReceiverConfigError,
     SpecReader,
-    redact,
 )
 from monitoring_pipelines.alerting.receivers.email import EmailReceiver
 from monitoring_pipelines.alerting.receivers.file import FileReceiver
@@ -29,6 +28,7 @@ from monitoring_pipelines.alerting.receivers.pagerduty import PagerDutyReceiver
 from monitoring_pipelines.alerting.receivers.slack import SlackReceiver
 from monitoring_pipelines.alerting.receivers.teams import TeamsReceiver
 from monitoring_pipelines.alerting.receivers.webhook import WebhookReceiver
+from monitoring_pipelines.alerting.redaction import redact
 from monitoring_pipelines.alerting.templates import LOCALES
 
 __all__ = [
@@ -60,7 +60,7 @@ RECEIVER_TYPES = tuple(RECEIVERS)
 _ALIASES = {"msteams": "teams"}
 
 
-def receiver_from_spec(name: str, spec: dict) -> Receiver:
+def receiver_from_spec(name: str, spec: dict, *, home=None) -> Receiver:
     """Build a receiver from its policy spec, validating types and keys (no network, no secrets).
 
     Common keys: ``type`` (one of :data:`RECEIVER_TYPES`), ``locale`` (default ``en``), and for
@@ -72,7 +72,8 @@ def receiver_from_spec(name: str, spec: dict) -> Receiver:
       ``from``, ``to`` (a list), ``timeout``;
     - ``webhook``: ``url`` or ``url_env``, and ``secret_env`` (the HMAC signing secret);
     - ``file``: ``path`` (relative to ``MONITORING_HOME``; without a suffix, a directory that
-      gets ``notifications.jsonl``).
+      gets ``notifications.jsonl``); with ``home`` given (a policy's), a path outside it is
+      refused.
 
     Unknown keys are refused with the key named in the :class:`ReceiverConfigError`.
     """
@@ -90,9 +91,15 @@ def receiver_from_spec(name: str, spec: dict) -> Receiver:
             "locale", f"must be one of {', '.join(LOCALES)}, got {locale!r}", name
         )
     cls = RECEIVERS[kind]
-    return cls.from_spec(SpecReader(name, spec, cls.spec_keys, cls.spec_hints), locale)
+    return cls.from_spec(SpecReader(name, spec, cls.spec_keys, cls.spec_hints, home), locale)
 
 
-def build_receivers(specs: dict[str, dict]) -> dict[str, Receiver]:
-    """Every receiver of a policy's ``receivers`` mapping, by name (what ``dispatch`` takes)."""
-    return {name: receiver_from_spec(name, dict(spec)) for name, spec in specs.items()}
+def build_receivers(specs: dict[str, dict], home=None) -> dict[str, Receiver]:
+    """Every receiver of a policy's ``receivers`` mapping, by name (what ``dispatch`` takes).
+
+    The secrets their environment holds now are registered for redaction, so an error, a log
+    line or a stored row of this process never carries one, even before it is sent."""
+    built = {name: receiver_from_spec(name, dict(spec), home=home) for name, spec in specs.items()}
+    for receiver in built.values():
+        receiver.remember_secrets()
+    return built

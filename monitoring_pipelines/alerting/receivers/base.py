@@ -9,8 +9,8 @@ and committed safely.
 
 ``Receiver.send(notification, message)`` delivers one rendered notification or raises
 :class:`DeliveryError`, which says whether trying again later can help (``retryable``) or not.
-Error texts are redacted: they never contain a webhook URL, a routing key, a password or a signing
-secret.
+Error texts are redacted (:mod:`monitoring_pipelines.alerting.redaction`): they never contain a
+webhook URL or a part of it, a routing key, a password or a signing secret.
 """
 
 import contextlib
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from monitoring_pipelines.alerting.redaction import remember
 from monitoring_pipelines.alerting.templates import Message
 from monitoring_pipelines.alerting.types import Notification
 
@@ -53,25 +54,15 @@ class DeliveryError(Exception):
         super().__init__(message)
 
 
-def redact(text: str, secrets: list[str | None]) -> str:
-    """``text`` with every secret value (and its URL-quoted form) replaced by ``***``."""
-    from urllib.parse import quote
-
-    out = text
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        if len(secret) < 4:
-            continue
-        for form in {secret, quote(secret, safe=""), quote(secret)}:
-            out = out.replace(form, "***")
-    return out
-
-
 def env_secret(variable: str, what: str) -> str:
-    """The secret held by environment variable ``variable``; ``what`` names it in the error."""
+    """The secret held by environment variable ``variable`` (registered for redaction); ``what``
+    names it in the error. An unset variable is retryable: the environment may be fixed before
+    the notification gives up (``give_up_after``)."""
     value = os.environ.get(variable)
     if not value:
         # Naming the variable is fine; its value is the secret.
-        raise DeliveryError(f"{what}: environment variable {variable} is not set", retryable=False)
+        raise DeliveryError(f"{what}: environment variable {variable} is not set", retryable=True)
+    remember(value)
     return value
 
 
@@ -93,9 +84,18 @@ SECRET_HINTS = {
 class SpecReader:
     """Reads typed values out of a receiver spec, naming the key in every error."""
 
-    def __init__(self, name: str, spec: dict, allowed: set[str], hints: dict[str, str]):
+    def __init__(
+        self,
+        name: str,
+        spec: dict,
+        allowed: set[str],
+        hints: dict[str, str],
+        home: Path | None = None,
+    ):
         self.name = name
         self.spec = spec
+        # MONITORING_HOME when the spec comes from a policy: local paths must stay inside it.
+        self.home = home
         for key in spec:
             if key not in allowed:
                 hint = hints.get(key) or f"expected one of {', '.join(sorted(allowed))}"
@@ -164,8 +164,13 @@ class Receiver:
         raise NotImplementedError
 
     def secrets(self) -> list[str]:
-        """The secret values this receiver currently holds, for redaction."""
+        """The secret values this receiver currently holds (read from the environment), for
+        redaction."""
         return []
+
+    def remember_secrets(self) -> None:
+        """Register this receiver's current secret values for :func:`redact`."""
+        remember(*self.secrets())
 
     def describe(self) -> str:
         """A one-line, secret-free description for logs and the CLI."""

@@ -17,9 +17,9 @@ from monitoring_pipelines.alerting.receivers.base import (
     Receiver,
     SpecReader,
     env_secret,
-    redact,
 )
 from monitoring_pipelines.alerting.receivers.http import DEFAULT_READ_TIMEOUT
+from monitoring_pipelines.alerting.redaction import redact
 from monitoring_pipelines.alerting.templates import Message
 from monitoring_pipelines.alerting.types import Notification
 

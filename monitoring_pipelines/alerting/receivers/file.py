@@ -30,6 +30,8 @@ class FileReceiver(Receiver):
     """
 
     path: str = ""
+    # MONITORING_HOME of the policy this receiver comes from (else the settings' one).
+    home: Path | None = None
     _index: dict = field(default_factory=dict, init=False, repr=False)
 
     type: ClassVar[str] = "file"
@@ -38,7 +40,17 @@ class FileReceiver(Receiver):
 
     @classmethod
     def from_spec(cls, spec: SpecReader, locale: str) -> "FileReceiver":
-        return cls(name=spec.name, locale=locale, path=spec.string("path", required=True))
+        receiver = cls(
+            name=spec.name, locale=locale, path=spec.string("path", required=True), home=spec.home
+        )
+        if spec.home is not None:
+            home = Path(spec.home).expanduser().resolve()
+            # resolve() follows symbolic links and "..", so neither can lead outside.
+            if not receiver.target.resolve().is_relative_to(home):
+                raise spec.error(
+                    "path", f"must stay inside MONITORING_HOME ({home}), got {receiver.path!r}"
+                )
+        return receiver
 
     def describe(self) -> str:
         return f"file receiver {self.name!r} at {self.target}"
@@ -49,9 +61,12 @@ class FileReceiver(Receiver):
         without a suffix is a directory holding ``notifications.jsonl``."""
         path = Path(self.path).expanduser()
         if not path.is_absolute():
-            from monitoring_pipelines.settings import load_settings
+            home = self.home
+            if home is None:
+                from monitoring_pipelines.settings import load_settings
 
-            path = load_settings().home / path
+                home = load_settings().home
+            path = Path(home) / path
         return path if path.suffix else path / "notifications.jsonl"
 
     def _scan(self, fh) -> set[str]:

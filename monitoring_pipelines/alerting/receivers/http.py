@@ -25,8 +25,8 @@ from monitoring_pipelines.alerting.receivers.base import (
     Receiver,
     SpecReader,
     env_secret,
-    redact,
 )
+from monitoring_pipelines.alerting.redaction import redact
 from monitoring_pipelines.alerting.templates import Message
 from monitoring_pipelines.alerting.types import Notification
 

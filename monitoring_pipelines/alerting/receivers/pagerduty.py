@@ -8,6 +8,7 @@ from typing import ClassVar
 from monitoring_pipelines.alerting import types
 from monitoring_pipelines.alerting.receivers.base import SpecReader, env_secret
 from monitoring_pipelines.alerting.receivers.http import HTTP_KEYS, HttpReceiver, clip, dumps
+from monitoring_pipelines.alerting.redaction import credentials
 from monitoring_pipelines.alerting.templates import Message
 from monitoring_pipelines.alerting.types import Notification
 
@@ -40,7 +41,7 @@ class PagerDutyReceiver(HttpReceiver):
         )
 
     def secrets(self) -> list[str]:
-        return [os.environ.get(self.routing_key_env, "")]
+        return [os.environ.get(self.routing_key_env, ""), *credentials(self.url)]
 
     def build(self, notification: Notification, message: Message, routing_key: str) -> dict:
         incident = notification.incident

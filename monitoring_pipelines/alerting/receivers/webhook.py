@@ -9,6 +9,7 @@ from typing import ClassVar
 
 from monitoring_pipelines.alerting.receivers.base import SECRET_HINTS, SpecReader, env_secret
 from monitoring_pipelines.alerting.receivers.http import HTTP_KEYS, HttpReceiver, dumps, sign
+from monitoring_pipelines.alerting.redaction import credentials
 from monitoring_pipelines.alerting.templates import Message
 from monitoring_pipelines.alerting.types import Notification
 
@@ -57,7 +58,7 @@ class WebhookReceiver(HttpReceiver):
         )
 
     def secrets(self) -> list[str]:
-        values = [os.environ.get(self.secret_env, "")]
+        values = [os.environ.get(self.secret_env, ""), *credentials(self.url)]
         if self.url_env:
             values.append(os.environ.get(self.url_env, ""))
         return values
