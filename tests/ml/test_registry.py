@@ -495,3 +495,25 @@ def test_the_zscore_kind_has_a_registered_name_and_plain_requirements():
     names = {r.split("==")[0] for r in requirements}
     assert {"numpy", "pandas", "scipy"} <= names
     assert not names & {"tensorflow-cpu", "prophet", "scikit-learn"}
+
+
+LEGACY = Path(__file__).parents[1] / "data" / "registry"
+
+
+def test_a_model_logged_when_the_registry_was_one_module_still_loads_and_scores_the_same():
+    """Versions already in users' stores name the pyfunc class and the loader by import path."""
+    import mlflow
+    from mlflow.models import Model
+
+    model_dir = LEGACY / "legacy_model"
+    assert b"monitoring_pipelines.ml.registry" in (model_dir / "python_model.pkl").read_bytes()
+    config = Model.load(str(model_dir)).flavors["python_function"]["config"]
+    assert config["loader"] == "monitoring_pipelines.ml.model_set:DetectorSet.load"
+
+    served = mlflow.pyfunc.load_model(str(model_dir))
+    rows = pd.read_csv(LEGACY / "legacy_model_input.csv")
+    predicted = served.predict(registry.pyfunc_frame(rows, ("tenant", "service")))
+    expected = pd.read_csv(LEGACY / "legacy_model_scores.csv")
+    expected["ts"] = pd.to_datetime(expected["ts"]).astype("datetime64[ns]")
+    assert predicted[["latency_p95_ms", "error_rate"]].notna().sum().sum() > 0
+    pd.testing.assert_frame_equal(predicted, expected, check_exact=False, rtol=1e-9)
