@@ -11,12 +11,12 @@ import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from monitoring_pipelines.ml.catalogue import KINDS
 from monitoring_pipelines.ml.registry import tracking
 from monitoring_pipelines.ml.registry.pyfunc import LoadFn, loader_key, resolve
-from monitoring_pipelines.ml.registry.tracking import TrackingTarget
+from monitoring_pipelines.ml.registry.tracking import Store, TrackingTarget
 from monitoring_pipelines.ml.registry.versions import (
     CHAMPION,
     DETECTOR_ARTIFACT,
@@ -27,9 +27,6 @@ from monitoring_pipelines.ml.registry.versions import (
     registered_model_name,
     version_info,
 )
-
-if TYPE_CHECKING:
-    from monitoring_pipelines.ml.registry.model_registry import ModelRegistry
 
 _CACHE_SIZE = 16
 
@@ -60,8 +57,14 @@ class DetectorCache:
             self._items.clear()
 
 
+class CachingStore(Store, Protocol):
+    """A store that keeps the detectors it loaded (``ModelRegistry``)."""
+
+    loaded: DetectorCache
+
+
 def load_by_alias(
-    registry: "ModelRegistry",
+    registry: CachingStore,
     kind: str,
     scope: str,
     alias: str = CHAMPION,
@@ -94,7 +97,7 @@ def load_by_alias(
 
 
 def champion_versions(
-    registry: "ModelRegistry", scope: str, kinds: tuple[str, ...] = KINDS
+    registry: Store, scope: str, kinds: tuple[str, ...] = KINDS
 ) -> dict[str, int]:
     """``{kind: champion version}`` for the kinds of ``scope`` that have a champion."""
     out = {}

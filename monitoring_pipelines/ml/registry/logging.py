@@ -27,7 +27,7 @@ from monitoring_pipelines.ml.registry.pyfunc import (
     pyfunc_frame,
     pyfunc_predict,
 )
-from monitoring_pipelines.ml.registry.tracking import DEFAULT_EXPERIMENT
+from monitoring_pipelines.ml.registry.tracking import DEFAULT_EXPERIMENT, Store
 from monitoring_pipelines.ml.registry.versions import (
     CHALLENGER,
     CHAMPION,
@@ -46,8 +46,6 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.models import ModelSignature
     from mlflow.models.model import ModelInfo
-
-    from monitoring_pipelines.ml.registry.model_registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +73,7 @@ class CandidateInfo:
 
 
 def log_candidate(
-    registry: "ModelRegistry",
+    registry: Store,
     model: RegistrableModel,
     *,
     kind: str,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from monitoring_pipelines.ml.registry import tracking
+from monitoring_pipelines.ml.registry.tracking import Store
 from monitoring_pipelines.ml.registry.versions import (
     CHALLENGER,
     CHAMPION,
@@ -35,8 +36,6 @@ from monitoring_pipelines.ml.registry.versions import (
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-
-    from monitoring_pipelines.ml.registry.model_registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ class Decision:
 
 
 def promote_if_not_worse(
-    registry: "ModelRegistry",
+    registry: Store,
     kind: str,
     scope: str,
     candidate_version: int,
@@ -125,7 +124,7 @@ def promote_if_not_worse(
 
 
 def rollback(
-    registry: "ModelRegistry",
+    registry: Store,
     kind: str,
     scope: str,
     to_version: int | None = None,

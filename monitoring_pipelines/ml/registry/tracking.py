@@ -12,9 +12,10 @@ import os
 import re
 import threading
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -70,6 +71,18 @@ class TrackingTarget:
             self.artifact_root.mkdir(parents=True, exist_ok=True)
         if _scheme(self.uri) == "sqlite":
             _sqlite_parent(self.uri).mkdir(parents=True, exist_ok=True)
+
+
+class Store(Protocol):
+    """What the registry's operations need of it: the target, and MLflow pointed at it.
+
+    ``ModelRegistry`` is the one implementation; the operations (logging, promotion, loading) take
+    it as their first argument and ask for no more than this.
+    """
+
+    target: TrackingTarget
+
+    def activate(self) -> AbstractContextManager[TrackingTarget]: ...
 
 
 @contextlib.contextmanager
