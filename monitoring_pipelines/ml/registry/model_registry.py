@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from monitoring_pipelines.ml.registry import loading, logging, promotion, tracking
 from monitoring_pipelines.ml.registry.tracking import TrackingTarget
+from monitoring_pipelines.settings import redact_url
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -39,8 +40,6 @@ class ModelRegistry:
         self.loaded = loading.DetectorCache()
 
     def __repr__(self) -> str:
-        from monitoring_pipelines.settings import redact_url
-
         return f"ModelRegistry({redact_url(self.target.uri)!r})"
 
     @contextlib.contextmanager
