@@ -1,13 +1,18 @@
 """Dagster resources: thin, configurable handles on the warehouse and the pipeline settings."""
 
+import os
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
 
 from monitoring_pipelines.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    from monitoring_pipelines.ml.registry import ModelRegistry
 
 
 @cache
@@ -54,20 +59,25 @@ class PipelineSettingsResource(dg.ConfigurableResource):
         return datetime.fromisoformat(self.start_date).replace(tzinfo=UTC)
 
 
+@cache
+def _registry(tracking_uri: str, artifact_root: str) -> "ModelRegistry":
+    # One per process and store, so detectors loaded by alias are reused by every op of the run.
+    from monitoring_pipelines.ml.registry import ModelRegistry
+
+    return ModelRegistry(tracking_uri, Path(artifact_root))
+
+
 class MlflowResource(dg.ConfigurableResource):
     """The MLflow tracking server or store and where artifacts land."""
 
     tracking_uri: str
     artifact_root: str
 
-    def session(self):
-        import os
-
-        from monitoring_pipelines.ml import registry
-
+    def registry(self) -> "ModelRegistry":
+        """The model registry on this store: log, promote, roll back and load detectors."""
         # Download progress bars are noise in run logs.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        return registry.tracking(self.tracking_uri, Path(self.artifact_root))
+        return _registry(self.tracking_uri, self.artifact_root)
 
 
 class AlertingResource(dg.ConfigurableResource):

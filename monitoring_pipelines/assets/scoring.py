@@ -2,6 +2,7 @@
 
 import json
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
@@ -32,15 +33,18 @@ from monitoring_pipelines.resources import (
 )
 from monitoring_pipelines.warehouse import Warehouse
 
+if TYPE_CHECKING:
+    from monitoring_pipelines.ml.registry import ModelRegistry
 
-def _champions(tenant: str) -> tuple[dict, dict[str, int]]:
-    from monitoring_pipelines.ml import registry
+
+def _champions(models: "ModelRegistry", tenant: str) -> tuple[dict, dict[str, int]]:
+    from monitoring_pipelines.ml.registry import ModelNotFound
 
     model_sets, versions = {}, {}
     for kind in KINDS:
         try:
-            model_set, info = registry.load_by_alias(kind, tenant)
-        except registry.ModelNotFound:
+            model_set, info = models.load_by_alias(kind, tenant)
+        except ModelNotFound:
             continue
         model_sets[kind] = model_set
         versions[kind] = info.version
@@ -66,8 +70,7 @@ def detection_policy(
     tenant = context.partition_key
     wh = warehouse.get()
     plan, frames, windows = tenant_history(wh, pipeline, tenant)
-    with mlflow.session():
-        model_sets, versions = _champions(tenant)
+    model_sets, versions = _champions(mlflow.registry(), tenant)
     if not model_sets:
         raise dg.Failure(f"{tenant}: no champion model yet; materialize the *_model assets first")
     scores = score_period(
@@ -239,20 +242,17 @@ def anomaly_scores(
     model versions used (champions loaded by alias once per run). Re-scoring replaces the day.
     A backfill scores up to a month of a tenant's days in one run, each day exactly as a run of
     its own would."""
-    from monitoring_pipelines.ml import registry
-
     wh = warehouse.get()
+    models = mlflow.registry()
     totals = {"points": 0, "anomalies": 0}
     all_versions: dict[str, dict[str, int]] = {}
     by_tenant = tenant_spans(list(context.partition_keys))
     # A run of several tenants writes nothing unless every one of them can be scored.
-    with mlflow.session():
-        untrained = [t for t in by_tenant if not registry.champion_versions(t)]
+    untrained = [t for t in by_tenant if not models.champion_versions(t)]
     if untrained:
         raise dg.Failure(f"{', '.join(untrained)}: no champion model yet; run training_job first")
     for tenant, spans in by_tenant.items():
-        with mlflow.session():
-            model_sets, versions = _champions(tenant)
+        model_sets, versions = _champions(models, tenant)
         all_versions[tenant] = versions
         thresholds, policy = wh.read_thresholds(tenant)
         policy = policy or {"alert_policy": AlertPolicy().__dict__}

@@ -108,7 +108,7 @@ def build_model_asset(kind: str) -> dg.AssetsDefinition:
         pipeline: PipelineSettingsResource,
         mlflow: MlflowResource,
     ) -> dg.MaterializeResult:
-        from monitoring_pipelines.ml import registry
+        from monitoring_pipelines.ml.registry import ModelNotFound
 
         tenant = context.partition_key
         plan, frames, windows = tenant_history(warehouse.get(), pipeline, tenant)
@@ -117,47 +117,47 @@ def build_model_asset(kind: str) -> dg.AssetsDefinition:
         if not len(candidate):
             raise dg.Failure(f"{tenant}: no group could be fitted: {candidate.skipped}")
         judged = validate({kind: candidate}, frames, plan, windows)
-        with mlflow.session():
-            info = registry.log_candidate(
-                candidate,
-                kind=kind,
-                scope=tenant,
-                params={
-                    "detector": next(iter(candidate.detectors.values())).config.to_dict(),
-                    "plan": plan.to_dict(),
-                    "groups": len(candidate),
-                },
-                metrics=judged.metrics,
-                data_window=(plan.train_start, plan.train_end),
-                data_hash=data_hash(train),
-                training_rows=int(sum(f.notna().to_numpy().sum() for f in train.values())),
-                plots={"scores": _plot(frames, candidate, plan, windows, kind)},
-                input_example=_example(train),
-                description=(
-                    f"Validated on {plan.calibration_end.date()} to {plan.validation_end.date()}: "
-                    f"event F1 {judged.metrics['event_f1']:.3f}, "
-                    f"{judged.metrics['false_alarms_per_series_week']:.2f} false alarms per "
-                    "series-week."
-                ),
-                tags={"dagster.run_id": context.run.run_id, "dagster.partition": tenant},
-                group_columns=("tenant", "service"),
-            )
-            try:
-                champion, _ = registry.load_by_alias(kind, tenant)
-                champion_metrics = validate({kind: champion}, frames, plan, windows).metrics
-                baseline_metrics = None
-            except registry.ModelNotFound:
-                champion_metrics = None
-                baseline_metrics = baseline_validation(frames, plan, windows).metrics
-            decision = registry.promote_if_not_worse(
-                kind,
-                tenant,
-                info.version,
-                judged.metrics,
-                champion_metrics,
-                validation_window=(plan.calibration_end, plan.validation_end),
-                baseline_metrics=baseline_metrics,
-            )
+        models = mlflow.registry()
+        info = models.log_candidate(
+            candidate,
+            kind=kind,
+            scope=tenant,
+            params={
+                "detector": next(iter(candidate.detectors.values())).config.to_dict(),
+                "plan": plan.to_dict(),
+                "groups": len(candidate),
+            },
+            metrics=judged.metrics,
+            data_window=(plan.train_start, plan.train_end),
+            data_hash=data_hash(train),
+            training_rows=int(sum(f.notna().to_numpy().sum() for f in train.values())),
+            plots={"scores": _plot(frames, candidate, plan, windows, kind)},
+            input_example=_example(train),
+            description=(
+                f"Validated on {plan.calibration_end.date()} to {plan.validation_end.date()}: "
+                f"event F1 {judged.metrics['event_f1']:.3f}, "
+                f"{judged.metrics['false_alarms_per_series_week']:.2f} false alarms per "
+                "series-week."
+            ),
+            tags={"dagster.run_id": context.run.run_id, "dagster.partition": tenant},
+            group_columns=("tenant", "service"),
+        )
+        try:
+            champion, _ = models.load_by_alias(kind, tenant)
+            champion_metrics = validate({kind: champion}, frames, plan, windows).metrics
+            baseline_metrics = None
+        except ModelNotFound:
+            champion_metrics = None
+            baseline_metrics = baseline_validation(frames, plan, windows).metrics
+        decision = models.promote_if_not_worse(
+            kind,
+            tenant,
+            info.version,
+            judged.metrics,
+            champion_metrics,
+            validation_window=(plan.calibration_end, plan.validation_end),
+            baseline_metrics=baseline_metrics,
+        )
         context.log.info(f"{info.registered_name} v{info.version}: {'; '.join(decision.reasons)}")
         return dg.MaterializeResult(
             metadata={

@@ -72,26 +72,26 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from monitoring_pipelines.ml import registry
+    from monitoring_pipelines.ml.registry import ModelNotFound, ModelRegistry, registered_model_name
 
     settings = load_settings()
     prepare_home(settings)
-    with registry.tracking(settings.mlflow_tracking_uri, settings.home / "mlartifacts"):
-        if args.action == "list":
-            for tenant in args.tenant or settings.tenants:
-                versions = registry.champion_versions(tenant)
-                shown = ", ".join(f"{k} v{versions[k]}" for k in KINDS if k in versions)
-                print(f"{tenant}: {shown or 'no champion yet'}")
-            return 0
-        if not args.kind or not args.tenant:
-            raise CliError("models rollback needs --kind and --tenant")
-        try:
-            before, after = registry.rollback(
-                args.kind, args.tenant[0], args.to_version, reason=args.reason
-            )
-        except registry.ModelNotFound as exc:
-            raise CliError(str(exc)) from None
-    name = registry.registered_model_name(args.kind, args.tenant[0])
+    models = ModelRegistry(settings.mlflow_tracking_uri, settings.home / "mlartifacts")
+    if args.action == "list":
+        for tenant in args.tenant or settings.tenants:
+            versions = models.champion_versions(tenant)
+            shown = ", ".join(f"{k} v{versions[k]}" for k in KINDS if k in versions)
+            print(f"{tenant}: {shown or 'no champion yet'}")
+        return 0
+    if not args.kind or not args.tenant:
+        raise CliError("models rollback needs --kind and --tenant")
+    try:
+        before, after = models.rollback(
+            args.kind, args.tenant[0], args.to_version, reason=args.reason
+        )
+    except ModelNotFound as exc:
+        raise CliError(str(exc)) from None
+    name = registered_model_name(args.kind, args.tenant[0])
     print(f"{name}: champion v{before} -> v{after}")
     return 0
 

@@ -54,16 +54,14 @@ def _run(pipeline, assets, key):
 
 
 def test_training_registers_a_champion_and_scoring_uses_it(pipeline):
-    from monitoring_pipelines.ml import registry
-
     trained = _run(pipeline, [MODEL_ASSETS["isolation_forest"]], "acme")
     meta = trained.asset_materializations_for_node("isolation_forest_model")[0].metadata
     assert meta["registered_model"].value == "anomaly-isolation_forest-acme"
     assert meta["promoted"].value is True
     assert meta["train_window"].value == "2026-09-28 to 2026-10-19"
     assert 0.0 <= meta["validation/event_f1"].value <= 1.0
-    with pipeline["defs"].resources["mlflow"].session():
-        assert registry.champion_versions("acme") == {"isolation_forest": 1}
+    models = pipeline["defs"].resources["mlflow"].registry()
+    assert models.champion_versions("acme") == {"isolation_forest": 1}
 
     policy = _run(pipeline, [detection_policy], "acme")
     assert policy.success
@@ -100,7 +98,6 @@ def test_a_second_training_run_is_judged_against_the_champion(pipeline):
 
 
 def test_zscore_is_a_fourth_champion_and_day_by_day_scores_equal_the_whole_history(pipeline):
-    from monitoring_pipelines.ml import registry
     from monitoring_pipelines.ml.ensemble import combine_groups
     from monitoring_pipelines.ml.frames import group_frames
     from monitoring_pipelines.ml.training import per_series
@@ -131,8 +128,8 @@ def test_zscore_is_a_fourth_champion_and_day_by_day_scores_equal_the_whole_histo
     assert scores["isolation_forest_score"].notna().mean() > 0.99
 
     # The same champions scored over the tenant's whole history in one go.
-    with pipeline["defs"].resources["mlflow"].session():
-        sets = {k: registry.load_by_alias(k, "acme")[0] for k in ("isolation_forest", "zscore")}
+    models = pipeline["defs"].resources["mlflow"].registry()
+    sets = {k: models.load_by_alias(k, "acme")[0] for k in ("isolation_forest", "zscore")}
     end = pd.Timestamp(days[-1], tz="UTC") + pd.Timedelta(days=1)
     frames = group_frames(wh.read_records("clean_metrics", tenant="acme", end=end))
     members = {kind: model_set.score(frames) for kind, model_set in sets.items()}

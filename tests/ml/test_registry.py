@@ -20,6 +20,7 @@ from monitoring_pipelines.devservices import ServiceUnavailable, temporary_datab
 from monitoring_pipelines.ml import registry
 from monitoring_pipelines.ml.base import Detector, DetectorConfig
 from monitoring_pipelines.ml.plots import score_plot
+from monitoring_pipelines.ml.registry import ModelRegistry
 
 KIND = "trailing_mean"
 PASSWORD = "pw-s3cret-42"
@@ -83,7 +84,7 @@ def _fitted(window: int) -> TrailingMeanDetector:
     return TrailingMeanDetector(window=window).fit(TRAIN)
 
 
-def _log(detector, scope, *, plots=None, tags=None, **overrides):
+def _log(models, detector, scope, *, plots=None, tags=None, **overrides):
     scores = detector.score(HELD_OUT)
     kwargs = {
         "kind": KIND,
@@ -101,7 +102,7 @@ def _log(detector, scope, *, plots=None, tags=None, **overrides):
         "experiment": "registry-tests",
     }
     kwargs.update(overrides)
-    return registry.log_candidate(detector, **kwargs)
+    return models.log_candidate(detector, **kwargs)
 
 
 # -- stores ----------------------------------------------------------------------------------------
@@ -140,15 +141,14 @@ def _open(backend, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    registry.clear_cache()
-    return backend, home, cwd
+    # A registry of its own per test: nothing loaded by an earlier test is reused.
+    models = ModelRegistry(backend.uri, home / "mlartifacts")
+    return SimpleNamespace(backend=backend, home=home, cwd=cwd, models=models)
 
 
 @pytest.fixture
 def sqlite_store(sqlite_backend, monkeypatch):
-    backend, home, cwd = _open(sqlite_backend, monkeypatch)
-    with registry.tracking(backend.uri, home / "mlartifacts") as target:
-        yield SimpleNamespace(backend=backend, home=home, cwd=cwd, target=target)
+    return _open(sqlite_backend, monkeypatch)
 
 
 @pytest.fixture(
@@ -156,19 +156,11 @@ def sqlite_store(sqlite_backend, monkeypatch):
 )
 def any_store(request, monkeypatch):
     backend = request.getfixturevalue(f"{request.param}_backend")
-    backend, home, cwd = _open(backend, monkeypatch)
-    with registry.tracking(backend.uri, home / "mlartifacts") as target:
-        yield SimpleNamespace(backend=backend, home=home, cwd=cwd, target=target)
+    return _open(backend, monkeypatch)
 
 
-def _client():
-    from mlflow import MlflowClient
-
-    return MlflowClient()
-
-
-def _version(name, version):
-    return _client().get_model_version(name, str(version))
+def _version(models, name, version):
+    return models.client().get_model_version(name, str(version))
 
 
 # -- tests -----------------------------------------------------------------------------------------
@@ -192,6 +184,7 @@ def test_registered_model_names_read_kind_then_tenant():
 
 
 def test_key_flow_log_promote_reject_load_rollback(any_store, caplog):
+    models = any_store.models
     caplog.set_level("INFO")
     scope = f"flow-{any_store.backend.name}"
     name = registry.registered_model_name(KIND, scope)
@@ -201,12 +194,12 @@ def test_key_flow_log_promote_reject_load_rollback(any_store, caplog):
     warehouse = f"postgresql://etl:{PASSWORD}@db.internal/warehouse"
 
     started = time.perf_counter()
-    v1 = _log(first, scope, plots={"scores": plot}, tags={"source.warehouse": warehouse})
+    v1 = _log(models, first, scope, plots={"scores": plot}, tags={"source.warehouse": warehouse})
     log_seconds = time.perf_counter() - started
     print(f"\nlog_candidate on {any_store.backend.name}: {log_seconds:.2f}s")
 
     # Registered, described, tagged for a reviewer, with plots, signature and input example.
-    mv = _version(name, v1.version)
+    mv = _version(models, name, v1.version)
     assert v1.registered_name == name and v1.model_uri == f"models:/{name}/{v1.version}"
     assert mv.run_id == v1.run_id
     assert registry.CHALLENGER in mv.aliases
@@ -218,68 +211,71 @@ def test_key_flow_log_promote_reject_load_rollback(any_store, caplog):
     assert mv.tags["detector.kind"] == KIND and mv.tags["tenant"] == scope
     assert mv.tags["code.git_sha"]
     assert mv.tags["source.warehouse"] == "postgresql://etl:***@db.internal/warehouse"
-    model = _client().get_registered_model(name)
+    model = models.client().get_registered_model(name)
     assert "champion" in model.description and model.tags["tenant"] == scope
-    run = _client().get_run(v1.run_id)
+    run = models.client().get_run(v1.run_id)
     assert run.data.params["window"] == "12" and run.data.params["calibration.decades"] == "8.0"
     assert run.data.metrics["event_f1"] == 0.7
-    artifacts = [a.path for a in _client().list_artifacts(v1.run_id, "plots")]
+    artifacts = [a.path for a in models.client().list_artifacts(v1.run_id, "plots")]
     assert artifacts == ["plots/scores.png"]
     import mlflow
 
-    info = mlflow.models.get_model_info(v1.model_uri)
+    # Outside the registry's own calls, MLflow resolves models:/ URIs through its global URIs.
+    with models.activate():
+        info = mlflow.models.get_model_info(v1.model_uri)
     assert info.signature.inputs.input_names() == ["ts", "latency_p95_ms", "error_rate"]
     assert info.saved_input_example_info is not None
 
     # The first candidate becomes champion; its challenger alias goes.
-    decision = registry.promote_if_not_worse(KIND, scope, v1.version, GOOD, None)
+    decision = models.promote_if_not_worse(KIND, scope, v1.version, GOOD, None)
     assert decision.promoted and decision.previous_champion is None
-    mv = _version(name, v1.version)
+    mv = _version(models, name, v1.version)
     assert mv.aliases == ["champion"]
     assert mv.tags["promotion.decision"] == "promoted"
     assert mv.tags["promotion.compared_with_version"] == "none"
 
     # A worse candidate on the same held-out data stays challenger, with reasons on its version.
     started = time.perf_counter()
-    v2 = _log(_fitted(window=3), scope)
+    v2 = _log(models, _fitted(window=3), scope)
     print(f"log_candidate again: {time.perf_counter() - started:.2f}s")
     worse = {**GOOD, "event_f1": 0.55}
     held_out = (HELD_OUT.index[0], HELD_OUT.index[-1])
-    decision = registry.promote_if_not_worse(
+    decision = models.promote_if_not_worse(
         KIND, scope, v2.version, worse, GOOD, validation_window=held_out
     )
     assert not decision.promoted
     assert decision.reasons == ["event_f1 0.55 worse than champion's 0.7 (higher is better)"]
-    mv = _version(name, v2.version)
+    mv = _version(models, name, v2.version)
     assert mv.aliases == ["challenger"]
     assert mv.tags["promotion.decision"] == "rejected"
     assert "event_f1 0.55 worse" in mv.tags["promotion.reasons"]
     assert mv.tags["promotion.compared_with_version"] == str(v1.version)
     assert mv.tags["validation.event_f1"] == "0.55"
     assert "not promoted" in mv.description and "- event_f1 0.55 worse" in mv.description
-    assert registry.champion_versions(scope, kinds=(KIND,)) == {KIND: v1.version}
+    assert models.champion_versions(scope, kinds=(KIND,)) == {KIND: v1.version}
 
     # An equal candidate is not worse: it takes over, and the old champion says who replaced it.
-    v3 = _log(_fitted(window=24), scope)
-    decision = registry.promote_if_not_worse(KIND, scope, v3.version, GOOD, GOOD)
+    v3 = _log(models, _fitted(window=24), scope)
+    decision = models.promote_if_not_worse(KIND, scope, v3.version, GOOD, GOOD)
     assert decision.promoted and decision.previous_champion == v1.version
-    assert registry.champion_versions(scope, kinds=(KIND,)) == {KIND: v3.version}
-    assert _version(name, v1.version).tags["promotion.replaced_by"] == str(v3.version)
-    assert "PROMOTED to champion" in _version(name, v3.version).description
+    assert models.champion_versions(scope, kinds=(KIND,)) == {KIND: v3.version}
+    assert _version(models, name, v1.version).tags["promotion.replaced_by"] == str(v3.version)
+    assert "PROMOTED to champion" in _version(models, name, v3.version).description
 
     # The pipeline gets the real detector back, scoring exactly as the one that was logged.
     original = _fitted(window=24)
-    loaded, version = registry.load_by_alias(KIND, scope)
+    loaded, version = models.load_by_alias(KIND, scope)
     assert isinstance(loaded, TrailingMeanDetector) and version.version == v3.version
     pd.testing.assert_frame_equal(loaded.score(HELD_OUT), original.score(HELD_OUT))
-    again, _ = registry.load_by_alias(KIND, scope)
+    again, _ = models.load_by_alias(KIND, scope)
     assert again is loaded
     assert (any_store.home / "model-cache").is_dir()
 
     # The pyfunc model served by alias gives the same scores.
     pyfunc_dir = any_store.backend.root / "pyfunc"
     pyfunc_dir.mkdir()
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@champion", dst_path=str(pyfunc_dir))
+    with models.activate():
+        pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@champion", dst_path=str(pyfunc_dir))
     predicted = pyfunc.predict(registry.pyfunc_frame(HELD_OUT))
     expected = original.score(HELD_OUT)
     assert list(predicted.columns) == ["ts", *expected.columns]
@@ -287,17 +283,17 @@ def test_key_flow_log_promote_reject_load_rollback(any_store, caplog):
     np.testing.assert_allclose(predicted[expected.columns].to_numpy(), expected, equal_nan=True)
 
     # Rollback puts the previous champion back and records why on both versions.
-    assert registry.rollback(KIND, scope, reason="alert storm after deploy") == (
+    assert models.rollback(KIND, scope, reason="alert storm after deploy") == (
         v3.version,
         v1.version,
     )
-    assert registry.champion_versions(scope, kinds=(KIND,)) == {KIND: v1.version}
-    restored = _version(name, v1.version)
+    assert models.champion_versions(scope, kinds=(KIND,)) == {KIND: v1.version}
+    restored = _version(models, name, v1.version)
     assert restored.tags["rollback.restored_from"] == str(v3.version)
     assert restored.tags["rollback.reason"] == "alert storm after deploy"
     assert "alert storm after deploy" in restored.description
-    assert _version(name, v3.version).tags["rollback.replaced_by"] == str(v1.version)
-    loaded, version = registry.load_by_alias(KIND, scope)
+    assert _version(models, name, v3.version).tags["rollback.replaced_by"] == str(v1.version)
+    loaded, version = models.load_by_alias(KIND, scope)
     assert version.version == v1.version and loaded.window == 12
 
     # Everything stayed under the test's folders, and no password was stored or logged.
@@ -323,6 +319,7 @@ def _assert_no_password(store, caplog):
 
 def test_an_isolation_forest_set_round_trips_through_the_registry_and_pyfunc(sqlite_store):
     """The unit the pipeline logs: one detector per service of a tenant, sklearn flavor inside."""
+    models = sqlite_store.models
     from monitoring_pipelines.ml.isolation_forest import IsolationForestDetector
     from monitoring_pipelines.ml.model_set import DetectorSet
 
@@ -345,7 +342,7 @@ def test_an_isolation_forest_set_round_trips_through_the_registry_and_pyfunc(sql
         ]
     )
     example = pd.concat([rows[rows.service == "api"].head(3), rows[rows.service == "db"].head(3)])
-    candidate = registry.log_candidate(
+    candidate = models.log_candidate(
         model_set,
         kind=kind,
         scope=scope,
@@ -359,10 +356,10 @@ def test_an_isolation_forest_set_round_trips_through_the_registry_and_pyfunc(sql
         group_columns=("tenant", "service"),
         experiment="registry-tests",
     )
-    registry.promote_if_not_worse(kind, scope, candidate.version, GOOD, None)
+    models.promote_if_not_worse(kind, scope, candidate.version, GOOD, None)
 
     expected = model_set.score(held_out)
-    loaded, _ = registry.load_by_alias(kind, scope)
+    loaded, _ = models.load_by_alias(kind, scope)
     assert isinstance(loaded, DetectorSet) and set(loaded.detectors) == set(train)
     for key, scores in loaded.score(held_out).items():
         pd.testing.assert_frame_equal(scores, expected[key])
@@ -373,21 +370,26 @@ def test_an_isolation_forest_set_round_trips_through_the_registry_and_pyfunc(sql
     name = registry.registered_model_name(kind, scope)
     pyfunc_dir = sqlite_store.backend.root / "pyfunc-set"
     pyfunc_dir.mkdir()
-    served = mlflow.pyfunc.load_model(f"models:/{name}@champion", dst_path=str(pyfunc_dir))
+    with models.activate():
+        served = mlflow.pyfunc.load_model(f"models:/{name}@champion", dst_path=str(pyfunc_dir))
     predicted = served.predict(registry.pyfunc_frame(rows, ("tenant", "service")))
     assert len(predicted) == len(rows)
+    # The wrapper class is pickled by reference, under the name models logged before used.
+    [pickled] = pyfunc_dir.rglob("python_model.pkl")
+    assert {"monitoring_pipelines.ml.registry", "DetectorPyfunc"} <= _pickled_strings(pickled)
     for key, scores in expected.items():
         mine = predicted[(predicted.tenant == key[0]) & (predicted.service == key[1])]
         np.testing.assert_allclose(mine[scores.columns].to_numpy(), scores, equal_nan=True)
 
 
 def test_candidate_better_on_f1_but_noisier_is_not_promoted(sqlite_store):
+    models = sqlite_store.models
     scope = "guards"
-    v1 = _log(_fitted(window=12), scope)
-    registry.promote_if_not_worse(KIND, scope, v1.version, GOOD, None)
-    v2 = _log(_fitted(window=6), scope)
+    v1 = _log(models, _fitted(window=12), scope)
+    models.promote_if_not_worse(KIND, scope, v1.version, GOOD, None)
+    v2 = _log(models, _fitted(window=6), scope)
     noisy = {**GOOD, "event_f1": 0.9, "false_alarms_per_series_week": 5.0}
-    decision = registry.promote_if_not_worse(KIND, scope, v2.version, noisy, GOOD)
+    decision = models.promote_if_not_worse(KIND, scope, v2.version, noisy, GOOD)
     assert not decision.promoted
     assert decision.reasons == [
         "false_alarms_per_series_week 5 worse than champion's 2 (lower is better)"
@@ -395,17 +397,18 @@ def test_candidate_better_on_f1_but_noisier_is_not_promoted(sqlite_store):
     assert decision.compared["event_f1"]["ok"]
     # Within a 10 % tolerance a little noise is accepted.
     slightly = {**GOOD, "false_alarms_per_series_week": 2.1}
-    assert registry.promote_if_not_worse(
+    assert models.promote_if_not_worse(
         KIND, scope, v2.version, slightly, GOOD, tolerance=0.1
     ).promoted
 
 
 def test_a_first_candidate_worse_than_the_reference_baseline_does_not_become_champion(sqlite_store):
+    models = sqlite_store.models
     scope = "baseline"
     name = registry.registered_model_name(KIND, scope)
     baseline = {"event_f1": 0.8, "false_alarms_per_series_week": 0.5}
-    v1 = _log(_fitted(window=12), scope)
-    decision = registry.promote_if_not_worse(
+    v1 = _log(models, _fitted(window=12), scope)
+    decision = models.promote_if_not_worse(
         KIND, scope, v1.version, GOOD, None, baseline_metrics=baseline
     )
     assert not decision.promoted
@@ -413,58 +416,89 @@ def test_a_first_candidate_worse_than_the_reference_baseline_does_not_become_cha
         "no champion yet, and event_f1 0.7 worse than reference baseline's 0.8 (higher is "
         "better): not promoted; the pipeline scores with the kinds that qualified"
     ]
-    assert registry.champion_versions(scope, kinds=(KIND,)) == {}
-    mv = _version(name, v1.version)
+    assert models.champion_versions(scope, kinds=(KIND,)) == {}
+    mv = _version(models, name, v1.version)
     assert mv.tags["promotion.decision"] == "rejected"
     assert "reference baseline's 0.8" in mv.description
     # A later candidate as good as the baseline on its own held-out week becomes the first champion.
-    v2 = _log(_fitted(window=6), scope)
-    decision = registry.promote_if_not_worse(
+    v2 = _log(models, _fitted(window=6), scope)
+    decision = models.promote_if_not_worse(
         KIND, scope, v2.version, {**GOOD, "event_f1": 0.8}, None, baseline_metrics=baseline
     )
     assert decision.promoted
-    assert registry.champion_versions(scope, kinds=(KIND,)) == {KIND: v2.version}
+    assert models.champion_versions(scope, kinds=(KIND,)) == {KIND: v2.version}
 
 
 def test_champion_without_metrics_on_the_same_data_keeps_its_place(sqlite_store):
+    models = sqlite_store.models
     scope = "unmeasured"
-    v1 = _log(_fitted(window=12), scope)
-    registry.promote_if_not_worse(KIND, scope, v1.version, GOOD, None)
-    v2 = _log(_fitted(window=6), scope)
-    decision = registry.promote_if_not_worse(KIND, scope, v2.version, GOOD, None)
+    v1 = _log(models, _fitted(window=12), scope)
+    models.promote_if_not_worse(KIND, scope, v1.version, GOOD, None)
+    v2 = _log(models, _fitted(window=6), scope)
+    decision = models.promote_if_not_worse(KIND, scope, v2.version, GOOD, None)
     assert not decision.promoted
     assert "same held-out data" in decision.reasons[0]
-    assert registry.champion_versions(scope, kinds=(KIND,)) == {KIND: v1.version}
+    assert models.champion_versions(scope, kinds=(KIND,)) == {KIND: v1.version}
 
 
 def test_rolling_back_twice_goes_two_champions_back_and_then_stops(sqlite_store):
+    models = sqlite_store.models
     scope = "history"
     versions = []
     for window in (4, 8, 16):
-        candidate = _log(_fitted(window=window), scope)
-        registry.promote_if_not_worse(KIND, scope, candidate.version, GOOD, GOOD)
+        candidate = _log(models, _fitted(window=window), scope)
+        models.promote_if_not_worse(KIND, scope, candidate.version, GOOD, GOOD)
         versions.append(candidate.version)
     v1, v2, v3 = versions
-    assert registry.rollback(KIND, scope) == (v3, v2)
-    assert registry.rollback(KIND, scope) == (v2, v1)
+    assert models.rollback(KIND, scope) == (v3, v2)
+    assert models.rollback(KIND, scope) == (v2, v1)
     with pytest.raises(registry.ModelNotFound, match="no earlier champion"):
-        registry.rollback(KIND, scope)
-    assert registry.rollback(KIND, scope, to_version=v3) == (v1, v3)
-    assert registry.champion_versions(scope, kinds=(KIND,)) == {KIND: v3}
+        models.rollback(KIND, scope)
+    assert models.rollback(KIND, scope, to_version=v3) == (v1, v3)
+    assert models.champion_versions(scope, kinds=(KIND,)) == {KIND: v3}
 
 
 def test_missing_model_or_alias_is_a_one_line_error(sqlite_store):
+    models = sqlite_store.models
     with pytest.raises(registry.ModelNotFound, match="anomaly-trailing_mean-nobody"):
-        registry.load_by_alias(KIND, "nobody")
+        models.load_by_alias(KIND, "nobody")
     with pytest.raises(registry.ModelNotFound, match="no champion"):
-        registry.rollback(KIND, "nobody")
-    assert registry.champion_versions("nobody") == {}
+        models.rollback(KIND, "nobody")
+    assert models.champion_versions("nobody") == {}
+
+
+def test_two_registries_in_one_process_keep_to_their_own_stores(sqlite_store, tmp_path):
+    import mlflow
+
+    models = sqlite_store.models
+    other_home = tmp_path / "other"
+    other = ModelRegistry(f"sqlite:///{other_home / 'mlflow.db'}", other_home / "mlartifacts")
+    before = mlflow.get_tracking_uri()
+    mine = _log(models, _fitted(window=12), "apart")
+    theirs = _log(other, _fitted(window=6), "apart")
+    models.promote_if_not_worse(KIND, "apart", mine.version, GOOD, None)
+    assert models.champion_versions("apart", kinds=(KIND,)) == {KIND: mine.version}
+    assert other.champion_versions("apart", kinds=(KIND,)) == {}
+    # One registry's call inside the other's block uses its own store, then gives the block back.
+    with other.activate():
+        loaded, _ = models.load_by_alias(KIND, "apart")
+        assert mlflow.get_tracking_uri() == other.target.uri
+        challenger, _ = other.load_by_alias(KIND, "apart", alias=registry.CHALLENGER)
+    assert (loaded.window, challenger.window) == (12, 6)
+    assert theirs.run_id != mine.run_id
+    assert (other_home / "mlartifacts" / "registry-tests").is_dir()
+    assert mlflow.get_tracking_uri() == before
 
 
 def test_default_tracking_lives_under_monitoring_home(tmp_path, monkeypatch):
+    from monitoring_pipelines.definitions import build_resources
+    from monitoring_pipelines.settings import load_settings
+
     monkeypatch.setenv("MONITORING_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    with registry.tracking() as target:
+    # The registry reads no settings itself: the pipeline's resource builds it from them.
+    models = build_resources(load_settings())["mlflow"].registry()
+    with models.activate() as target:
         import mlflow
 
         assert mlflow.get_tracking_uri() == f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
@@ -489,9 +523,39 @@ def test_score_plot_shades_label_windows_and_draws_the_threshold():
 
 def test_the_zscore_kind_has_a_registered_name_and_plain_requirements():
     from monitoring_pipelines.ml import registry
+    from monitoring_pipelines.ml.registry.logging import pip_requirements
 
     assert registry.registered_model_name("zscore", "acme") == "anomaly-zscore-acme"
-    requirements = registry._pip_requirements("zscore")
+    requirements = pip_requirements("zscore")
     names = {r.split("==")[0] for r in requirements}
     assert {"numpy", "pandas", "scipy"} <= names
     assert not names & {"tensorflow-cpu", "prophet", "scikit-learn"}
+
+
+LEGACY = Path(__file__).parents[1] / "data" / "registry"
+
+
+def test_a_model_logged_when_the_registry_was_one_module_still_loads_and_scores_the_same():
+    """Versions already in users' stores name the pyfunc class and the loader by import path."""
+    import mlflow
+    from mlflow.models import Model
+
+    model_dir = LEGACY / "legacy_model"
+    pickled = _pickled_strings(model_dir / "python_model.pkl")
+    assert {"monitoring_pipelines.ml.registry", "DetectorPyfunc"} <= pickled
+    config = Model.load(str(model_dir)).flavors["python_function"]["config"]
+    assert config["loader"] == "monitoring_pipelines.ml.model_set:DetectorSet.load"
+
+    served = mlflow.pyfunc.load_model(str(model_dir))
+    rows = pd.read_csv(LEGACY / "legacy_model_input.csv")
+    predicted = served.predict(registry.pyfunc_frame(rows, ("tenant", "service")))
+    expected = pd.read_csv(LEGACY / "legacy_model_scores.csv")
+    expected["ts"] = pd.to_datetime(expected["ts"]).astype("datetime64[ns]")
+    assert predicted[["latency_p95_ms", "error_rate"]].notna().sum().sum() > 0
+    pd.testing.assert_frame_equal(predicted, expected, check_exact=False, rtol=1e-9)
+
+
+def _pickled_strings(path: Path) -> set[str]:
+    import pickletools
+
+    return {arg for _, arg, _ in pickletools.genops(path.read_bytes()) if isinstance(arg, str)}
