@@ -12,11 +12,6 @@ from monitoring_pipelines.ml.evaluation import parse_windows
 from monitoring_pipelines.ml.frames import group_frames
 from monitoring_pipelines.ml.training import (
     TrainingPlan,
-    baseline_validation,
-    data_hash,
-    fit_candidate,
-    slice_frames,
-    validate,
 )
 from monitoring_pipelines.partitions import tenant_partitions
 from monitoring_pipelines.resources import (
@@ -65,25 +60,6 @@ def tenant_history(
     return plan, frames, tenant_windows(pipeline.labels_file, tenant)
 
 
-def _example(frames: dict[tuple, pd.DataFrame], rows: int = 48) -> pd.DataFrame:
-    key = sorted(frames)[0]
-    head = frames[key].iloc[-rows:]
-    out = head.reset_index(names="ts")
-    out.insert(1, "tenant", key[0])
-    out.insert(2, "service", key[1])
-    return out
-
-
-def _plot(frames, model_set, plan: TrainingPlan, windows, kind: str):
-    from monitoring_pipelines.ml.plots import score_plot
-
-    key = sorted(model_set.detectors)[0]
-    recent = slice_frames(frames, plan.train_start, plan.validation_end)[key]
-    scores = model_set.detectors[key].score(recent)
-    labelled = [w for column in recent.columns for w in windows.get("/".join((*key, column)), [])]
-    return score_plot(recent, scores, labelled, title=f"{kind} on {'/'.join(key)}")
-
-
 def build_model_asset(kind: str) -> dg.AssetsDefinition:
     row = CATALOGUE[kind]
 
@@ -108,76 +84,37 @@ def build_model_asset(kind: str) -> dg.AssetsDefinition:
         pipeline: PipelineSettingsResource,
         mlflow: MlflowResource,
     ) -> dg.MaterializeResult:
-        from monitoring_pipelines.ml.registry import ModelNotFound
+        from monitoring_pipelines.ml.train_and_promote import NothingToFit, train_and_promote
 
         tenant = context.partition_key
         plan, frames, windows = tenant_history(warehouse.get(), pipeline, tenant)
-        train = slice_frames(frames, plan.train_start, plan.train_end)
-        candidate = fit_candidate(kind, frames, plan)
-        if not len(candidate):
-            raise dg.Failure(f"{tenant}: no group could be fitted: {candidate.skipped}")
-        judged = validate({kind: candidate}, frames, plan, windows)
-        models = mlflow.registry()
-        info = models.log_candidate(
-            candidate,
-            kind=kind,
-            scope=tenant,
-            params={
-                "detector": next(iter(candidate.detectors.values())).config.to_dict(),
-                "plan": plan.to_dict(),
-                "groups": len(candidate),
-            },
-            metrics=judged.metrics,
-            data_window=(plan.train_start, plan.train_end),
-            data_hash=data_hash(train),
-            training_rows=int(sum(f.notna().to_numpy().sum() for f in train.values())),
-            plots={"scores": _plot(frames, candidate, plan, windows, kind)},
-            input_example=_example(train),
-            description=(
-                f"Validated on {plan.calibration_end.date()} to {plan.validation_end.date()}: "
-                f"event F1 {judged.metrics['event_f1']:.3f}, "
-                f"{judged.metrics['false_alarms_per_series_week']:.2f} false alarms per "
-                "series-week."
-            ),
-            tags={"dagster.run_id": context.run.run_id, "dagster.partition": tenant},
-            group_columns=("tenant", "service"),
-        )
+        tags = {"dagster.run_id": context.run.run_id, "dagster.partition": tenant}
         try:
-            champion, _ = models.load_by_alias(kind, tenant)
-            champion_metrics = validate({kind: champion}, frames, plan, windows).metrics
-            baseline_metrics = None
-        except ModelNotFound:
-            champion_metrics = None
-            baseline_metrics = baseline_validation(frames, plan, windows).metrics
-        decision = models.promote_if_not_worse(
-            kind,
-            tenant,
-            info.version,
-            judged.metrics,
-            champion_metrics,
-            validation_window=(plan.calibration_end, plan.validation_end),
-            baseline_metrics=baseline_metrics,
-        )
-        context.log.info(f"{info.registered_name} v{info.version}: {'; '.join(decision.reasons)}")
-        return dg.MaterializeResult(
-            metadata={
-                "registered_model": info.registered_name,
-                "version": info.version,
-                "promoted": decision.promoted,
-                "decision": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
-                "mlflow_run_id": info.run_id,
-                "train_window": f"{plan.train_start.date()} to {plan.train_end.date()}",
-                "validation_window": f"{plan.calibration_end.date()} to "
-                f"{plan.validation_end.date()}",
-                "groups": len(candidate),
-                "skipped_groups": dg.MetadataValue.json(
-                    {"/".join(k): r for k, r in candidate.skipped.items()}
-                ),
-                **{f"validation/{k}": float(v) for k, v in judged.metrics.items()},
-            }
-        )
+            outcome = train_and_promote(
+                kind, tenant, plan, frames, windows, mlflow.registry(), tags
+            )
+        except NothingToFit as exc:
+            raise dg.Failure(str(exc)) from None
+        context.log.info(outcome.summary())
+        return dg.MaterializeResult(metadata=_training_metadata(outcome))
 
     return _model
+
+
+def _training_metadata(outcome) -> dict:
+    plan = outcome.plan
+    return {
+        "registered_model": outcome.registered_name,
+        "version": outcome.version,
+        "promoted": outcome.promoted,
+        "decision": dg.MetadataValue.md("\n".join(f"- {r}" for r in outcome.reasons)),
+        "mlflow_run_id": outcome.run_id,
+        "train_window": f"{plan.train_start.date()} to {plan.train_end.date()}",
+        "validation_window": f"{plan.calibration_end.date()} to {plan.validation_end.date()}",
+        "groups": outcome.groups,
+        "skipped_groups": dg.MetadataValue.json(outcome.skipped),
+        **{f"validation/{k}": v for k, v in outcome.metrics.items()},
+    }
 
 
 # One training asset per catalogued kind, keyed by kind.
