@@ -1,0 +1,69 @@
+"""What the reports read from the MLflow registry, through ``ml.registry``'s public functions and
+MLflow's client: the versions of a tenant's detectors (tags, description, creation time) and the
+tenant's Prophet champion for the forecast. mlflow is imported inside the methods."""
+
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+class MlflowRegistry:
+    def __init__(self, tracking_uri: str, artifact_root: Path | None = None):
+        self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root
+
+    def _tracking(self):
+        from monitoring_pipelines.ml import registry
+
+        return registry.tracking(self.tracking_uri, self.artifact_root)
+
+    def versions(self, tenant: str) -> list[dict]:
+        """Every registered version of the tenant's detectors, oldest first per kind."""
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        from monitoring_pipelines.ml import registry
+
+        out = []
+        with self._tracking() as target:
+            client = MlflowClient(tracking_uri=target.uri, registry_uri=target.uri)
+            for kind in registry.KINDS:
+                try:
+                    name = registry.registered_model_name(kind, tenant)
+                    found = client.search_model_versions(f"name = '{name}'")
+                except (ValueError, MlflowException):
+                    continue
+                for mv in sorted(found, key=lambda v: int(v.version)):
+                    created = mv.creation_timestamp
+                    out.append(
+                        {
+                            "tenant": tenant,
+                            "kind": kind,
+                            "version": int(mv.version),
+                            "created": None if created is None else _iso_ms(int(created)),
+                            "tags": dict(mv.tags or {}),
+                            "aliases": sorted(mv.aliases or ()),
+                        }
+                    )
+        return out
+
+    def prophet_champion(self, tenant: str) -> dict | None:
+        """``{"detector", "version"}`` of the tenant's Prophet champion, or None."""
+        from monitoring_pipelines.ml import registry
+
+        try:
+            with self._tracking():
+                detector, info = registry.load_by_alias("prophet", tenant)
+        except (registry.ModelNotFound, ValueError):
+            return None
+        except Exception as exc:  # an unloadable champion leaves the fitted forecast in place
+            logger.warning("prophet champion of %s not loaded: %s", tenant, exc)
+            return None
+        return {"detector": detector, "version": info.version}
+
+
+def _iso_ms(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
