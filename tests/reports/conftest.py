@@ -44,11 +44,11 @@ class Seed:
     extra: dict = field(default_factory=dict)
 
 
-def metric_frame(tenant: str, index: int) -> pd.DataFrame:
+def metric_frame(tenant: str, index: int, services=SERVICES) -> pd.DataFrame:
     ts = pd.date_range(START, WEEK_END, freq=STEP, inclusive="left", tz="UTC")
     hours = np.arange(len(ts)) * STEP.total_seconds() / 3600
     frames = []
-    for s, service in enumerate(SERVICES):
+    for s, service in enumerate(services):
         # Busy first half of each day (errors 0.4 %), quiet second half (no errors): the
         # request-weighted error rate differs from the plain mean.
         busy = ts.hour < 12
@@ -113,17 +113,18 @@ def _incident(tenant, service, n, severity, start, minutes, **kw) -> dict:
     }
 
 
-def incidents_for(tenant: str) -> list[dict]:
+def incidents_for(tenant: str, services=SERVICES, metric="latency_p95_ms") -> list[dict]:
+    api, search = services
     i = [
         # In the period: 2 critical, 1 high, 2 medium, one off-hours (Saturday 03:00).
-        _incident(tenant, "api", 1, "critical", t(19, 10), 40, acknowledged_at=t(19, 10, 6)),
-        _incident(tenant, "api", 2, "critical", t(20, 14), 90, acknowledged_at=t(20, 14, 20)),
-        _incident(tenant, "search", 3, "high", t(24, 3), 30, metric="latency_p95_ms"),
+        _incident(tenant, api, 1, "critical", t(19, 10), 40, acknowledged_at=t(19, 10, 6)),
+        _incident(tenant, api, 2, "critical", t(20, 14), 90, acknowledged_at=t(20, 14, 20)),
+        _incident(tenant, search, 3, "high", t(24, 3), 30, metric=metric),
         # Flaps with incident 1: the same series starts again 20 minutes after it resolved.
-        _incident(tenant, "api", 4, "medium", t(19, 11), 10, feedback="false_positive"),
-        _incident(tenant, "search", 5, "medium", t(25, 23, 30), 60, resolved=False),
+        _incident(tenant, api, 4, "medium", t(19, 11), 10, feedback="false_positive"),
+        _incident(tenant, search, 5, "medium", t(25, 23, 30), 60, resolved=False),
         # The week before: 1 low.
-        _incident(tenant, "api", 6, "low", t(13, 9), 20),
+        _incident(tenant, api, 6, "low", t(13, 9), 20),
     ]
     if tenant == "zephyrcorp":
         i.append(
@@ -142,8 +143,16 @@ def incidents_for(tenant: str) -> list[dict]:
     return i
 
 
-def seed_tenant(wh: Warehouse, tenant: str, index: int, *, blocked: bool) -> dict:
-    frame = metric_frame(tenant, index)
+def seed_tenant(
+    wh: Warehouse,
+    tenant: str,
+    index: int,
+    *,
+    blocked: bool,
+    services=SERVICES,
+    incident_metric="latency_p95_ms",
+) -> dict:
+    frame = metric_frame(tenant, index, services)
     wh.replace_partition("metrics", tenant, START, WEEK_END, frame)
     grid = frame[["tenant", "service", "metric", "ts", "value"]].copy()
     grid["is_gap"] = False
@@ -157,7 +166,7 @@ def seed_tenant(wh: Warehouse, tenant: str, index: int, *, blocked: bool) -> dic
         grid.loc[gaps, "value"] = np.nan
     wh.replace_partition("clean_metrics", tenant, START, WEEK_END, grid)
 
-    incs = incidents_for(tenant)
+    incs = incidents_for(tenant, services, incident_metric)
     with wh.engine.begin() as conn:
         conn.execute(alerts.insert(), incs)
     notes = []

@@ -27,12 +27,14 @@ def fitted(hourly: pd.Series, future: pd.DatetimeIndex) -> pd.DataFrame:
     t0 = hourly.index[0]
     hours = ((hourly.index - t0) / pd.Timedelta(hours=1)).to_numpy()
     future_hours = ((future - t0) / pd.Timedelta(hours=1)).to_numpy()
-    recent = hours >= hours[-1] - 14 * 24
-    slope, intercept = (
-        np.polyfit(hours[recent], hourly.to_numpy()[recent], 1)
-        if recent.sum() > 2
-        else (0.0, float(hourly.mean()))
-    )
+    # The trend is fitted on whole days' means (a day's shape does not tilt it).
+    days = hourly.resample("1D")
+    daily = days.mean()[days.count() == 24].iloc[-14:]
+    if len(daily) >= 3:
+        centres = ((daily.index - t0) / pd.Timedelta(hours=1)).to_numpy() + 11.5
+        slope, intercept = np.polyfit(centres, daily.to_numpy(), 1)
+    else:
+        slope, intercept = 0.0, float(hourly.mean())
     detrended = hourly.to_numpy() - (slope * hours + intercept)
     weekly = (hourly.index[-1] - hourly.index[0]) >= pd.Timedelta(days=14)
 
