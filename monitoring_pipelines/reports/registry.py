@@ -67,3 +67,15 @@ def _iso_ms(ms: int) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+def default_registry(tracking_uri: str, artifact_root: Path | None = None) -> MlflowRegistry | None:
+    """The registry at ``tracking_uri``, or None when it is a SQLite file that does not exist yet
+    (reading must not create an empty MLflow store)."""
+    if tracking_uri.startswith("sqlite:"):
+        from sqlalchemy.engine import make_url
+
+        database = make_url(tracking_uri).database
+        if not database or not Path(database).expanduser().exists():
+            return None
+    return MlflowRegistry(tracking_uri, artifact_root)

@@ -105,3 +105,20 @@ def write_reports(
     finally:
         if own:
             wh.dispose()
+
+
+def materialization(written: list[WrittenReport]) -> dict:
+    """What the asset shows: the all-tenants summary, headline figures and every file's path."""
+    everyone = next((w for w in written if w.tenant is None), written[0] if written else None)
+    paths = {
+        (w.tenant if w.tenant is not None else "all"): {k: str(p) for k, p in w.paths.items()}
+        for w in written
+    }
+    return {
+        "summary": everyone.summary if everyone else "",
+        "html": str(everyone.paths["html"]) if everyone else "",
+        "paths": paths,
+        "reports": len(written),
+        "has_data": bool(everyone and everyone.has_data),
+        "incidents": (everyone.figures.get("operations", {}).get("incidents") if everyone else 0),
+    }

@@ -1,5 +1,5 @@
 """Report figures against the same figures computed here, independently, from the rows the
-fixture inserted (see conftest.py)."""
+fixture inserted (see seed.py)."""
 
 import json
 from datetime import UTC, datetime, timedelta
@@ -16,7 +16,7 @@ from monitoring_pipelines.reports.periods import (
     period_as_of,
     period_containing,
 )
-from tests.reports.conftest import BLOCKED_DAY, WEEK_END, WEEK_START
+from tests.reports.seed import BLOCKED_DAY, WEEK_END, WEEK_START
 
 TENANT = "zephyrcorp"
 

@@ -12,7 +12,7 @@ from monitoring_pipelines.reports.render import md, render_html, render_markdown
 from monitoring_pipelines.reports.service import write_reports
 from monitoring_pipelines.settings import load_settings
 from monitoring_pipelines.warehouse import Warehouse
-from tests.reports.conftest import TENANTS, seed_tenant
+from tests.reports.seed import TENANTS, seed_tenant
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
