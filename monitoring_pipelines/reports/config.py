@@ -5,7 +5,7 @@ targets live in a file of their own. Every key is optional; without the file the
 apply. Example::
 
     slo:
-      default: {availability: 0.999, latency_p95_ms: 400}
+      default: {availability: 0.995, latency_p95_ms: 400}   # the defaults
       services:
         playback: {latency_p95_ms: 1500}
       tenants:
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-DEFAULT_SLO = {"availability": 0.999, "latency_p95_ms": 400.0}
+DEFAULT_SLO = {"availability": 0.995, "latency_p95_ms": 400.0}
 DEFAULT_SERVICE_SLO = {"playback": {"latency_p95_ms": 1500.0}}
 DEFAULT_CAPACITY = {"cpu_percent": 85.0, "memory_percent": 90.0}
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

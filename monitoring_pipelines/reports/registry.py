@@ -52,6 +52,8 @@ class MlflowRegistry:
         """``{"detector", "version"}`` of the tenant's Prophet champion, or None."""
         from monitoring_pipelines.ml import registry
 
+        # Prophet logs an error at import when plotly (its optional plotting) is missing.
+        logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
         try:
             with self._tracking():
                 detector, info = registry.load_by_alias("prophet", tenant)

@@ -105,15 +105,16 @@ def test_service_health_is_request_weighted_against_the_slo(seeded, report):
     api = next(s for s in report["sections"]["health"]["services"] if s["service"] == "api")
     assert api["error_rate"] == pytest.approx(ratio, abs=1e-6)
     assert api["availability"] == pytest.approx(1 - ratio, abs=1e-6)
-    assert api["budget_burn"] == pytest.approx(ratio / (1 - 0.999), abs=1e-3)
-    assert api["latency_p95_ms"] == pytest.approx(
-        np.percentile(wide["latency_p95_ms"], 95), abs=0.1
-    )
-    assert api["met"] is False  # 0.3 % errors against a 99.9 % target
-    custom = parse_config({"slo": {"tenants": {TENANT: {"api": {"availability": 0.99}}}}})
-    relaxed = build_report(seeded.warehouse, report_period(report), tenant=TENANT, config=custom)
-    api = next(s for s in relaxed["sections"]["health"]["services"] if s["service"] == "api")
-    assert api["availability_target"] == 0.99 and api["met"] is True
+    assert api["budget_burn"] == pytest.approx(ratio / (1 - 0.995), abs=1e-3)
+    assert api["budget_left"] == pytest.approx(1 - ratio / (1 - 0.995), abs=1e-3)
+    p95 = np.percentile(wide["latency_p95_ms"], 95)
+    assert api["latency_p95_ms"] == pytest.approx(p95, abs=0.1)
+    assert api["met"] is True  # 0.3 % errors within the default 99.5 %, p95 under 400 ms
+    custom = parse_config({"slo": {"tenants": {TENANT: {"api": {"availability": 0.999}}}}})
+    strict = build_report(seeded.warehouse, report_period(report), tenant=TENANT, config=custom)
+    api = next(s for s in strict["sections"]["health"]["services"] if s["service"] == "api")
+    assert api["availability_target"] == 0.999 and api["met"] is False
+    assert api["budget_left"] == pytest.approx(1 - ratio / 0.001, abs=1e-3)  # overspent
 
 
 def report_period(report):
