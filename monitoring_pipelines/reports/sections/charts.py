@@ -90,7 +90,13 @@ def sparklines(ctx: Context, frame: pd.DataFrame, period: Period) -> list[dict]:
     days = day_starts(period)
     keys = [d.date().isoformat() for d in days[:-1]]
     local_day = local_times(frame["started_at"], period).dt.strftime("%Y-%m-%d")
-    traffic = data.read_metric_values(ctx.warehouse, ctx.scope, [TRAFFIC], period.start, period.end)
+    # The health section read the period's traffic already (same scope and window).
+    cached = ctx.cache.get(("health_values", period.key))
+    traffic = (
+        cached[cached["metric"] == TRAFFIC]
+        if cached is not None
+        else data.read_metric_values(ctx.warehouse, ctx.scope, [TRAFFIC], period.start, period.end)
+    )
     traffic_day = local_times(traffic["ts"], period).dt.strftime("%Y-%m-%d")
     tenants = sorted(set(frame["tenant"]) | set(traffic["tenant"]))
     out = []

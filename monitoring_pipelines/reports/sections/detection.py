@@ -44,15 +44,17 @@ def found_by(frame: pd.DataFrame, flagged: pd.DataFrame) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {m: set() for m in data.MEMBERS}
     if flagged.empty:
         return out
+    groups = {key: g for key, g in flagged.groupby(["tenant", "service"], sort=False)}
     for inc in frame.itertuples():
+        own = groups.get((inc.tenant, inc.service))
+        if own is None:
+            continue
         end = inc.resolved_at if pd.notna(inc.resolved_at) else inc.last_seen_at
         names = {m["metric"] for m in inc.metrics}
-        rows = flagged[
-            (flagged["tenant"] == inc.tenant)
-            & (flagged["service"] == inc.service)
-            & (flagged["ts"] >= inc.started_at)
-            & (flagged["ts"] <= end)
-            & (flagged["metric"].isin(names) if names else True)
+        rows = own[
+            (own["ts"] >= inc.started_at)
+            & (own["ts"] <= end)
+            & (own["metric"].isin(names) if names else True)
         ]
         for member in data.MEMBERS:
             if (rows[f"{member}_score"] >= MEMBER_LEVEL).any():

@@ -90,7 +90,10 @@ def build(ctx: Context, period: Period) -> dict:
         for m in names["metric"].unique()
         if m in TRAFFIC_METRICS or m.endswith("error_rate") or ("p95" in m and m.endswith("_ms"))
     }
-    values = data.read_metric_values(ctx.warehouse, ctx.scope, wanted, period.start, period.end)
+    values = ctx.cached(
+        ("health_values", period.key),
+        lambda: data.read_metric_values(ctx.warehouse, ctx.scope, wanted, period.start, period.end),
+    )
     services = []
     for (tenant, service), group in names.groupby(["tenant", "service"], sort=True):
         own = values[(values["tenant"] == tenant) & (values["service"] == service)]
