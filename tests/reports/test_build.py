@@ -5,6 +5,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from monitoring_pipelines.reports.build import build_report
@@ -198,3 +199,88 @@ def test_bad_report_settings_stop_with_one_line():
     with pytest.raises(ReportConfigError, match="unknown key 'slos'"):
         parse_config({"slos": {}})
     assert ReportConfig().capacity_limit("x", "api", "cpu_percent") == 85.0
+
+
+class FakeRegistry:
+    """Versions as the MLflow registry holds them, and a Prophet champion that forecasts."""
+
+    def __init__(self, champion=None):
+        self.champion = champion
+
+    def versions(self, tenant):
+        def v(kind, version, **tags):
+            return {
+                "tenant": tenant,
+                "kind": kind,
+                "version": version,
+                "created": None,
+                "tags": tags,
+            }
+
+        return [
+            # Judged on a window that ended inside the week: promoted there.
+            v(
+                "zscore",
+                2,
+                **{
+                    "validation.window_end": "2026-10-24T00:00:00+00:00",
+                    "promotion.decision": "promoted",
+                    "promotion.reasons": "event_f1 0.91 >= 0.88",
+                    "validation.event_f1": "0.91",
+                },
+            ),
+            v(
+                "lstm",
+                3,
+                **{
+                    "validation.window_end": "2026-10-26T00:00:00+00:00",
+                    "promotion.decision": "rejected",
+                    "promotion.reasons": "event_f1 0.50 < 0.62",
+                },
+            ),
+            # The week after: not in this report, so re-building the week later changes nothing.
+            v("zscore", 3, **{"validation.window_end": "2026-11-02T00:00:00+00:00"}),
+            v(
+                "zscore",
+                1,
+                **{
+                    "data.window_end": "2026-10-01T00:00:00+00:00",
+                    "rollback.rolled_back_at": "2026-10-22T09:00:00+00:00",
+                    "rollback.reason": "noisy after deploy",
+                },
+            ),
+        ]
+
+    def prophet_champion(self, tenant):
+        return self.champion
+
+
+class FlatForecaster:
+    def forecast(self, start, end):
+        ts = pd.date_range(start, end, freq="5min", tz="UTC")
+        return pd.DataFrame(
+            {
+                "ts": ts,
+                "column": "api/cpu_percent",
+                "yhat": 90.0,
+                "yhat_lower": 88.0,
+                "yhat_upper": 92.0,
+            }
+        )
+
+
+def test_models_and_champion_forecast_from_the_registry(seeded, week):
+    champion = {"detector": FlatForecaster(), "version": 4}
+    report = build_report(seeded.warehouse, week, tenant=TENANT, registry=FakeRegistry(champion))
+    models = report["sections"]["models"]
+    assert [(e["kind"], e["version"], e["event"]) for e in models["events"]] == [
+        ("zscore", 1, "rolled_back"),
+        ("zscore", 2, "promoted"),
+        ("lstm", 3, "rejected"),
+    ]
+    assert models["figures"] == {"retrains": 2, "promotions": 1, "rejections": 1, "rollbacks": 1}
+    assert models["events"][1]["reasons"] == "event_f1 0.91 >= 0.88"
+    series = {(f["service"], f["metric"]): f for f in report["sections"]["forecast"]["series"]}
+    cpu = series[("api", "cpu_percent")]
+    assert cpu["source"] == "prophet v4" and cpu["crosses_at"] == WEEK_END.isoformat()
+    assert series[("search", "cpu_percent")]["source"] == "fitted"  # the champion lacks it
