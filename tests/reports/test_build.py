@@ -256,12 +256,16 @@ class FakeRegistry:
 
 
 class FlatForecaster:
+    def __init__(self, column="api/cpu_percent"):
+        self.column = column
+        self.columns = [column]
+
     def forecast(self, start, end):
         ts = pd.date_range(start, end, freq="5min", tz="UTC")
         return pd.DataFrame(
             {
                 "ts": ts,
-                "column": "api/cpu_percent",
+                "column": self.column,
                 "yhat": 90.0,
                 "yhat_lower": 88.0,
                 "yhat_upper": 92.0,
@@ -269,8 +273,16 @@ class FlatForecaster:
         )
 
 
-def test_models_and_champion_forecast_from_the_registry(seeded, week):
-    champion = {"detector": FlatForecaster(), "version": 4}
+class DetectorSetLike:
+    """The shape the pipeline registers: one detector per (tenant, service), metric columns."""
+
+    def __init__(self):
+        self.detectors = {(TENANT, "api"): FlatForecaster("cpu_percent")}
+
+
+@pytest.mark.parametrize("detector", [FlatForecaster(), DetectorSetLike()])
+def test_models_and_champion_forecast_from_the_registry(seeded, week, detector):
+    champion = {"detector": detector, "version": 4}
     report = build_report(seeded.warehouse, week, tenant=TENANT, registry=FakeRegistry(champion))
     models = report["sections"]["models"]
     assert [(e["kind"], e["version"], e["event"]) for e in models["events"]] == [

@@ -63,10 +63,29 @@ def fitted(hourly: pd.Series, future: pd.DatetimeIndex) -> pd.DataFrame:
     )
 
 
-def _from_champion(champion, column: str, future: pd.DatetimeIndex) -> pd.DataFrame | None:
-    try:
-        long = champion.forecast(future[0], future[-1] + pd.Timedelta(minutes=55))
-    except Exception:  # a champion that cannot forecast leaves the fitted forecast in place
+def _champion_for(champion, tenant: str, service: str, metric: str):
+    """(forecaster, column) for one series: a detector set's detector of the service (keyed by
+    (tenant, service) or (service,)) and the metric, or a single detector's ``service/metric``."""
+    detectors = getattr(champion, "detectors", None)
+    if isinstance(detectors, dict):
+        found = detectors.get((tenant, service)) or detectors.get((service,))
+        if found is None or metric not in getattr(found, "columns", ()):
+            return None, None
+        return found, metric
+    return champion, f"{service}/{metric}"
+
+
+def _from_champion(
+    forecaster, column: str, future: pd.DatetimeIndex, memo: dict
+) -> pd.DataFrame | None:
+    key = id(forecaster)
+    if key not in memo:
+        try:
+            memo[key] = forecaster.forecast(future[0], future[-1] + pd.Timedelta(minutes=55))
+        except Exception:  # a champion that cannot forecast leaves the fitted forecast in place
+            memo[key] = None
+    long = memo[key]
+    if long is None:
         return None
     rows = long[long["column"] == column]
     if rows.empty or rows["yhat"].isna().all():
@@ -93,6 +112,7 @@ def build(ctx: Context, period: Period) -> dict:
     values = data.read_metric_values(ctx.warehouse, ctx.scope, FORECAST_METRICS, end - HISTORY, end)
     future = pd.date_range(end, periods=period.horizon_days * 24, freq="1h", tz="UTC")
     champions: dict = {}
+    memo: dict = {}
     out = []
     for (tenant, service, metric), group in values.groupby(
         ["tenant", "service", "metric"], sort=True
@@ -105,8 +125,13 @@ def build(ctx: Context, period: Period) -> dict:
             if tenant not in champions:
                 champions[tenant] = ctx.registry.prophet_champion(tenant)
             champ = champions[tenant]
-            if champ is not None:
-                frame = _from_champion(champ["detector"], f"{service}/{metric}", future)
+            forecaster, column = (
+                _champion_for(champ["detector"], tenant, service, metric)
+                if champ is not None
+                else (None, None)
+            )
+            if forecaster is not None:
+                frame = _from_champion(forecaster, column, future, memo)
                 if frame is not None and frame.notna().all().all():
                     source = f"prophet v{champ['version']}"
                 else:
