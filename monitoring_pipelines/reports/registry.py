@@ -12,6 +12,10 @@ class MlflowRegistry:
     def __init__(self, tracking_uri: str, artifact_root: Path | None = None):
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
+        # One read per tenant for all the reports written with this instance (a period and
+        # the one before, all tenants and each one).
+        self._versions: dict[str, list[dict]] = {}
+        self._champions: dict[str, dict | None] = {}
 
     def _tracking(self):
         from monitoring_pipelines.ml import registry
@@ -20,6 +24,11 @@ class MlflowRegistry:
 
     def versions(self, tenant: str) -> list[dict]:
         """Every registered version of the tenant's detectors, oldest first per kind."""
+        if tenant not in self._versions:
+            self._versions[tenant] = self._read_versions(tenant)
+        return self._versions[tenant]
+
+    def _read_versions(self, tenant: str) -> list[dict]:
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
@@ -50,6 +59,11 @@ class MlflowRegistry:
 
     def prophet_champion(self, tenant: str) -> dict | None:
         """``{"detector", "version"}`` of the tenant's Prophet champion, or None."""
+        if tenant not in self._champions:
+            self._champions[tenant] = self._load_champion(tenant)
+        return self._champions[tenant]
+
+    def _load_champion(self, tenant: str) -> dict | None:
         from monitoring_pipelines.ml import registry
 
         # Prophet logs an error at import when plotly (its optional plotting) is missing.
