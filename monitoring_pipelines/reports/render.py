@@ -91,25 +91,34 @@ def _change(t: Translator, kind: str, delta) -> str:
     if delta is None:
         return ""
     if kind in (RATIO, AVAILABILITY):
-        if delta == 0:
+        digits = 3 if kind == AVAILABILITY else 1
+        points = round(abs(delta) * 100, digits)
+        if points == 0:
             return "±0 pp"
-        sign = "+" if delta > 0 else "−"
-        return f"{sign}{t.number(abs(delta) * 100, 3 if kind == AVAILABILITY else 1)} pp"
+        return f"{'+' if delta > 0 else '−'}{t.number(points, digits)} pp"
     if kind == MINUTES:
         return "±0" if delta == 0 else ("+" if delta > 0 else "−") + t.minutes(abs(delta))
     return t.signed(delta)
 
 
-def figures(t: Translator, section: dict, names=None) -> list[Figure]:
+def _shown_as_zero(kind: str, delta: float) -> bool:
+    if kind == AVAILABILITY:
+        return round(abs(delta) * 100, 3) == 0
+    if kind == RATIO:
+        return round(abs(delta) * 100, 1) == 0
+    return delta == 0
+
+
+def figures(t: Translator, section: dict, names=None, skip=frozenset()) -> list[Figure]:
     out = []
     change = section.get("change") or {}
     for key, value in section.get("figures", {}).items():
-        if names is not None and key not in names:
+        if (names is not None and key not in names) or key in skip:
             continue
         kind, good = FIGURES.get(key, (COUNT, 0))
         delta = change.get(key)
         trend = "flat"
-        if delta and good:
+        if delta and good and not _shown_as_zero(kind, delta):
             trend = "good" if delta * good > 0 else "bad"
         out.append(
             Figure(key, t(f"figure.{key}"), _value(t, kind, value), _change(t, kind, delta), trend)
@@ -257,8 +266,9 @@ def view(report: dict) -> dict:
         "versus": t("report.versus_week" if period["kind"] == "week" else "report.versus_month"),
         "has_data": report["has_data"],
         "headlines": headlines,
+        # The headline figures are not repeated in their section.
         "sections": {
-            name: figures(t, s[name])
+            name: figures(t, s[name], skip=headline_names.get(name, frozenset()))
             for name in ("operations", "health", "detection", "data_quality", "models", "forecast")
         },
         "ops": ops,
