@@ -131,8 +131,6 @@ class Translator:
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
         month = _MONTHS[self.locale].split()[value.month - 1]
-        if self.locale == "en":
-            return f"{value.day} {month} {value.year}"
         return f"{value.day} {month} {value.year}"
 
     def moment(self, value: str | datetime, timezone: str) -> str:

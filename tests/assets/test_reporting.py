@@ -31,7 +31,7 @@ def env(seeded, home, monkeypatch):  # noqa: F811
 def test_schedules_report_the_period_that_just_ended(env, name, tick, partition):
     from monitoring_pipelines.definitions import build_defs
 
-    schedule = build_defs().get_schedule_def(name)
+    schedule = build_defs().get_repository_def().get_schedule_def(name)
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert schedule.execution_timezone == "UTC"
     with dg.DagsterInstance.ephemeral() as instance:

@@ -9,7 +9,7 @@ import pytest
 from monitoring_pipelines.reports import i18n
 from monitoring_pipelines.reports.build import build_report
 from monitoring_pipelines.reports.render import md, render_html, render_markdown
-from monitoring_pipelines.reports.service import write_reports
+from monitoring_pipelines.reports.service import report_dir, write_reports
 from monitoring_pipelines.settings import load_settings
 from monitoring_pipelines.warehouse import Warehouse
 from tests.reports.seed import TENANTS, seed_tenant
@@ -110,6 +110,9 @@ def test_hostile_names_are_escaped_in_html_markdown_and_charts(hostile, week):
     assert "<" not in markdown.replace("&lt;", "")
     assert "\\[x\\](javascript" in markdown  # not a link
     assert md(HOSTILE_METRIC) == "\\*bold\\*\\_\\[x\\](javascript:alert(2))\\|&lt;b&gt;"
+    # A name that is not a plain identifier never becomes a path.
+    folder = report_dir(Path("/r"), week, HOSTILE_TENANT)
+    assert folder.parent == Path("/r/weekly/2026-10-19/tenants") and folder.name.startswith("t-")
 
 
 def test_report_opens_offline_in_chromium_without_errors(seeded, week, tmp_path):
