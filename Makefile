@@ -32,6 +32,7 @@ bench: $(STAMP) system-packages
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.models
 	$(BIN)/python -m benchmarks.alerting
+	$(BIN)/python -m benchmarks.reports
 
 # Detection quality per member and ensemble: SKAB (../shared/datasets/skab, when present), then the demo.
 bench-detection: $(STAMP)

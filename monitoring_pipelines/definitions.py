@@ -10,6 +10,14 @@ import dagster as dg
 
 from monitoring_pipelines.assets.alerting import alerts
 from monitoring_pipelines.assets.ingestion import clean_metrics, raw_metrics
+from monitoring_pipelines.assets.reporting import (
+    monthly_report,
+    monthly_report_job,
+    monthly_report_schedule,
+    weekly_report,
+    weekly_report_job,
+    weekly_report_schedule,
+)
 from monitoring_pipelines.assets.scoring import anomaly_scores, detection_policy
 from monitoring_pipelines.assets.training import MODEL_ASSETS
 from monitoring_pipelines.jobs import (
@@ -80,6 +88,8 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
         detection_policy,
         anomaly_scores,
         alerts,
+        weekly_report,
+        monthly_report,
     ]
     return dg.Definitions(
         assets=[bind_start_date(a, settings.start_date) for a in assets],
@@ -90,6 +100,8 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
             scoring_job,
             alerting_job,
             delivery_job,
+            weekly_report_job,
+            monthly_report_job,
         ],
         sensors=[
             file_drop_sensor,
@@ -98,7 +110,7 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
             outbox_sensor,
             run_failure_alert_sensor,
         ],
-        schedules=[ingest_schedule],
+        schedules=[ingest_schedule, weekly_report_schedule, monthly_report_schedule],
         resources=build_resources(settings),
     )
 

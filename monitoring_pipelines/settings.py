@@ -12,6 +12,7 @@ DEFAULT_TENANTS = ("acme", "globex", "initech", "umbrella", "wayne")
 DEFAULT_START_DATE = "2026-09-28"
 DEFAULT_RESOLUTION_SECONDS = 300
 DEFAULT_DAGSTER_URL = "http://127.0.0.1:3000"
+DEFAULT_REPORT_TIMEZONE = "UTC"
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,18 @@ class Settings:
     alerting_file: Path | None
     # Where alert messages link to: the Dagster UI as the on-call person reaches it.
     dagster_url: str
+    # The timezone of report periods (Monday to Sunday, calendar months) and their schedules.
+    report_timezone: str = DEFAULT_REPORT_TIMEZONE
+
+    @property
+    def reports_dir(self) -> Path:
+        """Weekly and monthly reports: ``<kind>/<period start>/<scope>/report.{html,json,md}``."""
+        return self.home / "reports"
+
+    @property
+    def reports_file(self) -> Path:
+        """Report settings (SLO targets, capacity limits, business hours); optional."""
+        return self.home / "reports.yaml"
 
     @property
     def quality_dir(self) -> Path:
@@ -71,6 +84,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             else None
         ),
         dagster_url=env.get("MONITORING_DAGSTER_URL") or DEFAULT_DAGSTER_URL,
+        report_timezone=env.get("MONITORING_REPORT_TIMEZONE") or DEFAULT_REPORT_TIMEZONE,
     )
 
 

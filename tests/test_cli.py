@@ -25,7 +25,7 @@ def _cli(*args):
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["demo"], ["ingest"], ["backtest"], ["models"], ["quarantine"], ["ui"]],
+    [[], ["demo"], ["ingest"], ["backtest"], ["models"], ["quarantine"], ["report"], ["ui"]],
 )
 def test_every_command_has_help(command):
     out = _cli(*command, "--help")
@@ -60,6 +60,12 @@ def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(home):
     assert "demo data: 2 tenants, 3 services, 24 series per tenant, 3 days" in out.stdout
     assert "partitions (day x tenant): 6 gated, 1 blocked by quality checks" in out.stdout
     assert re.search(r"blocked: 2026-\d\d-\d\d\|globex \(values_in_range\)", out.stdout)
+    # It ends with the last complete week's and month's reports: three days from Monday
+    # 2026-09-28 make no complete week (an empty report says so) and September's month.
+    assert "reports (week 2026-09-21 to 2026-09-27):" in out.stdout
+    assert "reports (month 2026-09-01 to 2026-09-30):" in out.stdout
+    printed = re.findall(r"^  (?:all tenants|acme|globex): (\S+report\.html)$", out.stdout, re.M)
+    assert len(printed) == 6 and all(Path(p).exists() for p in printed)
     settings = load_settings()
     assert (settings.demo_dir / "labels.json").exists()
     warehouse = Warehouse(settings.warehouse_url)

@@ -28,6 +28,8 @@ def test_code_location_lists_assets_checks_jobs_sensors_and_schedule(home):
         "detection_policy",
         "anomaly_scores",
         "alerts",
+        "weekly_report",
+        "monthly_report",
     }
     checks = {(k.asset_key.to_user_string(), k.name) for k in repo.asset_graph.asset_check_keys}
     for name in (
@@ -49,6 +51,8 @@ def test_code_location_lists_assets_checks_jobs_sensors_and_schedule(home):
         "scoring_job",
         "alerting_job",
         "delivery_job",
+        "weekly_report_job",
+        "monthly_report_job",
     }
     assert {s.name for s in repo.sensor_defs} == {
         "file_drop_sensor",
@@ -57,7 +61,11 @@ def test_code_location_lists_assets_checks_jobs_sensors_and_schedule(home):
         "outbox_sensor",
         "run_failure_alert_sensor",
     }
-    assert {s.name for s in repo.schedule_defs} == {"ingest_schedule"}
+    assert {s.name for s in repo.schedule_defs} == {
+        "ingest_schedule",
+        "weekly_report_schedule",
+        "monthly_report_schedule",
+    }
 
 
 def test_checks_that_mean_bad_data_block_downstream(home):
@@ -82,7 +90,14 @@ def test_every_asset_has_a_description_and_group(home):
     for key in repo.asset_graph.get_all_asset_keys():
         spec = next(iter(defs.resolve_assets_def(key).specs))
         assert spec.description and len(spec.description) > 40
-        assert spec.group_name in {"ingestion", "features", "training", "scoring", "alerting"}
+        assert spec.group_name in {
+            "ingestion",
+            "features",
+            "training",
+            "scoring",
+            "alerting",
+            "reporting",
+        }
 
 
 def test_loading_the_code_location_imports_no_heavy_library(home):

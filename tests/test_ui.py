@@ -108,7 +108,11 @@ def test_code_location_serves_assets_checks_sensors_and_schedule(webserver):
         "outbox_sensor": "RUNNING",
         "run_failure_alert_sensor": "RUNNING",
     }
-    assert [s["name"] for s in repo["schedules"]] == ["ingest_schedule"]
+    assert sorted(s["name"] for s in repo["schedules"]) == [
+        "ingest_schedule",
+        "monthly_report_schedule",
+        "weekly_report_schedule",
+    ]
 
 
 def _dismiss_welcome(page) -> None:

@@ -7,6 +7,7 @@ import time
 from monitoring_pipelines.cli.common import QUIET, CliError, prepare_home, prepare_mlflow
 from monitoring_pipelines.cli.ingest import ingest_paths, print_ingest
 from monitoring_pipelines.cli.output import print_alerts
+from monitoring_pipelines.cli.reports import demo_reports
 from monitoring_pipelines.cli.runner import (
     backfill_ranges,
     dagster_instance,
@@ -48,6 +49,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         days = sorted(summary.partitions - blocked)
         failed |= train_and_score(settings, list(config.tenants), days, args.workers)
         failed |= raise_and_deliver(settings, days, sorted(blocked), args.workers)
+    demo_reports(settings, list(config.tenants))
     print(f"done in {time.perf_counter() - started:.0f}s; see it with: make ui")
     return 1 if failed else 0
 
