@@ -43,14 +43,80 @@ class IngestSummary:
     sources: list[str] = field(default_factory=list)
     grid_steps: int = 0
     grid_gaps: int = 0
+    # Rows whose timestamps had nanosecond digits, stored cut to the microsecond.
+    ts_truncated: int = 0
+    # Runs a dead process left STARTED, marked failed before this ingest retried their work.
+    dead_runs: int = 0
+
+
+# Dagster's run monitoring (the daemon) marks a run whose worker died as failed instead of
+# leaving it STARTED forever; the CLI's in-process runs are checked by _fail_dead_runs.
+DAGSTER_YAML = """telemetry:
+  enabled: false
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  max_resume_run_attempts: 0
+  poll_interval_seconds: 60
+"""
+_OLD_DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+# Which process runs a CLI run: a run left STARTED by a process that is gone is failed.
+PROCESS_TAG = "monitoring/process"
 
 
 def _prepare(settings: Settings) -> None:
     settings.ensure_dirs()
     os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
     dagster_yaml = settings.dagster_home / "dagster.yaml"
-    if not dagster_yaml.exists():
-        dagster_yaml.write_text("telemetry:\n  enabled: false\n")
+    if not dagster_yaml.exists() or dagster_yaml.read_text() == _OLD_DAGSTER_YAML:
+        dagster_yaml.write_text(DAGSTER_YAML)
+
+
+def _process_id(pid: int | None = None) -> str:
+    """host:pid:start time, so a recycled pid is not mistaken for the process that ran."""
+    import socket
+
+    pid = os.getpid() if pid is None else pid
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            started = fh.read().rsplit(")", 1)[1].split()[19]
+    except OSError:
+        started = "?"
+    return f"{socket.gethostname()}:{pid}:{started}"
+
+
+def _alive(process: str) -> bool:
+    import socket
+
+    host, pid, started = process.rsplit(":", 2)
+    if host != socket.gethostname():
+        return True  # another machine's run: its own monitoring decides
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return started == "?" or _process_id(int(pid)) == process
+
+
+def _fail_dead_runs() -> int:
+    """Mark failed the CLI runs whose process died (kill -9, a crash) while they ran."""
+    import dagster as dg
+
+    instance = _instance()
+    active = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING]
+    dead = [
+        run
+        for run in instance.get_runs(dg.RunsFilter(statuses=active))
+        if run.tags.get(PROCESS_TAG) and not _alive(run.tags[PROCESS_TAG])
+    ]
+    for run in dead:
+        instance.report_run_failed(
+            run, f"The process that ran it ({run.tags[PROCESS_TAG]}) is gone; its work is retried."
+        )
+    return len(dead)
 
 
 @functools.cache
@@ -125,7 +191,7 @@ def _run_partition(task: tuple[str, str]) -> tuple[str, list[str], str | None, d
     from monitoring_pipelines.partitions import tenant_day_key
 
     job_name, key = task
-    tags = {"monitoring/trigger": "cli"}
+    tags = {"monitoring/trigger": "cli", PROCESS_TAG: _process_id()}
     partition_key = None
     if "..." in key:
         first, last = key.split("...", 1)
@@ -144,19 +210,21 @@ def _run_partition(task: tuple[str, str]) -> tuple[str, list[str], str | None, d
         raise_on_error=False,
         tags=tags,
     )
+    # Check names, as "partition: check" where the run reported per partition (ranged runs).
     blocked = sorted(
         {
-            e.asset_check_evaluation_data.check_name
+            f"{data.partition}: {data.check_name}" if data.partition else data.check_name
             for e in run.all_events
             if e.event_type_value == "ASSET_CHECK_EVALUATION"
-            and not e.asset_check_evaluation_data.passed
-            and e.asset_check_evaluation_data.severity == dg.AssetCheckSeverity.ERROR
+            for data in [e.asset_check_evaluation_data]
+            if not data.passed and data.severity == dg.AssetCheckSeverity.ERROR
         }
     )
     grid = {"steps": 0, "gaps": 0}
     for materialization in run.asset_materializations_for_node("clean_metrics"):
-        grid["steps"] += int(materialization.metadata["grid_steps"].value)
-        grid["gaps"] += int(materialization.metadata["gaps"].value)
+        if "gaps" in materialization.metadata:
+            grid["steps"] += int(materialization.metadata["grid_steps"].value)
+            grid["gaps"] += int(materialization.metadata["gaps"].value)
     return key, blocked, None if run.success else _failure_reason(run, None), grid
 
 
@@ -188,20 +256,25 @@ def ingest_paths(
     force: bool = False,
     workers: int | None = None,
 ) -> IngestSummary:
-    """Stage each file, then gate and grid every partition the files touched."""
+    """Stage each file, then gate and grid every partition the files touched (or touched before
+    they changed), a tenant's consecutive days in one run. A file is done ("ingested") only when
+    each of its partitions is gated and gridded or recorded as blocked; until then a re-run
+    redoes what is missing, whatever point a crash stopped at."""
     from monitoring_pipelines.definitions import build_defs
     from monitoring_pipelines.partitions import TENANTS, missing_tenants
     from monitoring_pipelines.warehouse import Warehouse
 
     defs = build_defs(settings)
     instance = _instance()
+    summary = IngestSummary()
+    summary.dead_runs = _fail_dead_runs()
     new = missing_tenants(instance, settings.tenants)
     if new:
         instance.add_dynamic_partitions(TENANTS, new)
     stage_job = defs.resolve_job_def("stage_file_job")
     warehouse = Warehouse(settings.warehouse_url)
-    summary = IngestSummary()
     files = [f for p in paths for f in _data_files(p, settings.drop_dir)]
+    pending: set[str] = set()
     for path, layout_root in files:
         summary.files += 1
         config = {"path": str(path), "force": force, "layout_root": str(layout_root)}
@@ -209,7 +282,7 @@ def ingest_paths(
             run_config={**QUIET, "ops": {"stage_file_op": {"config": config}}},
             instance=instance,
             raise_on_error=False,
-            tags={"monitoring/trigger": "cli"},
+            tags={"monitoring/trigger": "cli", PROCESS_TAG: _process_id()},
         )
         if not result.success:
             summary.failed.append(_failure_reason(result, path))
@@ -219,20 +292,79 @@ def ingest_paths(
             summary.skipped += 1
         summary.rows_in += int(stage_meta.get("rows_in", 0))
         summary.parse_quarantined += int(stage_meta.get("quarantined", 0))
+        summary.ts_truncated += int(stage_meta.get("ts_cut_to_microseconds", 0))
         if not stage_meta.get("skipped_same_content"):
             summary.sources.append(str(stage_meta["source"]))
-            summary.partitions.update(result.output_for_node("stage_file_op"))
-    for key, blocked, failure, grid in _run_all("ingest_job", sorted(summary.partitions), workers):
+            pending.update(result.output_for_node("stage_file_op"))
+    summary.partitions = pending
+    keys = sorted(pending)
+    for key, blocked, failure, grid in _run_all("ingest_job", _day_ranges(keys), workers):
         summary.grid_steps += grid["steps"]
         summary.grid_gaps += grid["gaps"]
-        if blocked:
-            # A partition stopped by its blocking checks is the gate working, not a failure.
-            summary.blocked.append(f"{key} ({', '.join(blocked)})")
-        elif failure:
+        if failure and not blocked:
             summary.partition_failures.append(f"{key}: {failure}")
-    summary.blocked.sort()
+    # A ranged run with a blocked day grids none of its days: grid the others now.
+    states = warehouse.partition_states(keys)
+    to_grid = [k for k in keys if k in states and states[k].gated and not states[k].settled]
+    for key, _, failure, grid in _run_all("grid_job", _day_ranges(to_grid), workers):
+        summary.grid_steps += grid["steps"]
+        summary.grid_gaps += grid["gaps"]
+        if failure:
+            summary.partition_failures.append(f"{key}: {failure}")
+    states = warehouse.partition_states(keys)
+    blocked_checks = _blocked_checks(keys, states)
+    summary.blocked = sorted(
+        f"{k} ({', '.join(blocked_checks.get(k, ['quality checks']))})"
+        for k in keys
+        if k in states and states[k].gated and states[k].blocked
+    )
+    warehouse.settle_ingests(summary.sources)
     warehouse.dispose()
     return summary
+
+
+def _day_ranges(keys: list[str]) -> list[str]:
+    """One run per tenant and stretch of consecutive days: ``date|tenant`` alone or
+    ``first...last``."""
+    from monitoring_pipelines.gating import days_of, stretches
+
+    out = []
+    for stretch in stretches(days_of(keys)):
+        first, last = stretch[0].key, stretch[-1].key
+        out.append(first if first == last else f"{first}...{last}")
+    return out
+
+
+def _blocked_checks(keys: list[str], states) -> dict[str, list[str]]:
+    """The blocking checks that failed with ERROR on each blocked partition, latest evaluation."""
+    import dagster as dg
+
+    from monitoring_pipelines.quality.checks import CHECK_SPECS
+
+    blocked = {k for k in keys if k in states and states[k].blocked}
+    if not blocked:
+        return {}
+    out: dict[str, list[str]] = {}
+    instance = _instance()
+    for spec in (s for s in CHECK_SPECS if s.blocking):
+        records = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey("raw_metrics"), spec.name), limit=len(blocked) * 4 + 50
+        )
+        seen = set()
+        for record in records:
+            event = record.event.dagster_event if record.event else None
+            # A run killed before the check ran leaves only its planned event.
+            if event is None or event.event_type_value != "ASSET_CHECK_EVALUATION":
+                continue
+            evaluation = event.asset_check_evaluation_data
+            if evaluation is None or evaluation.partition not in blocked:
+                continue
+            if evaluation.partition in seen:
+                continue
+            seen.add(evaluation.partition)
+            if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
+                out.setdefault(evaluation.partition, []).append(spec.name)
+    return out
 
 
 def _step_metadata(result, node: str) -> dict:
@@ -279,12 +411,14 @@ def _print_ingest(summary: IngestSummary, settings: Settings) -> None:
     warehouse.dispose()
     steps, gaps = summary.grid_steps, summary.grid_gaps
     print(
-        f"files: {summary.files} ingested"
+        f"files: {summary.files - len(summary.failed)} ingested"
         + (f", {summary.skipped} unchanged since last ingest" if summary.skipped else "")
         + (f", {len(summary.failed)} refused" if summary.failed else "")
     )
     for reason in summary.failed:
         print(f"  refused: {reason}")
+    if summary.dead_runs:
+        print(f"recovered: {summary.dead_runs} runs left STARTED by a dead process marked failed")
     print(
         f"rows: {accepted + quality_q + parse_q:,} in = {accepted:,} accepted"
         f" + {quality_q + parse_q:,} quarantined ({parse_q:,} unreadable, {quality_q:,} by checks)"
@@ -299,6 +433,11 @@ def _print_ingest(summary: IngestSummary, settings: Settings) -> None:
         print(f"  failed: {line}")
     if steps:
         print(f"grid: {steps:,} steps, {gaps:,} gaps ({gaps / steps:.2%})")
+    if summary.ts_truncated:
+        print(
+            f"timestamps: {summary.ts_truncated:,} rows had digits below the microsecond; "
+            "stored cut to the microsecond (the warehouse's precision)"
+        )
     print(f"warehouse: {redact_url(settings.warehouse_url)}")
     print(f"quality reports: {settings.quality_dir}")
 
@@ -420,17 +559,22 @@ def train_and_score(
 
 
 def _failed_ingest_run(key: str):
+    """The latest failed ingest run that gated ``key``, alone or in a range of days."""
     import dagster as dg
 
+    date, tenant = key.split("|", 1)
     runs = _instance().get_runs(
-        dg.RunsFilter(
-            job_name="ingest_job",
-            statuses=[dg.DagsterRunStatus.FAILURE],
-            tags={"dagster/partition": key},
-        ),
-        limit=1,
+        dg.RunsFilter(job_name="ingest_job", statuses=[dg.DagsterRunStatus.FAILURE]), limit=200
     )
-    return runs[0] if runs else None
+    for run in runs:
+        if run.tags.get("dagster/partition") == key:
+            return run
+        first = run.tags.get("dagster/asset_partition_range_start", "")
+        last = run.tags.get("dagster/asset_partition_range_end", "")
+        same_tenant = first.endswith(f"|{tenant}") and last.endswith(f"|{tenant}")
+        if same_tenant and first.split("|", 1)[0] <= date <= last.split("|", 1)[0]:
+            return run
+    return None
 
 
 def raise_and_deliver(
