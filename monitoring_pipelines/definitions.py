@@ -23,6 +23,7 @@ from monitoring_pipelines.assets.training import MODEL_ASSETS
 from monitoring_pipelines.jobs import (
     alerting_job,
     delivery_job,
+    grid_job,
     ingest_job,
     scoring_job,
     stage_file_job,
@@ -96,6 +97,7 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
         jobs=[
             stage_file_job,
             ingest_job,
+            grid_job,
             training_job,
             scoring_job,
             alerting_job,

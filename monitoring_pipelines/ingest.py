@@ -1,9 +1,13 @@
 """Stage a dropped file into the landing table, the first step of every file ingest.
 
-Staging streams the file (memory bounded by the chunk size), writes its parsed rows to ``landing``
-and its unreadable rows to ``quarantine``, both replacing whatever the same source wrote before, and
-records the ingest with its fingerprint. The quality gate then runs per partition (day x tenant)
-in the ``raw_metrics`` asset. Invariant: ``rows_in == staged + quarantined``.
+Staging streams the file (memory bounded by the chunk size) and, in ONE transaction, writes its
+parsed rows to ``landing`` and its unreadable rows to ``quarantine`` (both replacing whatever the
+same source wrote before), bumps the version of every partition it touches now or touched
+before, and records the ingest as "staged" with its fingerprint. A crash while staging leaves
+the previous state whole. The quality gate then runs over those partitions in the
+``raw_metrics`` asset; only when each of them is gated (and gridded, or recorded as blocked) is
+the ingest marked "ingested", and only "ingested" content is skipped as unchanged.
+Invariant: ``rows_in == staged + quarantined``.
 """
 
 from collections.abc import Iterator
@@ -11,8 +15,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from monitoring_pipelines.faults import crash_point
 from monitoring_pipelines.sources.files import (
     InputFileError,
     file_fingerprint,
@@ -20,7 +26,7 @@ from monitoring_pipelines.sources.files import (
     source_name,
 )
 from monitoring_pipelines.sources.records import empty_quarantine
-from monitoring_pipelines.warehouse import IngestRecord, Warehouse
+from monitoring_pipelines.warehouse import FAILED, INGESTED, STAGED, IngestRecord, Warehouse
 
 # Rows this far ahead of the clock are a producer's clock bug, not data.
 FUTURE_TOLERANCE = timedelta(days=1)
@@ -37,11 +43,22 @@ class StageResult:
     partitions: tuple[tuple[str, str], ...]
     skipped: bool = False
     tenants: tuple[str, ...] = field(default=())
+    # Partitions to gate: those touched now and those the previous content touched.
+    pending: tuple[tuple[str, str], ...] = field(default=())
+    # The content was staged before but its partitions were never all gated (a crash): staging
+    # is not repeated, the gate is.
+    resumed: bool = False
+    # Rows whose timestamp had sub-microsecond digits, stored cut to the microsecond.
+    ts_truncated: int = 0
 
 
 def partition_key(date: str, tenant: str) -> str:
     """Dagster's key for a (date, tenant) multi-partition: dimensions sorted by name."""
     return f"{date}|{tenant}"
+
+
+def _split(keys) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(tuple(k.split("|", 1)) for k in keys))
 
 
 def stage_file(
@@ -71,29 +88,28 @@ def stage_file(
         fingerprint = file_fingerprint(path)
     except InputFileError as exc:
         warehouse.record_ingest(
-            IngestRecord(source, "", "failed", 0, 0, 0, (), error=str(exc), run_id=run_id)
+            IngestRecord(source, "", FAILED, 0, 0, 0, (), error=str(exc), run_id=run_id)
         )
         raise
     previous = warehouse.read_ingest(source)
-    if (
-        previous
-        and previous.fingerprint == fingerprint
-        and previous.status == "staged"
-        and not force
-    ):
+    same = previous is not None and previous.fingerprint == fingerprint and not force
+    if same and previous.status in (STAGED, INGESTED):
         return StageResult(
             source=source,
             fingerprint=fingerprint,
             rows_in=previous.rows_in,
             staged=previous.staged,
             quarantined=previous.quarantined,
-            partitions=tuple(tuple(p.split("|", 1)) for p in previous.partitions),
-            skipped=True,
+            partitions=_split(previous.partitions),
+            skipped=previous.status == INGESTED,
+            tenants=tuple(sorted({k.split("|", 1)[1] for k in previous.partitions})),
+            pending=_split(previous.pending or previous.partitions),
+            resumed=previous.status == STAGED,
         )
 
     rejected: list[pd.DataFrame] = []
     partitions: set[tuple[str, str]] = set()
-    counts = {"rows_in": 0}
+    counts = {"rows_in": 0, "ts_truncated": 0}
     lower = pd.Timestamp(earliest)
     upper = pd.Timestamp(now) + FUTURE_TOLERANCE
 
@@ -107,32 +123,51 @@ def stage_file(
             if outside.any():
                 rejected.append(_out_of_window(records[outside], lower, upper))
                 records = records[~outside]
-            dates = records["ts"].dt.strftime("%Y-%m-%d")
-            partitions.update(zip(dates, records["tenant"], strict=True))
+            counts["ts_truncated"] += _sub_microsecond(records["ts"])
+            days = records["ts"].to_numpy("datetime64[D]")
+            pairs = pd.DataFrame({"d": days, "t": records["tenant"].to_numpy()}).drop_duplicates()
+            partitions.update(
+                zip(
+                    pd.DatetimeIndex(pairs["d"]).strftime("%Y-%m-%d"),
+                    pairs["t"],
+                    strict=True,
+                )
+            )
             yield records
+            crash_point("stage")
 
+    old_keys = set(previous.pending or previous.partitions) if previous else set()
     try:
-        staged = warehouse.replace_source_stream("landing", source, accepted_chunks())
+        with warehouse.transaction() as conn:
+            staged = warehouse.replace_source_stream(
+                "landing", source, accepted_chunks(), conn=conn
+            )
+            quarantined = pd.concat(rejected, ignore_index=True) if rejected else empty_quarantine()
+            warehouse.replace_quarantine(quarantined, stage="parse", source=source, conn=conn)
+            keys = tuple(sorted(partitions))
+            new_keys = {partition_key(d, t) for d, t in keys}
+            pending = sorted(new_keys | old_keys)
+            warehouse.bump_partitions(pending, conn=conn)
+            warehouse.record_ingest(
+                IngestRecord(
+                    source=source,
+                    fingerprint=fingerprint,
+                    status=STAGED,
+                    rows_in=counts["rows_in"],
+                    staged=staged,
+                    quarantined=len(quarantined),
+                    partitions=tuple(partition_key(d, t) for d, t in keys),
+                    run_id=run_id,
+                    pending=tuple(pending),
+                ),
+                conn=conn,
+            )
     except InputFileError as exc:
         warehouse.record_ingest(
-            IngestRecord(source, fingerprint, "failed", 0, 0, 0, (), error=str(exc), run_id=run_id)
+            IngestRecord(source, fingerprint, FAILED, 0, 0, 0, (), error=str(exc), run_id=run_id)
         )
         raise
-    quarantined = pd.concat(rejected, ignore_index=True) if rejected else empty_quarantine()
-    warehouse.replace_quarantine(quarantined, stage="parse", source=source)
-    keys = tuple(sorted(partitions))
-    warehouse.record_ingest(
-        IngestRecord(
-            source=source,
-            fingerprint=fingerprint,
-            status="staged",
-            rows_in=counts["rows_in"],
-            staged=staged,
-            quarantined=len(quarantined),
-            partitions=tuple(partition_key(d, t) for d, t in keys),
-            run_id=run_id,
-        )
-    )
+    crash_point("staged")
     return StageResult(
         source=source,
         fingerprint=fingerprint,
@@ -141,7 +176,17 @@ def stage_file(
         quarantined=len(quarantined),
         partitions=keys,
         tenants=tuple(sorted({t for _, t in keys})),
+        pending=_split(pending),
+        ts_truncated=counts["ts_truncated"],
     )
+
+
+def _sub_microsecond(ts: pd.Series) -> int:
+    """Rows whose instant has nanosecond digits: both warehouses keep microseconds."""
+    if not len(ts):
+        return 0
+    ns = ts.to_numpy("datetime64[ns]").view("int64")
+    return int(np.count_nonzero(ns % 1000))
 
 
 def _out_of_window(records: pd.DataFrame, lower: pd.Timestamp, upper: pd.Timestamp):

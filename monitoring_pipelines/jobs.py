@@ -54,7 +54,8 @@ def stage_file_op(
     if new:
         context.instance.add_dynamic_partitions(TENANTS, new)
         context.log.info(f"New tenants get their partitions: {', '.join(new)}")
-    keys = [f"{date}|{tenant}" for date, tenant in result.partitions]
+    # What the gate must see: the days touched now and those the previous content touched.
+    keys = [f"{date}|{tenant}" for date, tenant in result.pending or result.partitions]
     return dg.Output(
         keys,
         metadata={
@@ -64,6 +65,8 @@ def stage_file_op(
             "quarantined": result.quarantined,
             "partitions": len(keys),
             "skipped_same_content": result.skipped,
+            "resumed_unfinished_ingest": result.resumed,
+            "ts_cut_to_microseconds": result.ts_truncated,
             "new_tenants": dg.MetadataValue.json(new),
         },
     )
@@ -78,7 +81,16 @@ def stage_file_job():
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.assets(raw_metrics, clean_metrics),
-    description="Gate one tenant-day of landed metrics and put it on the regular grid.",
+    description="Gate tenant-days of landed metrics (a range of days per run) and put them on "
+    "the regular grid.",
+    tags={"pipeline": "ingestion"},
+)
+
+grid_job = dg.define_asset_job(
+    "grid_job",
+    selection=dg.AssetSelection.assets(clean_metrics),
+    description="Grid gated tenant-days: the days of a ranged ingest run that its blocked days "
+    "kept from being gridded.",
     tags={"pipeline": "ingestion"},
 )
 

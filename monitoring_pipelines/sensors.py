@@ -80,21 +80,38 @@ def file_drop_sensor(
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def staged_file_sensor(context: dg.RunStatusSensorContext, warehouse: WarehouseResource):
-    """After a file is staged, runs ingest_job on every day x tenant partition it touched."""
+    """After a file is staged, runs ingest_job on every day x tenant partition it touched (and
+    those its previous content touched): one run per tenant and stretch of consecutive days.
+    A file staged earlier whose partitions were never all gated (a crash) is requested again."""
+    from monitoring_pipelines.gating import days_of, stretches
+    from monitoring_pipelines.warehouse import STAGED
+
     config = context.dagster_run.run_config["ops"]["stage_file_op"]["config"]
     tags = context.dagster_run.tags
     source = tags.get("monitoring/source") or Path(config["path"]).name
     record = warehouse.get().read_ingest(source)
-    if record is None or record.run_id != context.dagster_run.run_id:
+    if record is None or record.status != STAGED:
         return dg.SkipReason(f"{source}: content unchanged since it was last ingested")
-    return [
-        dg.RunRequest(
-            run_key=f"{context.dagster_run.run_id}:{key}",
-            partition_key=tenant_day_key(*key.split("|", 1)),
-            tags={"monitoring/source": source},
+    requests = []
+    for stretch in stretches(days_of(list(record.pending or record.partitions))):
+        first, last = stretch[0].key, stretch[-1].key
+        range_tags = {}
+        if first == last:
+            key = tenant_day_key(*first.split("|", 1))
+        else:
+            key = None
+            range_tags = {
+                "dagster/asset_partition_range_start": first,
+                "dagster/asset_partition_range_end": last,
+            }
+        requests.append(
+            dg.RunRequest(
+                run_key=f"{context.dagster_run.run_id}:{first}...{last}",
+                partition_key=key,
+                tags={"monitoring/source": source, **range_tags},
+            )
         )
-        for key in record.partitions
-    ]
+    return requests
 
 
 @dg.schedule(
@@ -186,8 +203,11 @@ def outbox_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResou
     return dg.RunRequest(run_key=f"deliver@{now:.0f}", tags={"monitoring/due": str(due)})
 
 
-def _failed_blocking_checks(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, str]]:
-    """(check name, description) of the blocking checks that failed with ERROR in a run."""
+def _failed_blocking_checks(
+    instance: dg.DagsterInstance, run_id: str
+) -> list[tuple[str, str, str | None]]:
+    """(check name, description, partition) of the blocking checks that failed with ERROR in a
+    run; a ranged ingest run reports the partition of each evaluation."""
     out = []
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
         evaluation = entry.dagster_event.asset_check_evaluation_data
@@ -196,7 +216,13 @@ def _failed_blocking_checks(instance: dg.DagsterInstance, run_id: str) -> list[t
             and evaluation.blocking
             and evaluation.severity == dg.AssetCheckSeverity.ERROR
         ):
-            out.append((evaluation.check_name, evaluation.description or "check failed"))
+            out.append(
+                (
+                    evaluation.check_name,
+                    evaluation.description or "check failed",
+                    evaluation.partition,
+                )
+            )
     return out
 
 
@@ -218,14 +244,17 @@ def failure_incidents(instance: dg.DagsterInstance, run: dg.DagsterRun, error: s
     )
 
     partition = run.tags.get("dagster/partition")
-    blocked = _failed_blocking_checks(instance, run.run_id) if partition else []
-    if blocked and "|" in partition:
-        tenant = partition.split("|", 1)[1]
-        return [
-            data_quality_incident(tenant, partition, name, reason, run.run_id)
-            for name, reason in blocked
-        ]
-    where = partition or _partition_range(run.tags)
+    ranged = _partition_range(run.tags)
+    blocked = _failed_blocking_checks(instance, run.run_id) if partition or ranged else []
+    incidents = [
+        data_quality_incident(key.split("|", 1)[1], key, name, reason, run.run_id)
+        for name, reason, evaluated in blocked
+        for key in [evaluated or partition]
+        if key and "|" in key
+    ]
+    if incidents:
+        return incidents
+    where = partition or ranged
     return [pipeline_failure_incident(run.job_name, run.run_id, error, where)]
 
 

@@ -31,8 +31,13 @@ def test_rows_in_equal_staged_plus_quarantined_and_restaging_adds_nothing(wareho
     first = stage_file(warehouse, path, root=tmp_path / "drop", earliest=EARLIEST, now=NOW)
     assert (first.rows_in, first.staged, first.quarantined) == (4, 2, 2)
     assert first.partitions == (("2026-10-01", "acme"), ("2026-10-02", "globex"))
+    # Staged but not yet gated (a crash would leave it so): staging is not redone, the gate is.
     again = stage_file(warehouse, path, root=tmp_path / "drop", earliest=EARLIEST, now=NOW)
-    assert again.skipped and again.partitions == first.partitions
+    assert again.resumed and not again.skipped and again.partitions == first.partitions
+    assert warehouse.count("landing") == 2
+    warehouse.mark_ingested("m.csv")
+    done = stage_file(warehouse, path, root=tmp_path / "drop", earliest=EARLIEST, now=NOW)
+    assert done.skipped and done.partitions == first.partitions
     forced = stage_file(
         warehouse, path, root=tmp_path / "drop", earliest=EARLIEST, now=NOW, force=True
     )
@@ -56,6 +61,34 @@ def test_a_changed_file_replaces_its_earlier_rows(warehouse, tmp_path):
     assert not result.skipped
     landed = warehouse.read_records("landing", source="m.csv")
     assert landed["value"].tolist() == [99.0]
+
+
+def test_a_shortened_file_leaves_every_day_it_touched_pending(warehouse, tmp_path):
+    path = _write(
+        tmp_path / "m.csv",
+        "tenant,service,metric,ts,value\n"
+        "acme,api,cpu_percent,2026-10-01T00:00:00Z,10\n"
+        "acme,api,cpu_percent,2026-10-02T00:00:00Z,11\n",
+    )
+    stage_file(warehouse, path, root=tmp_path, earliest=EARLIEST, now=NOW)
+    _write(path, "tenant,service,metric,ts,value\nacme,api,cpu_percent,2026-10-01T00:00:00Z,9\n")
+    result = stage_file(warehouse, path, root=tmp_path, earliest=EARLIEST, now=NOW)
+    assert result.partitions == (("2026-10-01", "acme"),)
+    # The day the file no longer has must be gated again, so its old rows go.
+    assert result.pending == (("2026-10-01", "acme"), ("2026-10-02", "acme"))
+
+
+def test_nanosecond_timestamps_are_counted_when_cut_to_microseconds(warehouse, tmp_path):
+    path = _write(
+        tmp_path / "m.csv",
+        "tenant,service,metric,ts,value\n"
+        "acme,api,cpu_percent,2026-10-01T00:00:00.123456789Z,10\n"
+        "acme,api,cpu_percent,2026-10-01T00:00:01.123456Z,11\n",
+    )
+    result = stage_file(warehouse, path, root=tmp_path, earliest=EARLIEST, now=NOW)
+    assert result.ts_truncated == 1
+    landed = warehouse.read_records("landing", source="m.csv")
+    assert str(landed["ts"].iloc[0]) == "2026-10-01 00:00:00.123456+00:00"
 
 
 def test_rows_before_the_first_partition_or_in_the_future_are_quarantined(warehouse, tmp_path):

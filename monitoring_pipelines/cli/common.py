@@ -12,12 +12,28 @@ class CliError(Exception):
     """A one-line reason for a non-zero exit."""
 
 
+# Dagster's run monitoring (the daemon) marks a run whose worker died as failed instead of
+# leaving it STARTED forever; the CLI's in-process runs are checked by runner.fail_dead_runs.
+DAGSTER_YAML = """telemetry:
+  enabled: false
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  max_resume_run_attempts: 0
+  poll_interval_seconds: 60
+"""
+_OLD_DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+# Which process runs a CLI run: a run left STARTED by a process that is gone is failed.
+PROCESS_TAG = "monitoring/process"
+
+
 def prepare_home(settings: Settings) -> None:
     settings.ensure_dirs()
     os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
     dagster_yaml = settings.dagster_home / "dagster.yaml"
-    if not dagster_yaml.exists():
-        dagster_yaml.write_text("telemetry:\n  enabled: false\n")
+    if not dagster_yaml.exists() or dagster_yaml.read_text() == _OLD_DAGSTER_YAML:
+        dagster_yaml.write_text(DAGSTER_YAML)
 
 
 def prepare_mlflow(settings: Settings) -> None:

@@ -4,8 +4,15 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from monitoring_pipelines.cli.common import QUIET, CliError, prepare_home
-from monitoring_pipelines.cli.runner import dagster_instance, failure_reason, run_all, step_metadata
+from monitoring_pipelines.cli.common import PROCESS_TAG, QUIET, CliError, prepare_home
+from monitoring_pipelines.cli.runner import (
+    dagster_instance,
+    fail_dead_runs,
+    failure_reason,
+    process_id,
+    run_all,
+    step_metadata,
+)
 from monitoring_pipelines.settings import Settings, load_settings, redact_url
 from monitoring_pipelines.sources.listing import data_files
 
@@ -24,6 +31,10 @@ class IngestSummary:
     sources: list[str] = field(default_factory=list)
     grid_steps: int = 0
     grid_gaps: int = 0
+    # Rows whose timestamps had nanosecond digits, stored cut to the microsecond.
+    ts_truncated: int = 0
+    # Runs a dead process left STARTED, marked failed before this ingest retried their work.
+    dead_runs: int = 0
 
 
 def _data_files(path: Path, drop_dir: Path) -> list[tuple[Path, Path]]:
@@ -46,20 +57,25 @@ def ingest_paths(
     force: bool = False,
     workers: int | None = None,
 ) -> IngestSummary:
-    """Stage each file, then gate and grid every partition the files touched."""
+    """Stage each file, then gate and grid every partition the files touched (or touched before
+    they changed), a tenant's consecutive days in one run. A file is done ("ingested") only when
+    each of its partitions is gated and gridded or recorded as blocked; until then a re-run
+    redoes what is missing, whatever point a crash stopped at."""
     from monitoring_pipelines.definitions import build_defs
     from monitoring_pipelines.partitions import TENANTS, missing_tenants
     from monitoring_pipelines.warehouse import Warehouse
 
     defs = build_defs(settings)
     instance = dagster_instance()
+    summary = IngestSummary()
+    summary.dead_runs = fail_dead_runs()
     new = missing_tenants(instance, settings.tenants)
     if new:
         instance.add_dynamic_partitions(TENANTS, new)
     stage_job = defs.resolve_job_def("stage_file_job")
     warehouse = Warehouse(settings.warehouse_url)
-    summary = IngestSummary()
     files = [f for p in paths for f in _data_files(p, settings.drop_dir)]
+    pending: set[str] = set()
     for path, layout_root in files:
         summary.files += 1
         config = {"path": str(path), "force": force, "layout_root": str(layout_root)}
@@ -67,7 +83,7 @@ def ingest_paths(
             run_config={**QUIET, "ops": {"stage_file_op": {"config": config}}},
             instance=instance,
             raise_on_error=False,
-            tags={"monitoring/trigger": "cli"},
+            tags={"monitoring/trigger": "cli", PROCESS_TAG: process_id()},
         )
         if not result.success:
             summary.failed.append(failure_reason(result, path))
@@ -77,20 +93,79 @@ def ingest_paths(
             summary.skipped += 1
         summary.rows_in += int(stage_meta.get("rows_in", 0))
         summary.parse_quarantined += int(stage_meta.get("quarantined", 0))
+        summary.ts_truncated += int(stage_meta.get("ts_cut_to_microseconds", 0))
         if not stage_meta.get("skipped_same_content"):
             summary.sources.append(str(stage_meta["source"]))
-            summary.partitions.update(result.output_for_node("stage_file_op"))
-    for key, blocked, failure, grid in run_all("ingest_job", sorted(summary.partitions), workers):
+            pending.update(result.output_for_node("stage_file_op"))
+    summary.partitions = pending
+    keys = sorted(pending)
+    for key, blocked, failure, grid in run_all("ingest_job", _day_ranges(keys), workers):
         summary.grid_steps += grid["steps"]
         summary.grid_gaps += grid["gaps"]
-        if blocked:
-            # A partition stopped by its blocking checks is the gate working, not a failure.
-            summary.blocked.append(f"{key} ({', '.join(blocked)})")
-        elif failure:
+        if failure and not blocked:
             summary.partition_failures.append(f"{key}: {failure}")
-    summary.blocked.sort()
+    # A ranged run with a blocked day grids none of its days: grid the others now.
+    states = warehouse.partition_states(keys)
+    to_grid = [k for k in keys if k in states and states[k].gated and not states[k].settled]
+    for key, _, failure, grid in run_all("grid_job", _day_ranges(to_grid), workers):
+        summary.grid_steps += grid["steps"]
+        summary.grid_gaps += grid["gaps"]
+        if failure:
+            summary.partition_failures.append(f"{key}: {failure}")
+    states = warehouse.partition_states(keys)
+    blocked_checks = _blocked_checks(keys, states)
+    summary.blocked = sorted(
+        f"{k} ({', '.join(blocked_checks.get(k, ['quality checks']))})"
+        for k in keys
+        if k in states and states[k].gated and states[k].blocked
+    )
+    warehouse.settle_ingests(summary.sources)
     warehouse.dispose()
     return summary
+
+
+def _day_ranges(keys: list[str]) -> list[str]:
+    """One run per tenant and stretch of consecutive days: ``date|tenant`` alone or
+    ``first...last``."""
+    from monitoring_pipelines.gating import days_of, stretches
+
+    out = []
+    for stretch in stretches(days_of(keys)):
+        first, last = stretch[0].key, stretch[-1].key
+        out.append(first if first == last else f"{first}...{last}")
+    return out
+
+
+def _blocked_checks(keys: list[str], states) -> dict[str, list[str]]:
+    """The blocking checks that failed with ERROR on each blocked partition, latest evaluation."""
+    import dagster as dg
+
+    from monitoring_pipelines.quality.checks import CHECK_SPECS
+
+    blocked = {k for k in keys if k in states and states[k].blocked}
+    if not blocked:
+        return {}
+    out: dict[str, list[str]] = {}
+    instance = dagster_instance()
+    for spec in (s for s in CHECK_SPECS if s.blocking):
+        records = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey("raw_metrics"), spec.name), limit=len(blocked) * 4 + 50
+        )
+        seen = set()
+        for record in records:
+            event = record.event.dagster_event if record.event else None
+            # A run killed before the check ran leaves only its planned event.
+            if event is None or event.event_type_value != "ASSET_CHECK_EVALUATION":
+                continue
+            evaluation = event.asset_check_evaluation_data
+            if evaluation is None or evaluation.partition not in blocked:
+                continue
+            if evaluation.partition in seen:
+                continue
+            seen.add(evaluation.partition)
+            if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
+                out.setdefault(evaluation.partition, []).append(spec.name)
+    return out
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -135,12 +210,14 @@ def print_ingest(summary: IngestSummary, settings: Settings) -> None:
     warehouse.dispose()
     steps, gaps = summary.grid_steps, summary.grid_gaps
     print(
-        f"files: {summary.files} ingested"
+        f"files: {summary.files - len(summary.failed)} ingested"
         + (f", {summary.skipped} unchanged since last ingest" if summary.skipped else "")
         + (f", {len(summary.failed)} refused" if summary.failed else "")
     )
     for reason in summary.failed:
         print(f"  refused: {reason}")
+    if summary.dead_runs:
+        print(f"recovered: {summary.dead_runs} runs left STARTED by a dead process marked failed")
     print(
         f"rows: {accepted + quality_q + parse_q:,} in = {accepted:,} accepted"
         f" + {quality_q + parse_q:,} quarantined ({parse_q:,} unreadable, {quality_q:,} by checks)"
@@ -155,6 +232,11 @@ def print_ingest(summary: IngestSummary, settings: Settings) -> None:
         print(f"  failed: {line}")
     if steps:
         print(f"grid: {steps:,} steps, {gaps:,} gaps ({gaps / steps:.2%})")
+    if summary.ts_truncated:
+        print(
+            f"timestamps: {summary.ts_truncated:,} rows had digits below the microsecond; "
+            "stored cut to the microsecond (the warehouse's precision)"
+        )
     print(f"warehouse: {redact_url(settings.warehouse_url)}")
     print(f"quality reports: {settings.quality_dir}")
 

@@ -7,7 +7,7 @@ import multiprocessing
 import os
 from pathlib import Path
 
-from monitoring_pipelines.cli.common import QUIET
+from monitoring_pipelines.cli.common import PROCESS_TAG, QUIET
 from monitoring_pipelines.cli.output import progress_start, show_progress
 from monitoring_pipelines.settings import load_settings
 
@@ -67,7 +67,7 @@ def run_partition(task: tuple[str, str]) -> tuple[str, list[str], str | None, di
     from monitoring_pipelines.partitions import tenant_day_key
 
     job_name, key = task
-    tags = {"monitoring/trigger": "cli"}
+    tags = {"monitoring/trigger": "cli", PROCESS_TAG: process_id()}
     partition_key = None
     if "..." in key:
         first, last = key.split("...", 1)
@@ -86,19 +86,21 @@ def run_partition(task: tuple[str, str]) -> tuple[str, list[str], str | None, di
         raise_on_error=False,
         tags=tags,
     )
+    # Check names, as "partition: check" where the run reported per partition (ranged runs).
     blocked = sorted(
         {
-            e.asset_check_evaluation_data.check_name
+            f"{data.partition}: {data.check_name}" if data.partition else data.check_name
             for e in run.all_events
             if e.event_type_value == "ASSET_CHECK_EVALUATION"
-            and not e.asset_check_evaluation_data.passed
-            and e.asset_check_evaluation_data.severity == dg.AssetCheckSeverity.ERROR
+            for data in [e.asset_check_evaluation_data]
+            if not data.passed and data.severity == dg.AssetCheckSeverity.ERROR
         }
     )
     grid = {"steps": 0, "gaps": 0}
     for materialization in run.asset_materializations_for_node("clean_metrics"):
-        grid["steps"] += int(materialization.metadata["grid_steps"].value)
-        grid["gaps"] += int(materialization.metadata["gaps"].value)
+        if "gaps" in materialization.metadata:
+            grid["steps"] += int(materialization.metadata["grid_steps"].value)
+            grid["gaps"] += int(materialization.metadata["gaps"].value)
     return key, blocked, None if run.success else failure_reason(run, None), grid
 
 
@@ -162,14 +164,65 @@ def failure_reason(result, path: Path | None) -> str:
 
 
 def failed_ingest_run(key: str):
+    """The latest failed ingest run that gated ``key``, alone or in a range of days."""
     import dagster as dg
 
+    date, tenant = key.split("|", 1)
     runs = dagster_instance().get_runs(
-        dg.RunsFilter(
-            job_name="ingest_job",
-            statuses=[dg.DagsterRunStatus.FAILURE],
-            tags={"dagster/partition": key},
-        ),
-        limit=1,
+        dg.RunsFilter(job_name="ingest_job", statuses=[dg.DagsterRunStatus.FAILURE]), limit=200
     )
-    return runs[0] if runs else None
+    for run in runs:
+        if run.tags.get("dagster/partition") == key:
+            return run
+        first = run.tags.get("dagster/asset_partition_range_start", "")
+        last = run.tags.get("dagster/asset_partition_range_end", "")
+        same_tenant = first.endswith(f"|{tenant}") and last.endswith(f"|{tenant}")
+        if same_tenant and first.split("|", 1)[0] <= date <= last.split("|", 1)[0]:
+            return run
+    return None
+
+
+def process_id(pid: int | None = None) -> str:
+    """host:pid:start time, so a recycled pid is not mistaken for the process that ran."""
+    import socket
+
+    pid = os.getpid() if pid is None else pid
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            started = fh.read().rsplit(")", 1)[1].split()[19]
+    except OSError:
+        started = "?"
+    return f"{socket.gethostname()}:{pid}:{started}"
+
+
+def _alive(process: str) -> bool:
+    import socket
+
+    host, pid, started = process.rsplit(":", 2)
+    if host != socket.gethostname():
+        return True  # another machine's run: its own monitoring decides
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return started == "?" or process_id(int(pid)) == process
+
+
+def fail_dead_runs() -> int:
+    """Mark failed the CLI runs whose process died (kill -9, a crash) while they ran."""
+    import dagster as dg
+
+    instance = dagster_instance()
+    active = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING]
+    dead = [
+        run
+        for run in instance.get_runs(dg.RunsFilter(statuses=active))
+        if run.tags.get(PROCESS_TAG) and not _alive(run.tags[PROCESS_TAG])
+    ]
+    for run in dead:
+        instance.report_run_failed(
+            run, f"The process that ran it ({run.tags[PROCESS_TAG]}) is gone; its work is retried."
+        )
+    return len(dead)

@@ -5,6 +5,10 @@ load fast. The ephemeral context, its pandas data source and batch definition ar
 process together with the one suite (partition bounds are suite parameters), so a warm validation
 only pays for computing the metrics.
 
+One validation covers every partition of a run (a ranged run gates a tenant's days at once): the
+partition bounds are per-row helper columns, and :func:`split` cuts the findings and the
+validation result back into one per partition, so each partition keeps its own evidence.
+
 The suite is the expectations of every check in the catalogue
 (:mod:`monitoring_pipelines.quality.checks`). Every expectation carries
 ``meta = {"check": <check name>, ...}`` so that results map back to the gate's checks whatever
@@ -13,9 +17,9 @@ order GX returns them in. Row-level expectations run with result format
 result is exactly the set of input rows GX found bad.
 """
 
+import dataclasses
 import threading
 from dataclasses import dataclass
-from datetime import datetime
 
 import pandas as pd
 
@@ -24,11 +28,12 @@ from monitoring_pipelines.quality.jsonsafe import json_safe
 # Helper column added to the validated frame: the input position of each row.
 ROW_ID = "gate_row"
 
+PARTIAL = 10
 RESULT_FORMAT_BASE = {
     "result_format": "COMPLETE",
     # The query text would repeat every unexpected index: large and useless for pandas.
     "return_unexpected_index_query": False,
-    "partial_unexpected_count": 10,
+    "partial_unexpected_count": PARTIAL,
 }
 
 
@@ -46,6 +51,8 @@ class Finding:
     rows: frozenset[int]
     error: str | None
     observed: object = None
+    # Row-level (GX listed the unexpected rows) rather than about the table as a whole.
+    per_row: bool = False
 
 
 @dataclass
@@ -106,27 +113,18 @@ def error_message(exception_info: object) -> str | None:
     return None
 
 
-def validate(
-    work: pd.DataFrame, *, tenant: str, start: datetime, end: datetime
-) -> tuple[list[Finding], dict]:
-    """Validate ``work`` (the partition plus :data:`ROW_ID` and the checks' helper columns).
+def validate(work: pd.DataFrame) -> tuple[list[Finding], dict]:
+    """Validate ``work`` (the rows plus :data:`ROW_ID` and the checks' helper columns).
 
     Returns one :class:`Finding` per expectation and the JSON-safe GX validation result.
     """
     index_columns = [ROW_ID, *(c for c in ("source", "source_row") if c in work.columns)]
     result_format = {**RESULT_FORMAT_BASE, "unexpected_index_column_names": index_columns}
-    parameters = {
-        "partition_start": pd.Timestamp(start).to_pydatetime(),
-        "partition_end": pd.Timestamp(end).to_pydatetime(),
-        "partition_tenant": [tenant],
-    }
     with _lock:
         engine = _get_engine()
         suite = engine.suite
         batch = engine.batch_definition.get_batch(batch_parameters={"dataframe": work})
-        result = batch.validate(
-            suite, result_format=result_format, expectation_parameters=parameters
-        )
+        result = batch.validate(suite, result_format=result_format)
 
     findings = []
     for item in result.results:
@@ -134,13 +132,20 @@ def validate(
         meta = config.meta or {}
         body = item.result or {}
         error = error_message(item.exception_info)
-        index_list = body.get("unexpected_index_list") or []
-        rows = frozenset(int(entry[ROW_ID]) for entry in index_list if isinstance(entry, dict))
+        index_list = body.get("unexpected_index_list")
+        rows = frozenset(
+            int(entry[ROW_ID]) for entry in index_list or [] if isinstance(entry, dict)
+        )
+        kwargs = config.kwargs
+        pair = [kwargs.get(k) for k in ("column_A", "column_B") if kwargs.get(k)]
+        column = kwargs.get("column") or next(
+            (c for c in pair if not str(c).startswith("gate_")), None
+        )
         findings.append(
             Finding(
                 check=str(meta.get("check", "")),
                 expectation=config.type,
-                column=config.kwargs.get("column"),
+                column=column,
                 kind=meta.get("kind"),
                 success=bool(item.success),
                 element_count=int(body.get("element_count") or 0),
@@ -148,6 +153,89 @@ def validate(
                 rows=rows,
                 error=error,
                 observed=body.get("observed_value"),
+                per_row=index_list is not None,
             )
         )
     return findings, json_safe(result.to_json_dict())
+
+
+def split(
+    findings: list[Finding], validation: dict, bounds: list[tuple[int, int]]
+) -> list[tuple[list[Finding], dict]]:
+    """The findings and validation result of each partition, the rows ``[lo, hi)`` of the run.
+
+    Row-level results keep only the partition's rows (renumbered from 0) with their counts and
+    success recomputed; results about the table as a whole apply to every partition alike.
+    """
+    out = []
+    total = sum(hi - lo for lo, hi in bounds)
+    for lo, hi in bounds:
+        n = hi - lo
+        mine = []
+        for f in findings:
+            if not f.per_row or f.error:
+                mine.append(f)
+                continue
+            rows = frozenset(r - lo for r in f.rows if lo <= r < hi)
+            mine.append(
+                dataclasses.replace(
+                    f,
+                    rows=rows,
+                    element_count=n,
+                    unexpected_count=len(rows),
+                    success=not rows,
+                )
+            )
+        out.append((mine, _split_validation(validation, lo, hi, total)))
+    return out
+
+
+def _split_validation(validation: dict, lo: int, hi: int, total: int) -> dict:
+    results = []
+    for item in validation.get("results", []):
+        body = item.get("result") or {}
+        if "unexpected_index_list" not in body or item.get("exception_info", {}).get(
+            "raised_exception"
+        ):
+            results.append(item)
+            continue
+        index_list = body.get("unexpected_index_list") or []
+        values = body.get("unexpected_list") or [None] * len(index_list)
+        kept = [
+            ({**entry, ROW_ID: int(entry[ROW_ID]) - lo}, value)
+            for entry, value in zip(index_list, values, strict=False)
+            if isinstance(entry, dict) and lo <= int(entry[ROW_ID]) < hi
+        ]
+        n = hi - lo
+        part = {
+            k: v
+            for k, v in body.items()
+            if not k.startswith(("missing_", "unexpected_percent_", "partial_unexpected_counts"))
+        }
+        part.update(
+            element_count=n,
+            unexpected_count=len(kept),
+            unexpected_percent=100.0 * len(kept) / n if n else 0.0,
+            unexpected_index_list=[entry for entry, _ in kept],
+            unexpected_list=[value for _, value in kept],
+            partial_unexpected_index_list=[entry for entry, _ in kept[:PARTIAL]],
+            partial_unexpected_list=[value for _, value in kept[:PARTIAL]],
+        )
+        results.append({**item, "result": part, "success": not kept})
+    evaluated = len(results)
+    met = sum(1 for r in results if r.get("success"))
+    statistics = {
+        **validation.get("statistics", {}),
+        "evaluated_expectations": evaluated,
+        "successful_expectations": met,
+        "unsuccessful_expectations": evaluated - met,
+        "success_percent": 100.0 * met / evaluated if evaluated else None,
+    }
+    meta = {**validation.get("meta", {}), "validated_with": {"partitions_rows": total}}
+    return {
+        **validation,
+        "results": results,
+        "success": met == evaluated,
+        "statistics": statistics,
+        "meta": meta,
+    }

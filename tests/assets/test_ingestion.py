@@ -158,7 +158,7 @@ def _run_success(instance, result) -> dg.DagsterEvent:
     return records[0].event_log_entry.dagster_event
 
 
-def test_staging_run_leads_to_one_run_per_touched_partition(env):
+def test_staging_run_leads_to_one_ranged_run_of_the_touched_days(env):
     defs, instance = env["defs"], env["instance"]
     path = env["settings"].drop_dir / "acme.parquet"
     run = defs.resolve_job_def("stage_file_job").execute_in_process(
@@ -177,8 +177,25 @@ def test_staging_run_leads_to_one_run_per_touched_partition(env):
         resources=defs.resources,
     )
     requests = sensor(context)
-    keys = sorted(str(r.partition_key) for r in requests)
-    assert keys == [f"{d}|acme" for d in ("2026-09-28", "2026-09-29", "2026-09-30")]
+    assert len(requests) == 1
+    tags = requests[0].tags
+    assert tags["dagster/asset_partition_range_start"] == "2026-09-28|acme"
+    assert tags["dagster/asset_partition_range_end"] == "2026-09-30|acme"
+
+    # The ranged run gates and grids the three days, each with its own check results.
+    ranged = defs.resolve_job_def("ingest_job").execute_in_process(
+        instance=instance, tags=tags, raise_on_error=False
+    )
+    evaluated = {
+        (e.asset_check_evaluation_data.partition, e.asset_check_evaluation_data.check_name)
+        for e in ranged.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert {p for p, name in evaluated if name == "schema"} == {
+        f"{d}|acme" for d in ("2026-09-28", "2026-09-29", "2026-09-30")
+    }
+    warehouse = env["warehouse"]
+    assert warehouse.read_ingest("acme.parquet").status == "ingested"
 
     # Staging the same content again changes nothing, so no partition is requested again.
     rerun = defs.resolve_job_def("stage_file_job").execute_in_process(

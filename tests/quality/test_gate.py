@@ -527,7 +527,8 @@ def test_a_rule_gx_could_not_evaluate_holds_back_every_row(monkeypatch):
     assert check.metadata["gx_errors"] == ["TypeError: cannot compare"]
     assert result.accepted.empty
     assert set(result.quarantined["reason"]) == {
-        "ts: not evaluated by expect_column_values_to_be_between (TypeError: cannot compare)"
+        "ts: not evaluated by expect_column_pair_values_a_to_be_greater_than_b"
+        " (TypeError: cannot compare)"
     }
 
 

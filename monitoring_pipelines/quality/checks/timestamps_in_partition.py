@@ -21,20 +21,27 @@ SPEC = CheckSpec(
 )
 
 
+# Helper columns of the validated frame: each row's partition bounds and tenant. One validation
+# covers a whole ranged run (many partitions), so the bounds are per row, not suite parameters.
+START = "gate_start"
+END = "gate_end"
+TENANT = "gate_tenant"
+
+
 def _expectations(meta: dict) -> list:
     import great_expectations.expectations as gxe
 
-    # Partition bounds change on every call: suite parameters keep the suite itself cacheable.
+    # A null ts or tenant is keys_not_null's finding, not this check's.
+    skip = "either_value_is_missing"
     return [
-        gxe.ExpectColumnValuesToBeBetween(
-            column="ts",
-            min_value={"$PARAMETER": "partition_start"},
-            max_value={"$PARAMETER": "partition_end"},
-            strict_max=True,
-            meta=meta,
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="ts", column_B=START, or_equal=True, ignore_row_if=skip, meta=meta
         ),
-        gxe.ExpectColumnValuesToBeInSet(
-            column="tenant", value_set={"$PARAMETER": "partition_tenant"}, meta=meta
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A=END, column_B="ts", or_equal=False, ignore_row_if=skip, meta=meta
+        ),
+        gxe.ExpectColumnPairValuesToBeEqual(
+            column_A="tenant", column_B=TENANT, ignore_row_if=skip, meta=meta
         ),
     ]
 
