@@ -61,6 +61,12 @@ class CalibrationConfig:
     min_spread: float = 1e-9
     # Gaussian method: sigma never falls below this fraction of the long-run mean.
     min_sigma_fraction: float = 0.05
+    # Tail method: False judges every point against the training scores alone (process
+    # monitoring's fixed control limits) instead of a long-run window that follows the series.
+    # A fault that lasts (SKAB's run for minutes) then stays surprising instead of becoming the
+    # calibrator's new normal; drift is not forgiven either, so only for detectors whose raw
+    # score is judged against a fixed state on purpose.
+    follow: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -192,6 +198,10 @@ class LikelihoodCalibrator:
         # Row t may use anchors up to t - short_window: the recent mean is judged against what
         # came before it, not against itself.
         latest = np.searchsorted(where, np.arange(len(index)) - cfg.short_window, side="right") - 1
+        if not cfg.follow:
+            # Only the training seed: every row reads the same window, the seed's last one.
+            where = where[:0]
+            latest = np.full(len(index), -1)
         sample, sizes = self._seeded(raw.columns, short[where])
         width = sample.shape[0] - len(where)
         position = latest + width  # (rows,), in the padded sample

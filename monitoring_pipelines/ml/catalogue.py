@@ -67,8 +67,8 @@ _ROWS = (
         name="prophet",
         module="monitoring_pipelines.ml.prophet_model",
         class_name="ProphetDetector",
-        description="Prophet per series with daily and weekly seasonality; the residual against "
-        "its own uncertainty is the raw score.",
+        description="Prophet per series with a flat trend and only the seasonality its training "
+        "data has; the residual against its own causal error distribution is the raw score.",
         library="prophet",
         pip_requirements=("prophet",),
         default_weight=0.0,
@@ -79,10 +79,18 @@ _ROWS = (
         class_name="ZScoreDetector",
         description="Seasonal robust z-scores: how far each point is from the usual level for its "
         "time of the week, how sudden its change is, whether the series froze or burst into "
-        "noise; each part calibrated per series on the training weeks, the most surprising one is "
-        "the raw score.",
+        "noise; each part calibrated per series, the most surprising one is the raw score.",
         library="numpy",
         default_weight=1.31,
+    ),
+    DetectorKind(
+        name="pca",
+        module="monitoring_pipelines.ml.pca",
+        class_name="PcaDetector",
+        description="PCA over all metrics of a service (Hotelling T-squared and Q residual against "
+        "the training state); a single series is embedded with its recent changes.",
+        library="numpy",
+        default_weight=0.0,
     ),
 )
 

@@ -101,7 +101,13 @@ class CombinerConfig:
 # LSTM and Prophet weigh 0: trained, scored and shown beside the ensemble, not in it (see above).
 DEFAULT_COMBINER = CombinerConfig(
     rule="weighted_mean",
-    weights=(("isolation_forest", 0.69), ("zscore", 1.31), ("lstm", 0.0), ("prophet", 0.0)),
+    weights=(
+        ("isolation_forest", 0.69),
+        ("zscore", 1.31),
+        ("lstm", 0.0),
+        ("prophet", 0.0),
+        ("pca", 0.0),
+    ),
 )
 
 

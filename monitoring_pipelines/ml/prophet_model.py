@@ -1,19 +1,25 @@
 """Prophet as an anomaly detector: one model per series, residuals against a cached forecast.
 
-Prophet's ``predict`` with uncertainty sampling is far too slow to call per scoring batch, so the
-forecast is computed once at fit time, over the training range plus ``horizon_days`` ahead (the
-pipeline refits on a rolling window before the horizon runs out), and scoring looks it up by
-timestamp. Timestamps past the cache get a point forecast (``uncertainty_samples=0``, one
-``predict`` per column for the whole missing stretch, at least ``horizon_days`` long), which then
-joins the cache.
+Prophet's ``predict`` is far too slow to call per scoring batch, so the forecast is computed once at
+fit time, over the training range plus ``horizon_days`` ahead (the pipeline refits on a rolling
+window before the horizon runs out), and scoring looks it up by timestamp. Timestamps past the cache
+get a point forecast (one ``predict`` per column for the whole missing stretch, at least
+``horizon_days`` long), which then joins the cache.
 
-Raw score = ``|y - yhat| / scale``. ``sigma_slot`` is the robust RMS of the training residuals
-(full resolution) in the slot of the day, because the noise of load-driven metrics follows the
-daily cycle while Prophet's noise term is one number, and it is estimated on the fit resolution.
-``scale="interval"`` (default) is the half-width of the band ``yhat ± hypot(z * sigma_slot,
-trend half-width)`` divided by ``z``: it grows with Prophet's trend uncertainty as the forecast
-ages. ``scale="residual"`` is ``sigma_slot`` alone. Both depend only on the fitted model, so
-scores are causal; the base class calibrates them.
+What it models is what the training data has (DETECTION #7, #8): the seasonality is found from the
+data (:func:`~monitoring_pipelines.ml.features.resolve_season`: daily, plus weekly with two weeks of
+data; another cycle as a custom seasonality; none at all), and the trend is flat by default, so a
+forecast cannot run away between refits (a linear trend fitted on a few days extrapolated into a
+flood of false alarms on real series).
+
+Raw score (``residual_window`` > 0, the default): the residual ``r = y - yhat`` judged against its
+own *causal* error distribution, ``|r - mean| / std`` over the ``residual_window`` residuals before
+the point: a level shift or a slow drift that the frozen forecast misses becomes the new normal of
+the residual within that window instead of an alarm that lasts until the next refit, and a plain
+spike stands out against the residual's recent spread (before, on a 1,000-point 5-minute series,
+the scale grew with Prophet's extrapolated trend uncertainty and a 30-sigma spike scored 0.05).
+The base class then calibrates it per series like every member. ``residual_window=0`` gives the
+former raw score, ``|r| / scale`` with the residual spread of the slot of the day.
 
 ``prophet`` and ``mlflow`` are imported inside the methods that use them: importing this module
 must stay cheap for the Dagster code location.
@@ -37,7 +43,8 @@ import pandas as pd
 from scipy.special import ndtri
 
 from monitoring_pipelines.ml.base import Detector, DetectorConfig
-from monitoring_pipelines.ml.calibration import CalibrationConfig
+from monitoring_pipelines.ml.calibration import CalibrationConfig, tail_calibration
+from monitoring_pipelines.ml.features import FeatureConfig, resolve_season
 
 MODELS_DIR = "prophet"
 FORECAST_FILE = "forecast.parquet"
@@ -52,11 +59,8 @@ _GLOBAL_RNG_LOCK = threading.Lock()
 
 
 def _calibration() -> CalibrationConfig:
-    # Prophet's |residual| / scale is close to half-normal, so the Gaussian anomaly likelihood
-    # suits it: on the demo backtest it caught 34 of 44 incidents at 0.02 false alarms per series
-    # and day, against 30 with the tail method. The soft mapping keeps ranks at the top, and 8
-    # decades put 0.5 where the false-alarm rate is about that of the tail method's 0.5.
-    return CalibrationConfig(method="gaussian", long_window=2016, decades=8.0, mapping="soft")
+    # The causal residual z is judged like every member: the per-series tail likelihood.
+    return tail_calibration()
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,9 @@ class ProphetConfig(DetectorConfig):
     refits every 3 days): see the comments for what each choice was measured against."""
 
     calibration: CalibrationConfig = field(default_factory=_calibration)
+    # "auto": the seasonality the training data has (daily, weekly with two weeks of data, another
+    # cycle, or none); "calendar": daily and weekly as the two flags below say.
+    season: Literal["auto", "calendar"] = "auto"
     daily_seasonality: bool = True
     weekly_seasonality: bool = True
     yearly_seasonality: bool = False
@@ -73,14 +80,15 @@ class ProphetConfig(DetectorConfig):
     # Multiplicative seasonality scored worse (raw AUC 0.83 vs 0.91, twice the false alarms) and
     # fitted 3x slower.
     seasonality_mode: Literal["additive", "multiplicative"] = "additive"
-    # "flat" was best on the demo's weak trends but fell behind under 10%/week growth; a stiff
-    # linear trend held up under both.
-    growth: Literal["linear", "flat"] = "linear"
+    # A flat trend cannot run away between refits; a linear trend fitted on a few days of a real
+    # series extrapolates into a flood of false alarms (DETECTION #2). Growth the series really
+    # has reaches the residual's causal window (raw score) and the next refit.
+    growth: Literal["linear", "flat"] = "flat"
     # Prophet's 0.05 lets changepoints chase slow wander, and the forecast then extrapolates it:
     # 0.01 cut the 7-day-ahead error by a quarter.
     changepoint_prior_scale: float = 0.01
     seasonality_prior_scale: float = 10.0
-    n_changepoints: int = 25
+    n_changepoints: int = 10
     changepoint_range: float = 0.8
     # A country code for ``add_country_holidays`` ("US", "DE", ...) or a tuple of ISO dates
     # (days in UTC, like the seasonality).
@@ -88,16 +96,23 @@ class ProphetConfig(DetectorConfig):
     holidays_prior_scale: float = 10.0
     interval_width: float = 0.8
     # Draws for the trend-uncertainty part of the cached bands; 0 = none (the bands and the
-    # "interval" scale are then the residual spread alone).
-    uncertainty_samples: int = 200
+    # "interval" scale are then the residual spread alone). Off by default: the raw score does not
+    # use them and the sampling cost most of a fit.
+    uncertainty_samples: int = 0
     # How far past the training data the fit-time forecast cache reaches.
     horizon_days: float = 7.0
     # Fit on bucket means at this resolution (None: every point). Hourly means fitted 2.5x faster
     # than 15-minute ones and 10x faster than raw points, and forecast better (fewer points give
     # the trend prior more weight). Scales always come from the full-resolution residuals.
     fit_resolution: str | None = "1h"
-    # "interval": residual spread combined with Prophet's trend uncertainty, so scores ease off as
-    # the forecast ages; "residual": residual spread only.
+    # ... but never fewer fit points than this: a short or one-second series (SKAB: 400 seconds of
+    # training) is fitted on buckets of span / min_fit_points, or on every point.
+    min_fit_points: int = 240
+    # Residuals before a point that judge it (mean and spread); 0 = the fitted scale alone.
+    residual_window: int = 288
+    residual_min_periods: int = 24
+    # With residual_window=0: "interval": residual spread combined with Prophet's trend
+    # uncertainty, so scores ease off as the forecast ages; "residual": residual spread only.
     scale: Literal["residual", "interval"] = "interval"
     # Residual spread per slot of the (UTC) day; one slot for the whole day lost 0.14 of event
     # recall at the same false-alarm rate, because noise follows the daily load.
@@ -153,6 +168,8 @@ class ProphetDetector(Detector):
         self._cache: dict[str, np.ndarray] = _empty_cache(0, 0)
         # Parameters of the previous fit per column, to warm-start ``refit``.
         self._warm: dict[str, dict[str, Any]] = {}
+        # The seasonality found in the training data: daily, weekly, and another cycle in days.
+        self.seasons: dict[str, Any] = {"daily": True, "weekly": True, "period_days": None}
 
     # -- training --------------------------------------------------------------------------------
 
@@ -163,6 +180,7 @@ class ProphetDetector(Detector):
         warm start makes them cheaper than the first fit.
         """
         self._warm = {col: _warm_start(model) for col, model in self.models.items()}
+        self._warm_seasons = dict(self.seasons)
         try:
             return self.fit(frame)
         finally:
@@ -177,6 +195,10 @@ class ProphetDetector(Detector):
         n_grid = len(_grid(frame.index, self._start_ns, self._step_ns)) + self._horizon_steps()
         grid = pd.DatetimeIndex(self._start_ns + np.arange(n_grid) * self._step_ns, tz="UTC")
         values = _finite(frame[self.columns].to_numpy(dtype="float64"))
+        self.seasons = self._find_seasons(frame, step)
+        if self.seasons != getattr(self, "_warm_seasons", None):
+            # Another set of seasonal terms: the previous fit's parameters do not fit the model.
+            self._warm = {}
 
         def fit_one(position: int) -> tuple[Any, dict[str, np.ndarray]]:
             series = pd.Series(values[:, position], index=frame.index)
@@ -215,11 +237,39 @@ class ProphetDetector(Detector):
                 forecast["trend_halfwidth"],
             )
 
+    def _find_seasons(self, frame: pd.DataFrame, step: pd.Timedelta) -> dict[str, Any]:
+        """Daily and weekly terms, or a custom cycle, only where the training data has them."""
+        cfg = self.config
+        if cfg.season == "calendar":
+            return {
+                "daily": cfg.daily_seasonality,
+                "weekly": cfg.weekly_seasonality,
+                "period_days": None,
+            }
+        found = resolve_season(FeatureConfig(), frame)
+        span = frame.index[-1] - frame.index[0]
+        if found.season == "calendar":
+            return {
+                "daily": cfg.daily_seasonality,
+                "weekly": cfg.weekly_seasonality and span >= pd.Timedelta(days=14),
+                "period_days": None,
+            }
+        if found.season == "period":
+            days = found.period * step.total_seconds() / 86_400
+            return {"daily": False, "weekly": False, "period_days": float(days)}
+        return {"daily": False, "weekly": False, "period_days": None}
+
     def _fit_series(self, series: pd.Series, warm: dict[str, Any] | None) -> Any:
         cfg = self.config
         train = series
         if cfg.fit_resolution is not None:
             resolution = pd.Timedelta(cfg.fit_resolution)
+            span = series.index[-1] - series.index[0] if len(series) > 1 else resolution
+            # Never fewer than min_fit_points buckets: short series are fitted finer (a whole
+            # number of steps, so the buckets do not depend on the index's time unit).
+            finest = span / max(cfg.min_fit_points, 1)
+            if self.step is not None and finest < resolution:
+                resolution = self.step * max(1, int(finest / self.step))
             if resolution > (self.step or resolution):
                 # Label each bucket with the mean time of its samples, not its start, so the
                 # daily phase of the fit is not shifted by half a bucket.
@@ -245,8 +295,8 @@ class ProphetDetector(Detector):
             changepoint_range=cfg.changepoint_range,
             changepoint_prior_scale=cfg.changepoint_prior_scale,
             yearly_seasonality=cfg.yearly_seasonality,
-            weekly_seasonality=cfg.weekly_seasonality and cfg.weekly_fourier_order,
-            daily_seasonality=cfg.daily_seasonality and cfg.daily_fourier_order,
+            weekly_seasonality=bool(self.seasons["weekly"]) and cfg.weekly_fourier_order,
+            daily_seasonality=bool(self.seasons["daily"]) and cfg.daily_fourier_order,
             seasonality_mode=cfg.seasonality_mode,
             seasonality_prior_scale=cfg.seasonality_prior_scale,
             holidays=_holiday_frame(cfg.holidays),
@@ -254,6 +304,10 @@ class ProphetDetector(Detector):
             interval_width=cfg.interval_width,
             uncertainty_samples=cfg.uncertainty_samples,
         )
+        if self.seasons.get("period_days"):
+            model.add_seasonality(
+                name="cycle", period=float(self.seasons["period_days"]), fourier_order=5
+            )
         if isinstance(cfg.holidays, str):
             model.add_country_holidays(country_name=cfg.holidays)
         return model
@@ -307,10 +361,29 @@ class ProphetDetector(Detector):
     # -- scoring ---------------------------------------------------------------------------------
 
     def raw_scores(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """|y - yhat| / scale per point; NaN for gaps, non-finite values and unfitted columns."""
+        """Per point, the residual against its causal error distribution (see the module
+        docstring); NaN for gaps, non-finite values and unfitted columns."""
         values = _finite(frame[self.columns].to_numpy(dtype="float64"))
         yhat, scale = self._lookup(frame.index, ("yhat", "scale"))
-        return pd.DataFrame(np.abs(values - yhat) / scale, index=frame.index, columns=self.columns)
+        residual = values - yhat
+        cfg = self.config
+        if not cfg.residual_window:
+            return pd.DataFrame(np.abs(residual) / scale, index=frame.index, columns=self.columns)
+        past = (
+            pd.DataFrame(residual)
+            .shift(1)
+            .rolling(cfg.residual_window, min_periods=cfg.residual_min_periods)
+        )
+        mean, std = past.mean().to_numpy(), past.std().to_numpy()
+        # The fitted spread floors the causal one, so a stretch of perfect fit (a flat line)
+        # does not turn the next wiggle into a certainty.
+        floor = np.fmax(np.nan_to_num(cfg.min_scale_fraction * scale, nan=0.0), 1e-12)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            raw = np.abs(residual - mean) / np.maximum(std, floor)
+        return pd.DataFrame(raw, index=frame.index, columns=self.columns)
+
+    def history_steps(self) -> int:
+        return self.config.residual_window
 
     def forecast(self, start: Any, end: Any) -> pd.DataFrame:
         """Forecast on the detector's grid from ``start`` to ``end`` (both included), long format.
@@ -433,6 +506,7 @@ class ProphetDetector(Detector):
 
     def _state(self) -> dict[str, Any]:
         return {
+            "seasons": self.seasons,
             "model_dirs": self.model_dirs,
             "slot_scales": self.slot_scales,
             "step_ns": self._step_ns,
@@ -442,6 +516,7 @@ class ProphetDetector(Detector):
         self.slot_scales = {k: [float(x) for x in v] for k, v in state["slot_scales"].items()}
         self._step_ns = int(state["step_ns"])
         self.model_dirs = dict(state["model_dirs"])
+        self.seasons = dict(state.get("seasons", self.seasons))
 
 
 # -- helpers -------------------------------------------------------------------------------------
