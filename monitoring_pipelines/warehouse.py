@@ -368,11 +368,21 @@ class Warehouse:
             self._add_missing_columns()
 
     def _add_missing_columns(self) -> None:
-        """Columns added since a home was created (``create_all`` adds tables, not columns)."""
-        present = {c["name"] for c in sa.inspect(self.engine).get_columns("ingests")}
-        if "pending" not in present:
-            with self.engine.begin() as conn:
-                conn.exec_driver_sql("ALTER TABLE ingests ADD COLUMN pending TEXT")
+        """Columns added since a home was created (``create_all`` adds tables, not columns): every
+        nullable column a table lacks, such as a new detector kind's ``<kind>_score``."""
+        inspector = sa.inspect(self.engine)
+        preparer = self.engine.dialect.identifier_preparer
+        for table in metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present or not column.nullable:
+                    continue
+                kind = column.type.compile(dialect=self.engine.dialect)
+                with self.engine.begin() as conn:
+                    conn.exec_driver_sql(
+                        f"ALTER TABLE {preparer.quote(table.name)} "
+                        f"ADD COLUMN {preparer.quote(column.name)} {kind}"
+                    )
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sa.Connection]:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from monitoring_pipelines.sources.records import normalise
-from monitoring_pipelines.warehouse import IngestRecord
+from monitoring_pipelines.warehouse import IngestRecord, Warehouse
 
 DAY1 = datetime(2026, 10, 1, tzinfo=UTC)
 DAY2 = datetime(2026, 10, 2, tzinfo=UTC)
@@ -140,3 +140,19 @@ def test_scores_round_trip_with_gaps_flags_and_time_filters_as_sqlalchemy_binds_
     assert fast["ts"].tolist() == ts[ts >= DAY2].tolist()
     assert fast["lstm_score"].isna().sum() == 6 and fast["run_id"].isna().all()
     assert fast["is_anomaly"].tolist() == scores["is_anomaly"][ts >= DAY2].tolist()
+
+
+def test_a_home_created_before_a_column_existed_gets_it_on_open(tmp_path):
+    """A new detector kind adds a `<kind>_score` column; an older warehouse must not break."""
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path}/wh.db"
+    Warehouse(url).dispose()
+    with sqlite3.connect(tmp_path / "wh.db") as con:
+        con.execute("ALTER TABLE anomaly_scores DROP COLUMN pca_score")
+        con.execute("ALTER TABLE ingests DROP COLUMN pending")
+    Warehouse(url).dispose()
+    with sqlite3.connect(tmp_path / "wh.db") as con:
+        scores = {row[1] for row in con.execute("PRAGMA table_info(anomaly_scores)")}
+        ingests = {row[1] for row in con.execute("PRAGMA table_info(ingests)")}
+    assert "pca_score" in scores and "pending" in ingests
