@@ -358,8 +358,9 @@ def seasonal_reference(
         reference = nan_median(weekly)
         cycles = (~np.isnan(weekly)).sum(axis=0)
     # No past cycle yet (the first day of a series): the trailing median serves, so features
-    # work from the first hours instead of waiting a whole cycle.
-    if (cycles < 1).any():
+    # work from the first hours instead of waiting a whole cycle. Not for "auto" left unresolved:
+    # models saved before seasons were resolved at fit keep scoring exactly as they did.
+    if cfg.season != "auto" and (cycles < 1).any():
         trailing = _trailing_median(values, index, cfg, start)[start:]
         reference = np.where(cycles >= 1, reference, trailing)
     return _placed(reference, start, values.shape)

@@ -115,10 +115,11 @@ class ZScoreDetector(Detector):
         # No warm-up pages: while a series has less than a trailing window of history in the
         # frame, its features are judged on few points; the surprise ramps up with the history
         # instead of paging on the noise of the first hours. A frame carrying history_steps of
-        # context (scoring, refits) is past the ramp where it matters.
-        seen = np.cumsum(present, axis=0)
-        ramp = np.clip(seen / max(1, self.config.features.window), 0.0, 1.0)
-        raw = raw * ramp
+        # context (scoring, refits) is past the ramp where it matters. Models saved before seasons
+        # were resolved at fit ("auto" left unresolved) keep scoring exactly as they did.
+        if self.config.features.season != "auto":
+            seen = np.cumsum(present, axis=0)
+            raw = raw * np.clip(seen / max(1, self.config.features.window), 0.0, 1.0)
         return pd.DataFrame(raw, index=frame.index, columns=frame.columns)
 
     def _state(self) -> dict[str, Any]:
