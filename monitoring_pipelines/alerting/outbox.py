@@ -47,6 +47,7 @@ __all__ = [
     "SUPPRESSED",
     "claim",
     "enqueue",
+    "enqueue_new",
     "finish",
     "next_due_at",
     "pending_count",
@@ -101,12 +102,24 @@ def enqueue(
     transaction of its own is used. Suppressed notifications keep their status and reason. An
     existing row is never touched: re-enqueueing a delivered notification does not resend it.
     """
+    return len(enqueue_new(warehouse, items, conn, now=now))
+
+
+def enqueue_new(
+    warehouse: Warehouse | None,
+    items: Iterable[Notification],
+    conn: sa.Connection | None = None,
+    *,
+    now: datetime | None = None,
+) -> list[str]:
+    """:func:`enqueue`, returning the idempotency keys that were new (the others were stored
+    before and are left as they are)."""
     now = types.utc(now) or _now()
     unique: dict[str, dict] = {}
     for item in items:
         unique.setdefault(item.idempotency_key, _row(item, now))
     if not unique:
-        return 0
+        return []
     if conn is None:
         if warehouse is None:
             raise ValueError("enqueue needs a warehouse or a connection")
@@ -115,7 +128,7 @@ def enqueue(
     return _insert_absent(conn, list(unique.values()))
 
 
-def _insert_absent(conn: sa.Connection, rows: list[dict]) -> int:
+def _insert_absent(conn: sa.Connection, rows: list[dict]) -> list[str]:
     dialect = conn.dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
@@ -123,7 +136,7 @@ def _insert_absent(conn: sa.Connection, rows: list[dict]) -> int:
         from sqlalchemy.dialects.sqlite import insert
     else:  # pragma: no cover - the warehouse runs on SQLite or PostgreSQL
         insert = None
-    inserted = 0
+    inserted: list[str] = []
     for start in range(0, len(rows), 500):
         chunk = rows[start : start + 500]
         if insert is None:
@@ -136,7 +149,7 @@ def _insert_absent(conn: sa.Connection, rows: list[dict]) -> int:
             fresh = [r for r in chunk if r["idempotency_key"] not in existing]
             if fresh:
                 conn.execute(n.insert(), fresh)
-            inserted += len(fresh)
+            inserted.extend(r["idempotency_key"] for r in fresh)
             continue
         stmt = (
             insert(n)
@@ -144,7 +157,7 @@ def _insert_absent(conn: sa.Connection, rows: list[dict]) -> int:
             .on_conflict_do_nothing(index_elements=["idempotency_key"])
             .returning(n.c.idempotency_key)
         )
-        inserted += len(conn.execute(stmt).all())
+        inserted.extend(conn.execute(stmt).scalars().all())
     return inserted
 
 

@@ -1,8 +1,10 @@
-"""Planning: incidents become the notifications the outbox will deliver.
+"""Planning: incidents and reports become the notifications the outbox will deliver.
 
 :func:`plan_notifications` is pure (no I/O, no clock: ``now`` is passed in), so the same inputs
 always plan the same notifications with the same idempotency keys. It asks :mod:`routing` who is
 told, then :mod:`silences`, :mod:`inhibition` and :mod:`rate_limits` what is kept quiet.
+:func:`plan_report_notifications` does the same for weekly and monthly reports, routed by the
+policy's ``reports:`` section (:mod:`report_routes`); nothing silences or rate-limits a report.
 """
 
 from collections.abc import Iterable, Mapping
@@ -205,4 +207,40 @@ def _notifications(
                 reason=c.reason,
             )
         )
+    return out
+
+
+def plan_report_notifications(
+    reports: Iterable[dict], policy: AlertingPolicy
+) -> list[Notification]:
+    """One ``report`` notification per written report and receiver the policy's ``reports:``
+    section routes it to.
+
+    Each report is a dict (built by ``reports.service``) with at least ``kind`` (``weekly`` or
+    ``monthly``), ``tenant`` (None: all tenants), ``period.key`` (its first day) and ``locale``;
+    the rest (title, headline figures, summary, paths, url) is carried for the templates. The
+    idempotency key depends only on (receiver, kind, period start, tenant or all tenants), so
+    re-writing a period's reports plans the same keys and the outbox stores them once.
+    """
+    out: list[Notification] = []
+    seen: set[str] = set()
+    for report in reports:
+        kind, tenant = report["kind"], report.get("tenant")
+        fp = types.report_fingerprint(kind, report["period"]["key"], tenant)
+        for receiver in policy.receivers_for_report(kind, tenant):
+            key = types.fingerprint(fp, receiver, types.REPORT, 0)
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(
+                Notification(
+                    idempotency_key=key,
+                    fingerprint=fp,
+                    tenant=types.ALL_TENANTS if tenant is None else tenant,
+                    receiver=receiver,
+                    event=types.REPORT,
+                    locale=report.get("locale") or policy.report_locale(tenant),
+                    payload=types.report_payload(report, receiver),
+                )
+            )
     return out

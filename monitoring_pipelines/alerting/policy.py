@@ -34,14 +34,17 @@ when it is absent), shaped like an Alertmanager configuration so on-call people 
          equal: [tenant, service]}
     data_owner: data-team          # data-quality incidents go here
     operations: platform-ops       # pipeline failures go here
+    reports:                       # weekly/monthly reports (none sent without this section)
+      - {receivers: [mail], tenants: [acme, all], kinds: [weekly, monthly]}   # all: every tenant
+      - {receivers: [oncall], kinds: [weekly]}   # tenants omitted: each tenant's own report
 
 Every mistake is reported as one line naming the file, the key path and what is wrong
 (:class:`PolicyError`).
 
 This module reads the file as a whole (:func:`load_policy`) into an :class:`AlertingPolicy`; each
 part is read and applied by its own module: :mod:`routing`, :mod:`silences`, :mod:`inhibition`,
-:mod:`rate_limits`, and the receivers' specs by :mod:`receivers`. :mod:`planning` turns incidents
-into notifications under a policy.
+:mod:`rate_limits`, :mod:`report_routes` (who gets the reports), and the receivers' specs by
+:mod:`receivers`. :mod:`planning` turns incidents and reports into notifications under a policy.
 """
 
 import re
@@ -63,6 +66,11 @@ from monitoring_pipelines.alerting.policy_reader import (
     load_yaml,
 )
 from monitoring_pipelines.alerting.rate_limits import RateLimit, read_rate_limit
+from monitoring_pipelines.alerting.report_routes import (
+    ReportRoute,
+    read_report_routes,
+    report_receivers,
+)
 from monitoring_pipelines.alerting.routing import Escalation, Route, read_route, route_incident
 from monitoring_pipelines.alerting.silences import Silence, read_silence
 from monitoring_pipelines.alerting.templates import LOCALES
@@ -132,6 +140,8 @@ class AlertingPolicy:
     receiver_failing_after: timedelta = timedelta(hours=1)
     # MONITORING_HOME as the policy was loaded: file receivers write under it.
     home: Path | None = None
+    # Who gets the weekly and monthly reports (empty: nobody).
+    report_routes: tuple[ReportRoute, ...] = ()
 
     def settings(self, tenant: str) -> TenantSettings:
         return self.tenants.get(tenant, self.defaults)
@@ -145,6 +155,15 @@ class AlertingPolicy:
             data_owner=self.data_owner,
             operations=self.operations,
         )
+
+    def receivers_for_report(self, kind: str, tenant: str | None) -> list[str]:
+        """The receivers of a ``weekly`` or ``monthly`` report of ``tenant`` (None: the
+        all-tenants report), each once."""
+        return report_receivers(self.report_routes, kind, tenant)
+
+    def report_locale(self, tenant: str | None) -> str:
+        """The language of a tenant's report (the all-tenants one: the default's)."""
+        return self.defaults.locale if tenant is None else self.settings(tenant).locale
 
 
 _SETTING_KEYS = (
@@ -217,6 +236,7 @@ _TOP_KEYS = (
     "inhibit_rules",
     "data_owner",
     "operations",
+    "reports",
 )
 
 
@@ -266,6 +286,7 @@ def parse_policy(data, source: str = POLICY_FILE, home: Path | None = None) -> A
         if data.get(key) is not None:
             special[key] = reader.text(data[key], key)
             reader.known_receiver(special[key], key, receivers)
+    report_routes = read_report_routes(reader, data.get("reports"), "reports", receivers)
     return AlertingPolicy(
         source=source,
         defaults=defaults,
@@ -276,6 +297,7 @@ def parse_policy(data, source: str = POLICY_FILE, home: Path | None = None) -> A
         silences=silences,
         inhibit_rules=inhibit_rules,
         home=home,
+        report_routes=report_routes,
         **special,
         **delivery,
     )

@@ -6,6 +6,8 @@ same everywhere:
 - :func:`raise_incidents`: a tenant's anomaly scores over a span become incidents, and the
   incidents' notifications are queued in the outbox, in one transaction;
 - :func:`raise_incident`: one incident built elsewhere (a blocked partition, a failed run);
+- :func:`queue_reports`: written weekly or monthly reports are queued to the receivers the
+  policy's ``reports:`` section names (once per receiver and report, however often re-written);
 - :func:`deliver`: the outbox is drained to the policy's receivers, and a receiver failing for
   longer than ``receiver_failing_after`` raises (or, delivering again, resolves) an incident for
   operations (:mod:`receiver_health`).
@@ -20,7 +22,7 @@ import sqlalchemy as sa
 
 from monitoring_pipelines.alerting import dispatcher, outbox, store, types
 from monitoring_pipelines.alerting.incidents import detect_incidents
-from monitoring_pipelines.alerting.planning import plan_notifications
+from monitoring_pipelines.alerting.planning import plan_notifications, plan_report_notifications
 from monitoring_pipelines.alerting.policy import AlertingPolicy
 from monitoring_pipelines.alerting.receiver_health import receiver_incidents
 from monitoring_pipelines.alerting.receivers import Receiver, build_receivers
@@ -139,6 +141,28 @@ def raise_incident(
     """Record one incident built elsewhere (data quality, pipeline failure) and queue its
     notifications to the policy's data owner or operations receiver."""
     return _record(wh, policy, [incident], now=now or datetime.now(UTC), dagster_url=dagster_url)
+
+
+@dataclass
+class ReportQueueOutcome:
+    """What :func:`queue_reports` did: the notifications stored now, and those stored by an
+    earlier run of the same period (left untouched: sent, or still on their way)."""
+
+    queued: list[types.Notification] = field(default_factory=list)
+    already: list[types.Notification] = field(default_factory=list)
+
+
+def queue_reports(
+    wh: Warehouse, policy: AlertingPolicy, reports: list[dict], *, now: datetime | None = None
+) -> ReportQueueOutcome:
+    """Queue written reports (dicts, see ``planning.plan_report_notifications``) to their
+    receivers in the outbox; the dispatcher (``alerts deliver``, the outbox sensor) sends them."""
+    notes = plan_report_notifications(reports, policy)
+    new = set(outbox.enqueue_new(wh, notes, now=now or datetime.now(UTC)))
+    outcome = ReportQueueOutcome()
+    for note in notes:
+        (outcome.queued if note.idempotency_key in new else outcome.already).append(note)
+    return outcome
 
 
 def receivers(policy: AlertingPolicy) -> dict[str, Receiver]:

@@ -6,6 +6,11 @@ Translations live in ``locales/<locale>.yaml`` (English is the reference catalog
 Jinja2 templates under ``templates/`` (HTML autoescaped). A key missing from a catalog never shows
 up raw in a message: the English text is used, and the test suite fails on any catalog that does
 not have exactly the English keys and placeholders.
+
+A weekly or monthly report (event ``report``) renders differently (:func:`render_report`): its
+title, headline figures and summary come already written in the report's locale (by
+``reports.service``), the plain text is the report's Markdown summary and where the full report
+is, and the HTML is the report's own self-contained HTML file.
 """
 
 import functools
@@ -36,6 +41,11 @@ _SEPARATORS = {
     "es": (".", ","),
     "it": (".", ","),
 }
+
+# Colour of a report message (hex, no #): informational, not a severity.
+REPORT_COLOR = "1565C0"
+# The severity a report message carries for receivers that map one (it is not an incident).
+REPORT_SEVERITY = "info"
 
 # Colours by severity (hex, no #), and the one for a resolved incident.
 SEVERITY_COLORS = {
@@ -248,8 +258,10 @@ def render(
     Longer than most functions here on purpose: it is one flat list of the message's parts, each
     a line or two, and cutting it further would only pass its dozen translated texts around.
     """
-    t = Translator(locale, strict=strict)
     event = event or payload.get("event") or types.TRIGGER
+    if event == types.REPORT:
+        return render_report(payload, locale, strict=strict)
+    t = Translator(locale, strict=strict)
     if event not in EVENTS:
         raise ValueError(f"unknown notification event {event!r}")
     incident = payload["incident"]
@@ -390,3 +402,71 @@ def _metric_table(t, incident) -> tuple[tuple[str, ...], tuple[MetricRow, ...]]:
 
 def model_statuses() -> tuple[str, ...]:
     return (types.FIRING, types.ACKNOWLEDGED, types.RESOLVED)
+
+
+def report_html(path: str | None) -> str:
+    """The text of a report's HTML file, or "" when there is none to read (only ``.html``
+    files: the path comes from a stored payload)."""
+    if not path or not str(path).endswith(".html"):
+        return ""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def render_report(payload: dict, locale: str = DEFAULT_LOCALE, *, strict: bool = False) -> Message:
+    """Render a report notification (see ``types.report_payload``): the title, headline figures
+    (as facts: label, value and change), the Markdown summary as plain text with where the full
+    report is, and the report's HTML file as the HTML ("" when the file cannot be read; the
+    email receiver then waits for it)."""
+    t = Translator(locale, strict=strict)
+    report = payload["report"]
+    paths = report.get("paths") or {}
+    url = report.get("url") or (payload.get("links") or {}).get("report")
+    period = report.get("period") or {}
+    parts = (report.get("title"), report.get("scope"), report.get("period_text"))
+    title = " · ".join(str(p) for p in parts if p)
+    intro = report.get("period_text") or ""
+    if report.get("versus"):
+        intro = f"{intro} ({report['versus']})"
+    if not report.get("has_data", True) and report.get("no_data_text"):
+        intro = f"{intro}\n{report['no_data_text']}"
+    facts = tuple(
+        (str(f["label"]), f"{f['value']} ({f['change']})" if f.get("change") else str(f["value"]))
+        for f in report.get("headlines") or []
+    )
+    where_label = t("report.where")
+    path = str(paths.get("html") or "")
+    where = f"{where_label}{t('colon')}{path}" if path else where_label
+    links = ((t("link.report"), url),) if url else ()
+    footer = t("report.footer", period_key=period.get("key", ""))
+    context = {
+        "summary": str(report.get("summary") or title),
+        "where_label": where_label,
+        "colon": t("colon"),
+        "path": path,
+        "url": url,
+        "footer": footer,
+    }
+    return Message(
+        locale=t.locale,
+        event=types.REPORT,
+        severity=REPORT_SEVERITY,
+        title=title,
+        text=_environment().get_template("report.txt").render(context),
+        html=report_html(path),
+        intro=intro,
+        severity_text="",
+        event_text=str(report.get("title") or ""),
+        kind_text=str(report.get("kind") or ""),
+        next_step=where,
+        facts=facts,
+        metric_header=("", "", "", "", ""),
+        metrics=(),
+        links=links,
+        models="",
+        color=REPORT_COLOR,
+        footer=footer,
+        labels={"tenant": report.get("tenant") or types.ALL_TENANTS, "report": report["kind"]},
+    )

@@ -7,6 +7,10 @@ An incident is identified by its fingerprint, computed from the data alone (tena
 and the first anomalous timestamp), so re-running a partition finds the same incident instead of
 raising a second one. A notification is identified by its idempotency key (fingerprint, receiver,
 event and sequence): the outbox stores it once, and receivers that honour the key deliver it once.
+
+A weekly or monthly report is a notification too, of its own event (``report``), not about an
+incident: its fingerprint is the report's (kind, period start, tenant or all tenants), so
+re-running a period queues nothing new (:func:`report_fingerprint`).
 """
 
 import hashlib
@@ -50,6 +54,11 @@ TRIGGER = "trigger"
 REPEAT = "repeat"
 ESCALATE = "escalate"
 RESOLVE = "resolve"
+# A weekly or monthly report, routed by the policy's ``reports:`` section (not an incident).
+REPORT = "report"
+# Report kinds as the policy names them, and the scope name of the all-tenants report.
+REPORT_KINDS = ("weekly", "monthly")
+ALL_TENANTS = "all"
 # Notification statuses (the ``notifications`` table's ``status``): planned as pending or
 # suppressed (silenced, inhibited, rate limited; kept with the reason); then the outbox's sending,
 # sent, dead (given up, with the reason) or cancelled (a follow-up whose incident was handled).
@@ -63,13 +72,20 @@ STATUSES = (PENDING, SENDING, SENT, DEAD, CANCELLED, SUPPRESSED)
 
 # The order of an incident's events at the same moment: planning lists them so, and the outbox
 # sends them so (a resolve never goes before the trigger it closes).
-EVENT_ORDER = {TRIGGER: 0, REPEAT: 1, ESCALATE: 2, RESOLVE: 3}
+EVENT_ORDER = {TRIGGER: 0, REPEAT: 1, ESCALATE: 2, RESOLVE: 3, REPORT: 4}
 
 
 def fingerprint(*parts: object) -> str:
     """A stable 16-hex-digit identity for the given parts (same parts, same fingerprint)."""
     text = "\x1f".join(str(p) for p in parts)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def report_fingerprint(kind: str, period_start: str, tenant: str | None) -> str:
+    """The identity of one report: its kind (weekly, monthly), the first day of its period and
+    its tenant (None: the all-tenants report, which no tenant's name can collide with)."""
+    scope = "all-tenants" if tenant is None else f"tenant:{tenant}"
+    return fingerprint(REPORT, kind, period_start, scope)
 
 
 @dataclass(frozen=True)
@@ -140,6 +156,11 @@ class Notification:
     @property
     def links(self) -> dict:
         return self.payload.get("links") or {}
+
+    @property
+    def report(self) -> dict:
+        """A report notification's report (kind, period, paths, headline figures); else {}."""
+        return self.payload.get("report") or {}
 
 
 def utc(value: datetime | str | None) -> datetime | None:
@@ -246,4 +267,16 @@ def notification_payload(incident: Incident, event: str, dagster_url: str) -> di
         "event": event,
         "incident": incident_to_dict(incident),
         "links": incident_links(incident, dagster_url),
+    }
+
+
+def report_payload(report: dict, receiver: str) -> dict:
+    """What a report notification carries: the report's figures, paths and link (see
+    ``planning.plan_report_notifications``); templates do the rest in the report's locale."""
+    url = report.get("url")
+    return {
+        "event": REPORT,
+        "report": dict(report),
+        "links": {"report": url} if url else {},
+        "receiver": receiver,
     }

@@ -1,4 +1,6 @@
-"""Reporting assets: the weekly and monthly reports, one partition per week or month."""
+"""Reporting assets: the weekly and monthly reports, one partition per week or month; each
+materialization queues the reports' delivery to the receivers of the policy's ``reports:``
+section (the outbox sensor sends them, once per receiver and report however often re-run)."""
 
 from dataclasses import replace
 from pathlib import Path
@@ -31,14 +33,22 @@ def _write(
 ) -> dg.MaterializeResult:
     from monitoring_pipelines.reports.periods import period_from_key
     from monitoring_pipelines.reports.registry import default_registry
-    from monitoring_pipelines.reports.service import materialization, write_reports
+    from monitoring_pipelines.reports.service import (
+        describe_queued,
+        materialization,
+        queue_delivery,
+        write_reports,
+    )
 
     settings = replace(load_settings(), home=Path(pipeline.home), tenants=tuple(pipeline.tenants))
     period = period_from_key(kind, context.partition_key, settings.report_timezone)
     registry = default_registry(mlflow.tracking_uri, Path(mlflow.artifact_root))
-    shown = materialization(
-        write_reports(settings, period, registry=registry, warehouse=warehouse.get())
-    )
+    wh = warehouse.get()
+    written = write_reports(settings, period, registry=registry, warehouse=wh)
+    shown = materialization(written)
+    queued = queue_delivery(settings, written, warehouse=wh)
+    for note in queued.queued:
+        context.log.info(f"report queued: {describe_queued(note)}")
     return dg.MaterializeResult(
         metadata={
             "summary": dg.MetadataValue.md(shown["summary"]),
@@ -47,6 +57,15 @@ def _write(
             "has_data": shown["has_data"],
             "incidents": shown["incidents"],
             "paths": dg.MetadataValue.json(shown["paths"]),
+            # Report notifications stored by this run, and those an earlier run had stored.
+            "queued": len(queued.queued),
+            "already_queued": len(queued.already),
+            "delivery": dg.MetadataValue.json(
+                {
+                    "queued": [describe_queued(n) for n in queued.queued],
+                    "already_queued": [describe_queued(n) for n in queued.already],
+                }
+            ),
         }
     )
 
@@ -63,7 +82,8 @@ def weekly_report(
     precision from operator feedback and label windows; data quality; model promotions and
     rejections; the next 7 days' traffic and load forecast with capacity crossings. Each figure
     is compared with the week before. Written as HTML, JSON and Markdown under
-    MONITORING_HOME/reports/weekly/<week start>/; the summary below is the all-tenants one."""
+    MONITORING_HOME/reports/weekly/<week start>/; the summary below is the all-tenants one.
+    Then queued for the receivers the policy's reports: section names."""
     return _write("week", context, pipeline, warehouse, mlflow)
 
 
@@ -77,7 +97,8 @@ def monthly_report(
     """The calendar month's report, across all tenants and one per tenant in its locale: the
     weekly report's sections over the month, compared with the month before, and a 30-day
     forecast. Written as HTML, JSON and Markdown under MONITORING_HOME/reports/monthly/<month
-    start>/; the summary below is the all-tenants one."""
+    start>/; the summary below is the all-tenants one. Then queued for the receivers the
+    policy's reports: section names."""
     return _write("month", context, pipeline, warehouse, mlflow)
 
 

@@ -1,4 +1,5 @@
-"""``report``: write the weekly or monthly reports of a past period (the demo ends with them)."""
+"""``report``: write the weekly or monthly reports of a past period (the demo ends with them) and
+queue them for the receivers the alerting policy's ``reports:`` section names."""
 
 import argparse
 from pathlib import Path
@@ -76,6 +77,34 @@ def write_period_reports(
         raise CliError(str(exc)) from None
 
 
+def queue_and_print(settings: Settings, written) -> None:
+    """Queue the written reports for their receivers and say what was queued."""
+    from monitoring_pipelines.alerting.policy import PolicyError, load_policy
+    from monitoring_pipelines.reports.service import describe_queued, queue_delivery
+
+    try:
+        policy = load_policy(settings.alerting_file, home=settings.home)
+    except PolicyError as exc:
+        raise CliError(str(exc)) from None
+    if not policy.report_routes:
+        print("delivery: none (the alerting policy has no reports: section)")
+        return
+    outcome = queue_delivery(settings, written, policy=policy)
+    if not outcome.queued and not outcome.already:
+        print("delivery: no receiver is routed these reports (see the policy's reports: section)")
+    if outcome.queued:
+        print(
+            f"delivery: {len(outcome.queued)} queued"
+            " (sent by `monitoring-pipelines alerts deliver` or the outbox sensor):"
+        )
+        for note in outcome.queued:
+            print(f"  {describe_queued(note)}")
+    if outcome.already:
+        print(f"delivery: {len(outcome.already)} queued by an earlier run, not queued again:")
+        for note in outcome.already:
+            print(f"  {describe_queued(note)}")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     settings = load_settings()
     period, written = write_period_reports(settings, args.period, args.as_of, args.tenant, args.out)
@@ -87,6 +116,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         name = "all tenants" if report.tenant is None else report.tenant
         note = "" if report.has_data else " (no data in this period)"
         print(f"  {name}: {report.paths['html']}{note}")
+    if args.no_deliver:
+        print("delivery: skipped (--no-deliver)")
+    else:
+        queue_and_print(settings, written)
     return 0
 
 
@@ -97,7 +130,9 @@ def register(sub) -> None:
         help="write the weekly or monthly report of a past period",
         description="Build the reports of the last complete week (Monday to Sunday) or month "
         "before --as-of, across all tenants and one per tenant (or only --tenant's), as HTML, "
-        "JSON and Markdown under MONITORING_HOME/reports (or --out).",
+        "JSON and Markdown under MONITORING_HOME/reports (or --out), then queue them for the "
+        "receivers of the alerting policy's reports: section (each receiver gets a report once, "
+        "however often it is rebuilt; `alerts deliver` or the outbox sensor sends them).",
     )
     report.add_argument("--period", required=True, help="week or month")
     report.add_argument("--tenant", help="only this tenant's report")
@@ -106,4 +141,9 @@ def register(sub) -> None:
         help="a date (YYYY-MM-DD); the period is the last one complete by then (default: today)",
     )
     report.add_argument("--out", help="folder for the reports (default MONITORING_HOME/reports)")
+    report.add_argument(
+        "--no-deliver",
+        action="store_true",
+        help="only write the files; queue nothing for the policy's report receivers",
+    )
     report.set_defaults(func=cmd_report)

@@ -152,7 +152,7 @@ def test_without_a_policy_file_everything_goes_to_the_file_receiver(home):
         (
             "rout: {}",
             "alerting.yaml: rout: unknown key 'rout' (expected one of defaults, "
-            "tenants, receivers, route, silences, inhibit_rules, data_owner, operations)",
+            "tenants, receivers, route, silences, inhibit_rules, data_owner, operations, reports)",
         ),
     ],
 )

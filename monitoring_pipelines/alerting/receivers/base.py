@@ -177,6 +177,28 @@ class Receiver:
         return f"{self.type} receiver {self.name!r}"
 
 
+# What a report notification tells machines (webhook, file) about its report.
+REPORT_FIELDS = (
+    "kind",
+    "tenant",
+    "period",
+    "title",
+    "scope",
+    "period_text",
+    "has_data",
+    "headlines",
+    "summary",
+    "paths",
+    "url",
+)
+
+
+def report_body(report: dict) -> dict:
+    """A report notification's report as JSON for machines: kind, tenant (None: all tenants),
+    period, titles, headline figures, the Markdown summary, the files' paths and the link."""
+    return {key: report.get(key) for key in REPORT_FIELDS}
+
+
 _FILE_LOCKS: dict[str, threading.Lock] = {}
 _FILE_LOCKS_GUARD = threading.Lock()
 

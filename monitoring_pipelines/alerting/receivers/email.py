@@ -1,5 +1,6 @@
-"""Email over SMTP: plain text and HTML, one thread per incident. Credentials, when the server
-wants them, come from the environment variables named by ``username_env`` and ``password_env``."""
+"""Email over SMTP: plain text and HTML, one thread per incident; a report is its own HTML file
+with its Markdown summary as the plain-text part. Credentials, when the server wants them, come
+from the environment variables named by ``username_env`` and ``password_env``."""
 
 import email.utils
 import os
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import ClassVar
 
+from monitoring_pipelines.alerting import types
 from monitoring_pipelines.alerting.receivers.base import (
     COMMON_KEYS,
     DeliveryError,
@@ -34,6 +36,10 @@ class EmailReceiver(Receiver):
     ``Message-ID`` is derived from the idempotency key, so a retried send carries the same id and
     mail systems that deduplicate on it show one message; follow-ups (repeat, escalate, resolve)
     set ``In-Reply-To``/``References`` to the first notification's id so clients thread them.
+
+    A report's HTML part is the report's own self-contained HTML file (inline CSS and SVG, no
+    external request) and its plain-text part the Markdown summary with the file's path; while
+    the file cannot be read the send fails, retryably (re-writing the report brings it back).
     """
 
     host: str = "localhost"
@@ -110,6 +116,9 @@ class EmailReceiver(Receiver):
         mail["X-Monitoring-Idempotency-Key"] = notification.idempotency_key
         mail["X-Monitoring-Fingerprint"] = notification.fingerprint
         mail["X-Monitoring-Event"] = notification.event
+        if notification.event == types.REPORT and not message.html:
+            name = (notification.report.get("paths") or {}).get("html") or "its HTML file"
+            raise DeliveryError(f"cannot read the report {name}", retryable=True)
         mail.set_content(message.text)
         mail.add_alternative(message.html, subtype="html")
         return mail

@@ -1,4 +1,5 @@
-"""A JSON-lines file, one line per notification: the offline default of ``make demo``."""
+"""A JSON-lines file, one line per notification (a report's line carries its figures, summary and
+paths): the offline default of ``make demo``."""
 
 import contextlib
 import json
@@ -8,12 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
+from monitoring_pipelines.alerting import types
 from monitoring_pipelines.alerting.receivers.base import (
     COMMON_KEYS,
     DeliveryError,
     Receiver,
     SpecReader,
     locked_file,
+    report_body,
 )
 from monitoring_pipelines.alerting.templates import Message
 from monitoring_pipelines.alerting.types import Notification
@@ -103,6 +106,9 @@ class FileReceiver(Receiver):
             "links": notification.links,
             "written_at": datetime.now(UTC).isoformat(),
         }
+        if notification.event == types.REPORT:
+            del record["incident"]
+            record["report"] = report_body(notification.report)
         line = json.dumps(record, ensure_ascii=False, sort_keys=True).encode() + b"\n"
         target = self.target
         try:

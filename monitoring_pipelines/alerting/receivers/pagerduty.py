@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from monitoring_pipelines.alerting import types
-from monitoring_pipelines.alerting.receivers.base import SpecReader, env_secret
+from monitoring_pipelines.alerting.receivers.base import DeliveryError, SpecReader, env_secret
 from monitoring_pipelines.alerting.receivers.http import HTTP_KEYS, HttpReceiver, clip, dumps
 from monitoring_pipelines.alerting.redaction import credentials
 from monitoring_pipelines.alerting.templates import Message
@@ -87,6 +87,9 @@ class PagerDutyReceiver(HttpReceiver):
         return event
 
     def send(self, notification: Notification, message: Message) -> None:
+        if notification.event == types.REPORT:
+            # The policy refuses to route reports here; a row that got here anyway is dead.
+            raise DeliveryError("PagerDuty takes incidents, not reports", retryable=False)
         key = env_secret(self.routing_key_env, "pagerduty routing key")
         self.post_json(
             self.url, dumps(self.build(notification, message, key)), notification, secrets=[key]

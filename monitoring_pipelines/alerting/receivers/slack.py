@@ -1,10 +1,11 @@
 """Slack through an incoming webhook: Block Kit blocks, with the title as the notification
-fallback. The webhook URL is the credential: the spec names its environment variable in
-``url_env``."""
+fallback; a report is a short summary (headline figures, where the full report is). The webhook
+URL is the credential: the spec names its environment variable in ``url_env``."""
 
 from dataclasses import dataclass
 from typing import ClassVar
 
+from monitoring_pipelines.alerting import types
 from monitoring_pipelines.alerting.receivers.http import SecretUrlReceiver, clip
 from monitoring_pipelines.alerting.templates import Message
 from monitoring_pipelines.alerting.types import Notification
@@ -22,6 +23,8 @@ class SlackReceiver(SecretUrlReceiver):
     url_what: ClassVar[str] = "slack webhook URL"
 
     def build(self, notification: Notification, message: Message) -> dict:
+        if notification.event == types.REPORT:
+            return _report(message)
         esc = _escape
         facts = [
             {"type": "mrkdwn", "text": clip(f"*{esc(k)}*\n{esc(v)}", 2000)}
@@ -78,3 +81,42 @@ class SlackReceiver(SecretUrlReceiver):
             {"type": "context", "elements": [{"type": "mrkdwn", "text": esc(message.footer)}]}
         )
         return {"text": message.title, "blocks": blocks}
+
+
+def _report(message: Message) -> dict:
+    """A report as Block Kit: its title, period, headline figures (ten fields a section), where
+    the full report is (its path, and a button when it has a link) and the footer."""
+    esc = _escape
+    blocks: list[dict] = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": clip(message.title, 150), "emoji": True},
+        },
+        {"type": "section", "text": {"type": "mrkdwn", "text": clip(esc(message.intro), 3000)}},
+    ]
+    fields = [
+        {"type": "mrkdwn", "text": clip(f"*{esc(k)}*\n{esc(v)}", 2000)} for k, v in message.facts
+    ]
+    for start in range(0, len(fields), 10):
+        blocks.append({"type": "section", "fields": fields[start : start + 10]})
+    where = clip(f":page_facing_up: {esc(message.next_step)}", 3000)
+    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": where}})
+    if message.links:
+        blocks.append(
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "text": {"type": "plain_text", "text": clip(text, 75)},
+                        "url": url,
+                        "action_id": f"link_{i}",
+                    }
+                    for i, (text, url) in enumerate(message.links[:5])
+                ],
+            }
+        )
+    blocks.append(
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": esc(message.footer)}]}
+    )
+    return {"text": message.title, "blocks": blocks}

@@ -1,5 +1,6 @@
-"""Microsoft Teams through a workflow webhook: a message with one Adaptive Card. The workflow URL
-is the credential: the spec names its environment variable in ``url_env``."""
+"""Microsoft Teams through a workflow webhook: a message with one Adaptive Card (for a report: its
+headline figures and where the full report is). The workflow URL is the credential: the spec
+names its environment variable in ``url_env``."""
 
 from dataclasses import dataclass
 from typing import ClassVar
@@ -44,12 +45,14 @@ class TeamsReceiver(SecretUrlReceiver):
 
 
 def _card_body(message: Message) -> list[dict]:
-    """The card's blocks: title, intro, facts, metrics, next step and footer."""
-    color = (
-        "Good"
-        if message.event == types.RESOLVE
-        else ("Attention" if message.severity in ("critical", "high") else "Warning")
-    )
+    """The card's blocks: title, intro, facts, metrics, next step and footer (for a report: its
+    headline figures as facts and where the full report is as the next step)."""
+    if message.event == types.REPORT:
+        color = "Accent"
+    elif message.event == types.RESOLVE:
+        color = "Good"
+    else:
+        color = "Attention" if message.severity in ("critical", "high") else "Warning"
     body: list[dict] = [
         {
             "type": "TextBlock",

@@ -7,7 +7,13 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
-from monitoring_pipelines.alerting.receivers.base import SECRET_HINTS, SpecReader, env_secret
+from monitoring_pipelines.alerting import types
+from monitoring_pipelines.alerting.receivers.base import (
+    SECRET_HINTS,
+    SpecReader,
+    env_secret,
+    report_body,
+)
 from monitoring_pipelines.alerting.receivers.http import HTTP_KEYS, HttpReceiver, dumps, sign
 from monitoring_pipelines.alerting.redaction import credentials
 from monitoring_pipelines.alerting.templates import Message
@@ -31,7 +37,9 @@ class WebhookReceiver(HttpReceiver):
 
     The body is the same for every attempt of a notification: ``idempotency_key``, ``event``,
     ``receiver``, ``tenant``, ``locale``, ``title``, ``text``, ``next_step``, ``incident`` and
-    ``links``.
+    ``links``. A report (``event: report``) carries ``report`` instead of ``incident``: its kind,
+    tenant (null: all tenants), period, headline figures, Markdown ``summary``, ``paths`` (html,
+    json, md) and ``url`` (null without ``MONITORING_REPORTS_URL``).
     """
 
     url: str | None = None
@@ -64,6 +72,18 @@ class WebhookReceiver(HttpReceiver):
         return values
 
     def build(self, notification: Notification, message: Message) -> dict:
+        if notification.event == types.REPORT:
+            return {
+                "idempotency_key": notification.idempotency_key,
+                "event": notification.event,
+                "receiver": notification.receiver,
+                "tenant": notification.tenant,
+                "locale": message.locale,
+                "title": message.title,
+                "text": message.text,
+                "report": report_body(notification.report),
+                "links": notification.links,
+            }
         return {
             "idempotency_key": notification.idempotency_key,
             "event": notification.event,
