@@ -23,7 +23,7 @@ demo: $(STAMP)
 test: $(STAMP) system-packages
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --dist loadfile
 
 ui: $(STAMP)
 	$(BIN)/monitoring-pipelines ui

@@ -17,6 +17,7 @@ from monitoring_pipelines.ml.incremental import WarehouseStateStore, score_carri
 from monitoring_pipelines.ml.thresholds import DEFAULT_THRESHOLD, AlertPolicy
 from monitoring_pipelines.ml.training import (
     judge,
+    learn_combiner,
     per_series,
     score_period,
     slice_frames,
@@ -76,11 +77,12 @@ def detection_policy(
     scores = score_period(
         model_sets, frames, plan.train_end, plan.validation_end, context_start=plan.train_start
     )
-    combiner = DEFAULT_COMBINER
+    combiner, learned = learn_combiner(scores, plan, windows)
     ensemble = judge(scores, plan, windows, combiner=combiner)
     members = {kind: judge({kind: s}, plan, windows).metrics for kind, s in scores.items()}
     policy = {
         "combiner": combiner.to_dict(),
+        "weights_learned": learned,
         "alert_policy": ensemble.thresholds.to_dict()["policy"],
         "default_threshold": ensemble.thresholds.default,
         "model_versions": versions,
@@ -94,7 +96,10 @@ def detection_policy(
     return dg.MaterializeResult(
         metadata={
             "model_versions": dg.MetadataValue.json(versions),
-            "combiner": combiner.rule,
+            "combiner": dg.MetadataValue.json(combiner.to_dict()),
+            "weights": "learned on the calibration week's labelled incidents"
+            if learned
+            else "data-free defaults (no labelled incident in the calibration week)",
             "series_thresholds": len(per_series_thresholds),
             "default_threshold": round(ensemble.thresholds.default, 4),
             "validation": dg.MetadataValue.md(_table({"ensemble": ensemble.metrics, **members})),

@@ -45,7 +45,13 @@ from monitoring_pipelines.ml.frames import (
     single_series_frame_with_rows,
 )
 from monitoring_pipelines.ml.model_set import _build
-from monitoring_pipelines.ml.thresholds import ThresholdConfig, Thresholds, fit_thresholds, flags
+from monitoring_pipelines.ml.thresholds import (
+    ThresholdConfig,
+    Thresholds,
+    config_for,
+    fit_thresholds,
+    flags,
+)
 
 DetectorSpec = type[Detector] | Callable[[], Detector]
 __all__ = ["ENSEMBLE", "BacktestResult", "run_backtest"]
@@ -175,7 +181,8 @@ def run_backtest(
     kinds = [_build(spec, None).kind for spec in specs]
     if len(set(kinds)) != len(kinds):
         raise ValueError(f"each detector kind may appear once, got {kinds}")
-    threshold_config = threshold_config or ThresholdConfig()
+    combiner = combiner.for_members(kinds)
+    threshold_config = config_for(kinds, threshold_config, combiner)
     windows = parse_windows(labels or {})
     groups, row_maps = _groups(data, train_fraction, max_train_points, step_seconds)
     fit = {"refit_every": refit_every, "max_train_points": max_train_points}

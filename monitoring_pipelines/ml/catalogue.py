@@ -51,7 +51,11 @@ _ROWS = (
         "change, time of day and week, the other metrics of the same service).",
         library="scikitlearn",
         pip_requirements=("scikit-learn",),
-        default_weight=0.69,
+        # Measured on real single series (every SKAB sensor alone, one level for all series):
+        # z-score alone 54.9, Isolation Forest 0.69 + z-score 1.31 14.8 on the event score; the
+        # forest dilutes the member that fires. With labelled incidents a tenant's weights are
+        # learned instead (ml.training.learn_combiner).
+        default_weight=0.0,
     ),
     DetectorKind(
         name="lstm",
@@ -81,7 +85,7 @@ _ROWS = (
         "time of the week, how sudden its change is, whether the series froze or burst into "
         "noise; each part calibrated per series, the most surprising one is the raw score.",
         library="numpy",
-        default_weight=1.31,
+        default_weight=1.0,
     ),
     DetectorKind(
         name="pca",

@@ -65,6 +65,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from monitoring_pipelines.ml.catalogue import CATALOGUE
+
 Rule = Literal["mean", "max", "top_k_mean", "noisy_or", "weighted_mean"]
 RULES: tuple[str, ...] = ("mean", "max", "top_k_mean", "noisy_or", "weighted_mean")
 
@@ -86,6 +88,15 @@ class CombinerConfig:
     def weight(self, kind: str) -> float:
         return dict(self.weights).get(kind, 1.0)
 
+    def for_members(self, kinds) -> "CombinerConfig":
+        """This rule for an ensemble of ``kinds``; when a weighted mean gives none of them weight
+        (only members that weigh 0 by default qualified), they count equally instead of the
+        ensemble having no score."""
+        kinds = list(kinds)
+        if self.rule != "weighted_mean" or any(self.weight(k) > 0 for k in kinds):
+            return self
+        return CombinerConfig("weighted_mean", weights=tuple((k, 1.0) for k in kinds))
+
     def to_dict(self) -> dict:
         return {"rule": self.rule, "top_k": self.top_k, "weights": [list(w) for w in self.weights]}
 
@@ -98,16 +109,11 @@ class CombinerConfig:
         )
 
 
-# LSTM and Prophet weigh 0: trained, scored and shown beside the ensemble, not in it (see above).
+# The data-free default: each catalogued kind at its measured default weight (ml/catalogue.py).
+# Where labelled incidents exist, a tenant's weights are learned (ml.training.learn_combiner).
 DEFAULT_COMBINER = CombinerConfig(
     rule="weighted_mean",
-    weights=(
-        ("isolation_forest", 0.69),
-        ("zscore", 1.31),
-        ("lstm", 0.0),
-        ("prophet", 0.0),
-        ("pca", 0.0),
-    ),
+    weights=tuple((kind, row.default_weight) for kind, row in CATALOGUE.items()),
 )
 
 

@@ -106,19 +106,25 @@ class Thresholds:
         )
 
 
-def default_level(kinds: Iterable[str]) -> float:
-    """The default level of one member's score judged alone, or of an ensemble of several."""
+def default_level(kinds: Iterable[str], combiner=None) -> float:
+    """The default level of one member's score judged alone, or of an ensemble of several; an
+    ensemble whose ``combiner`` weighs only one of its members is that member's score."""
     kinds = list(kinds)
+    if combiner is not None and len(kinds) > 1:
+        kinds = [k for k in kinds if combiner.weight(k) > 0] or kinds
     if len(kinds) == 1:
         return MEMBER_LEVELS.get(kinds[0], DEFAULT_THRESHOLD)
     return DEFAULT_THRESHOLD
 
 
-def config_for(kinds: Iterable[str], config: ThresholdConfig | None = None) -> ThresholdConfig:
-    """``config`` as given, or the default configuration at the default level of ``kinds``."""
+def config_for(
+    kinds: Iterable[str], config: ThresholdConfig | None = None, combiner=None
+) -> ThresholdConfig:
+    """``config`` as given, or the default configuration at the default level of ``kinds``
+    (combined by ``combiner``)."""
     if config is not None:
         return config
-    return replace(ThresholdConfig(), default_threshold=default_level(kinds))
+    return replace(ThresholdConfig(), default_threshold=default_level(kinds, combiner))
 
 
 def flags(

@@ -20,7 +20,12 @@ import pandas as pd
 
 from monitoring_pipelines.ml.base import DetectorConfig
 from monitoring_pipelines.ml.catalogue import detector_class
-from monitoring_pipelines.ml.ensemble import CombinerConfig, combine_groups
+from monitoring_pipelines.ml.ensemble import (
+    DEFAULT_COMBINER,
+    CombinerConfig,
+    combine_groups,
+    learn_weights,
+)
 from monitoring_pipelines.ml.evaluation import (
     EvaluationConfig,
     evaluate_series,
@@ -123,6 +128,36 @@ def per_series(group_scores: Mapping[tuple, pd.DataFrame]) -> dict[str, pd.Serie
     }
 
 
+def learn_combiner(
+    scores: Mapping[str, Mapping[tuple, pd.DataFrame]],
+    plan: "TrainingPlan",
+    windows: Mapping[str, list],
+) -> tuple[CombinerConfig, dict[str, float] | None]:
+    """The ensemble's weights learned on the calibration week where it holds labelled incidents
+    (:func:`~monitoring_pipelines.ml.ensemble.learn_weights`), with the figures behind them; the
+    data-free :data:`~monitoring_pipelines.ml.ensemble.DEFAULT_COMBINER` (and None) otherwise.
+    The validation week stays held out: the learned ensemble is judged there."""
+    series = {kind: per_series(groups) for kind, groups in scores.items()}
+    if len(series) < 2:
+        return DEFAULT_COMBINER.for_members(series), None
+    names = sorted(set.intersection(*(set(s) for s in series.values())))
+    members: dict[str, list[np.ndarray]] = {kind: [] for kind in series}
+    labels: list[np.ndarray] = []
+    for name in names:
+        first = next(iter(series.values()))[name]
+        index = first.index[(first.index >= plan.train_end) & (first.index < plan.calibration_end)]
+        mask = np.zeros(len(index), dtype=bool)
+        for start, end in windows.get(name, []):
+            mask |= (index >= start) & (index <= end)
+        labels.append(mask)
+        for kind, by_name in series.items():
+            members[kind].append(by_name[name].reindex(index).to_numpy(dtype="float64"))
+    if not any(mask.any() for mask in labels):
+        return DEFAULT_COMBINER.for_members(series), None
+    weights, report = learn_weights(members, labels)
+    return CombinerConfig("weighted_mean", weights=weights), report
+
+
 @dataclass(frozen=True)
 class Validation:
     metrics: dict[str, float]
@@ -190,7 +225,8 @@ def judge(
         combined = combine_groups(scores, combiner or CombinerConfig())
     series = per_series(combined)
     calibration = {n: s[s.index < plan.calibration_end] for n, s in series.items()}
-    thresholds = fit_thresholds(calibration, windows, config_for(scores, threshold_config))
+    level = config_for(scores, threshold_config, combiner if len(scores) > 1 else None)
+    thresholds = fit_thresholds(calibration, windows, level)
     results = []
     for name, values in series.items():
         held_out = values[values.index >= plan.calibration_end]

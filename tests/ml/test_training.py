@@ -52,3 +52,30 @@ def test_judge_cuts_each_score_at_its_own_default_level_and_never_below_it():
     assert forest.metrics["event_precision"] == 0.5 and forest.metrics["event_recall"] == 1.0
     ensemble = judge({"zscore": scores, "isolation_forest": scores}, plan, windows)
     assert ensemble.thresholds.for_series("acme/api/latency") == DEFAULT_THRESHOLD
+
+
+def test_ensemble_weights_are_learned_where_the_calibration_week_holds_labels():
+    from monitoring_pipelines.ml.ensemble import DEFAULT_COMBINER
+    from monitoring_pipelines.ml.evaluation import parse_windows
+    from monitoring_pipelines.ml.training import learn_combiner
+
+    plan = TrainingPlan.ending(pd.Timestamp("2026-11-02"))
+    index = pd.date_range(plan.train_end, plan.validation_end, freq="5min", inclusive="left")
+    rng = np.random.default_rng(3)
+    incident = (index >= "2026-10-21 10:00") & (index < "2026-10-21 11:00")
+    sharp = np.where(incident, 0.9, rng.uniform(0.0, 0.3, len(index)))
+    noise = rng.uniform(0.0, 1.0, len(index))
+    scores = {
+        "isolation_forest": {("acme", "api"): pd.DataFrame({"cpu": noise}, index=index)},
+        "zscore": {("acme", "api"): pd.DataFrame({"cpu": sharp}, index=index)},
+    }
+    windows = parse_windows({"acme/api/cpu": [["2026-10-21T10:00:00Z", "2026-10-21T10:55:00Z"]]})
+    combiner, report = learn_combiner(scores, plan, windows)
+    weights = dict(combiner.weights)
+    assert report is not None and weights["zscore"] > 0 and weights["isolation_forest"] == 0
+    # No labelled incident in the calibration week: the data-free default, nothing learned.
+    assert learn_combiner(scores, plan, {}) == (DEFAULT_COMBINER, None)
+    # Only members that weigh 0 by default qualified: they count equally, the ensemble scores.
+    forest_only = {"isolation_forest": scores["isolation_forest"]}
+    combiner, _ = learn_combiner(forest_only, plan, {})
+    assert combiner.weight("isolation_forest") == 1.0
