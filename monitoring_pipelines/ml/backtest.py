@@ -5,9 +5,10 @@ service from a record file, or one ``timestamp,value`` series), each detector is
 ``min(train_fraction x n, max_train_points)`` grid steps and scores every step after that causally
 (the training steps get scores too, from the fitted model, but are not evaluated). With
 ``refit_every`` the detectors are refitted every so many steps on the data before that point only
-(DETECTION #2). Members' calibrated scores are combined into the ensemble score, which the alert
-policy turns into anomalous points and alert events; thresholds come from the training prefix or a
-fixed global level, never from the scored part.
+(a model fitted once and frozen decays as the series moves on). Members' calibrated scores are
+combined into the ensemble score, which the alert policy turns into anomalous points and alert
+events; thresholds come from the training prefix or a fixed global level, never from the scored
+part.
 
 Input is put on the pipeline's grid (:mod:`~monitoring_pipelines.ml.frames`: naive timestamps are
 UTC, irregular spacing floored to the inferred step, duplicates averaged, gaps NaN), and the output

@@ -21,7 +21,7 @@ Methods (:class:`CalibrationConfig.method`):
   own recent past assume no shape, and an exponential tail beyond them keeps ranking new
   extremes instead of saturating the way a plain expanding rank does. On the demo's validation
   week it lifted the LSTM member's event F1 from 0.37 to 0.78 and left Prophet's about level
-  (0.65 -> 0.67), and every member of an ensemble is then on the same scale (DETECTION #4).
+  (0.65 -> 0.67), and every member of an ensemble is then on the same scale.
 - ``"gaussian"`` (the first version of this module; what calibrators saved before there were
   methods load as): the anomaly likelihood ``z = (s - mu) / sigma`` against the mean and standard
   deviation of raw scores over the long window, ``L = -log10 P(Z >= z)``, linear mapping over 8

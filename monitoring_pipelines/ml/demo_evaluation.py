@@ -122,12 +122,12 @@ def evaluate_on_demo(
     """Measure detectors and ensembles on the seeded demo data with a strict time split.
 
     Every detector is fitted per (tenant, service) on the training weeks and scores the whole
-    period causally. With ``refit_before_test`` (the pipeline's weekly retraining, DETECTION #2)
-    each detector is refitted on all data before the test week, and that model scores the test
-    week; the validation week keeps the first model's scores, so thresholds and the ensemble rule
-    are still chosen on scores of a model that never saw the validation week. Thresholds per series
-    come from validation scores outside label windows;
-    figures are event-level (see :mod:`~monitoring_pipelines.ml.evaluation`). Ensembles are tried
+    period causally. With ``refit_before_test`` (the pipeline's weekly retraining: a model fitted
+    once and frozen decays) each detector is refitted on all data before the test week, and that
+    model scores the test week; the validation week keeps the first model's scores, so thresholds
+    and the ensemble rule are still chosen on scores of a model that never saw the validation week.
+    Thresholds per series come from validation scores outside label windows; figures are
+    event-level (see :mod:`~monitoring_pipelines.ml.evaluation`). Ensembles are tried
     for every subset of two or more members and every rule in ``combiners`` (default: mean, max,
     noisy-OR, top-2 mean for three members or more, and a mean weighted by validation F1).
     """

@@ -1,7 +1,7 @@
 """Combine the calibrated scores of several detectors into one ensemble score in [0, 1].
 
-A mean of raw or badly calibrated scores is dominated by the worst-calibrated member
-(DETECTION #4), so members are combined only *after* each is calibrated per series by
+A mean of raw or badly calibrated scores is dominated by the worst-calibrated member, so members are
+combined only *after* each is calibrated per series by
 :class:`~monitoring_pipelines.ml.base.Detector` (every member score is already in [0, 1], on the
 same "how many decades of surprise" scale). The combination is pointwise, so the ensemble is causal
 whenever its members are.

@@ -1,4 +1,4 @@
-"""Event-level evaluation of alerts against label windows (DETECTION #6), plus point-wise PR-AUC.
+"""Event-level evaluation of alerts against label windows, plus point-wise PR-AUC.
 
 Operators judge a detector by its alerts: did the first alert of an incident come, how early, and
 how many alerts were spurious. So the unit is the *alert event* (the start of an alert, see

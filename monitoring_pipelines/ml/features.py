@@ -1,11 +1,11 @@
 """Scale-free, causal features of a group frame, vectorised over all its metrics at once.
 
 Isolation Forest did better on trailing-window z-scores of the value and of its first difference
-than on raw levels (DETECTION #3): z-scores make metrics of very different scales comparable, so
+than on raw levels: z-scores make metrics of very different scales comparable, so
 one model can pool every metric of a group. Every feature at ``t`` uses rows up to ``t`` only:
 trailing windows, baselines lagged so a point never defines its own baseline, and no statistic
 computed over the whole frame. That is what makes scoring a prefix give exactly the scores of the
-whole (DETECTION #5), which the tests check.
+whole (a statistic over the whole frame would let the future into the past), which the tests check.
 
 Per point (time ``t``, metric ``j``), by name:
 

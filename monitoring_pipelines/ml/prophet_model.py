@@ -6,7 +6,7 @@ window before the horizon runs out), and scoring looks it up by timestamp. Times
 get a point forecast (one ``predict`` per column for the whole missing stretch, at least
 ``horizon_days`` long), which then joins the cache.
 
-What it models is what the training data has (DETECTION #7, #8): the seasonality is found from the
+What it models is what the training data has: the seasonality is found from the
 data (:func:`~monitoring_pipelines.ml.features.resolve_season`: daily, plus weekly with two weeks of
 data; another cycle as a custom seasonality; none at all), and the trend is flat by default, so a
 forecast cannot run away between refits (a linear trend fitted on a few days extrapolated into a
@@ -81,7 +81,7 @@ class ProphetConfig(DetectorConfig):
     # fitted 3x slower.
     seasonality_mode: Literal["additive", "multiplicative"] = "additive"
     # A flat trend cannot run away between refits; a linear trend fitted on a few days of a real
-    # series extrapolates into a flood of false alarms (DETECTION #2). Growth the series really
+    # series extrapolates into a flood of false alarms. Growth the series really
     # has reaches the residual's causal window (raw score) and the next refit.
     growth: Literal["linear", "flat"] = "flat"
     # Prophet's 0.05 lets changepoints chase slow wander, and the forecast then extrapolates it:

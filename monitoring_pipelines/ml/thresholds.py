@@ -6,7 +6,7 @@ Scores are never decisions (they come from :meth:`Detector.score` in [0, 1]); th
 *alert* is raised at the first anomalous point while the series is *armed*; raising it disarms the
 series, and only a quiet stretch re-arms it: ``cooldown_steps`` consecutive points below the re-arm
 level (``rearm_ratio`` x threshold). Operators value the first alert of an incident and punish
-repeats (DETECTION #6): a score that wobbles around the threshold inside one incident gives one
+repeats: a score that wobbles around the threshold inside one incident gives one
 alert, not ten. Gaps (NaN) are neither anomalous nor quiet.
 
 **Thresholds** (:func:`fit_thresholds`). Per series, the lowest level, never below the default

@@ -229,7 +229,7 @@ def test_a_series_too_short_to_train_is_reported_not_crashed():
     assert any("training steps" in reason for reason in result.skipped.values())
 
 
-# -- causality of every detector and of the ensemble (DETECTION #5) --------------------------------
+# -- causality of every detector and of the ensemble --------------------------------
 
 
 def causal_frame() -> pd.DataFrame:
