@@ -3,6 +3,10 @@
 This is the unit logged to MLflow per detector kind and tenant: a directory with one sub-directory
 per group (each a :meth:`Detector.save` directory) and ``manifest.json`` naming the kind, the
 detector class and which sub-directory holds which group.
+
+It holds :class:`DetectorSet`; the module keeps the name ``model_set`` because every model version
+already logged names its loader by this import path (``monitoring_pipelines.ml.model_set:
+DetectorSet.load``, see ``tests/data/registry``): renaming it would strand them.
 """
 
 import importlib
