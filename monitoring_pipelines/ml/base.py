@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from monitoring_pipelines.ml.calibration import CalibrationConfig, LikelihoodCalibrator
+from monitoring_pipelines.ml.frames import grid_step
 
 STATE_FILE = "detector.json"
 
@@ -121,7 +122,7 @@ class Detector(ABC):
     def fit(self, frame: pd.DataFrame) -> Self:
         check_frame(frame)
         self.columns = list(frame.columns)
-        self.step = _step(frame.index)
+        self.step = grid_step(frame.index)
         self._fit(frame)
         self.calibrator.fit(self.raw_scores(frame))
         self.trained_on = {
@@ -173,13 +174,6 @@ class Detector(ABC):
         detector._set_state(state["state"])
         detector._load_native(directory)
         return detector
-
-
-def _step(index: pd.DatetimeIndex) -> pd.Timedelta | None:
-    if len(index) < 2:
-        return None
-    # as_unit: a DatetimeIndex may hold seconds, ms or us (pandas 3 picks the input's unit).
-    return pd.Timedelta(np.median(np.diff(index.as_unit("ns").asi8)), unit="ns")
 
 
 def _json_default(value: Any) -> Any:

@@ -52,6 +52,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from monitoring_pipelines.ml.frames import DEFAULT_STEP, grid_step
+
 # "calendar": the same time 1-3 weeks before (1-3 days while there are fewer than two weeks) and
 # the usual size at this time of day; "period": the same phase 1-3 cycles of ``period`` steps before
 # and the usual size at this phase; "none": a trailing median and the trailing spread.
@@ -188,18 +190,11 @@ class FeatureConfig:
 # -- building blocks -------------------------------------------------------------------------------
 
 
-def _step_of(index: pd.DatetimeIndex) -> pd.Timedelta:
-    if len(index) < 2:
-        return pd.Timedelta(minutes=5)
-    ns = index[:2].as_unit("ns").asi8
-    return pd.Timedelta(int(ns[1] - ns[0]), unit="ns")
-
-
 def anchors(index: pd.DatetimeIndex, stride: int) -> np.ndarray:
     """Rows whose absolute step number is a multiple of ``stride`` (all rows for stride 1)."""
     if stride <= 1 or len(index) < 2:
         return np.ones(len(index), dtype=bool)
-    step_ns = _step_of(index).value
+    step_ns = grid_step(index, DEFAULT_STEP).value
     return (index.as_unit("ns").asi8 // step_ns) % stride == 0
 
 
@@ -342,7 +337,7 @@ def seasonal_reference(
 
     Computed for rows ``start`` onwards (NaN before): the lags only index into the past.
     """
-    step = _step_of(index)
+    step = grid_step(index, DEFAULT_STEP)
     start = _clip_start(start, values.shape[0])
     if cfg.mode == "none":
         return _trailing_median(values, index, cfg, start)
@@ -510,7 +505,7 @@ class _Features:
         self.index = pd.DatetimeIndex(frame.index)
         self.x = frame.to_numpy(dtype="float64")
         self.columns = list(frame.columns)
-        self.step = _step_of(self.index)
+        self.step = grid_step(self.index, DEFAULT_STEP)
         self._cache: dict[str, np.ndarray] = {}
         # Members on other threads may ask for the same features: compute each once.
         self._lock = threading.RLock()
@@ -910,7 +905,7 @@ def resolve_season(cfg: FeatureConfig, frame: pd.DataFrame) -> FeatureConfig:
     if cfg.season != "auto":
         return cfg
     index = pd.DatetimeIndex(frame.index)
-    step = _step_of(index)
+    step = grid_step(index, DEFAULT_STEP)
     values = _filled(frame)
     n = values.shape[0]
     day = _lag_steps((1,), step)[0]

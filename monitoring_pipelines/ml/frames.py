@@ -22,6 +22,7 @@ import pandas as pd
 
 SERIES_KEYS = ("tenant", "service", "metric")
 DEFAULT_STEP_SECONDS = 300
+DEFAULT_STEP = pd.Timedelta(seconds=DEFAULT_STEP_SECONDS)
 
 GroupKey = tuple[str, ...]
 
@@ -49,6 +50,14 @@ def to_utc(ts: Iterable) -> pd.DatetimeIndex:
             index = pd.DatetimeIndex(pd.to_datetime(raw, utc=True, format="mixed"))
     index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
     return index.as_unit("ns")
+
+
+def grid_step(index: pd.DatetimeIndex, default: pd.Timedelta | None = None) -> pd.Timedelta | None:
+    """The step of a frame already on the grid: the median spacing of its rows (``as_unit``: an
+    index may hold seconds, ms or us); ``default`` when it has fewer than two rows."""
+    if len(index) < 2:
+        return default
+    return pd.Timedelta(int(np.median(np.diff(index.as_unit("ns").asi8))), unit="ns")
 
 
 def infer_step(ts: Iterable) -> pd.Timedelta:

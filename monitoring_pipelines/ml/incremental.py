@@ -30,6 +30,7 @@ import pandas as pd
 
 from monitoring_pipelines.ml.base import Detector
 from monitoring_pipelines.ml.calibration import LikelihoodCalibrator, _anchor_mask, to_score
+from monitoring_pipelines.ml.frames import grid_step
 
 OUTER = "score"
 _DAY_SECONDS = 86400
@@ -189,7 +190,7 @@ def score_since(
     """
     frame = frame.reindex(columns=detector.columns)
     index = pd.DatetimeIndex(frame.index)
-    step = _step(index)
+    step = grid_step(index)
     if carry_to is None:
         carry_to = index[-1] + step
     calibrators = _calibrators(detector)
@@ -218,10 +219,6 @@ def score_since(
 def state_start(detector: Detector, step: pd.Timedelta, start: pd.Timestamp) -> pd.Timestamp:
     """Where a state carried to ``start`` stands (a few rows before it, see score_since)."""
     return _prefix_start(step, start, _calibrators(detector).values())
-
-
-def _step(index: pd.DatetimeIndex) -> pd.Timedelta:
-    return pd.Timedelta(int(np.median(np.diff(index.as_unit("ns").asi8))), unit="ns")
 
 
 def _raw_from(detector: Detector, frame: pd.DataFrame, begin: pd.Timestamp) -> pd.DataFrame:
@@ -306,7 +303,7 @@ def score_sets_since(
         _, _, detector, frame, state = job
         frame = frame[frame.index < end]
         if state.as_of is not None:
-            step = _step(pd.DatetimeIndex(frame.index))
+            step = grid_step(pd.DatetimeIndex(frame.index))
             context = raw_context_steps(detector, step) * step
             frame = frame[frame.index >= pd.Timestamp(state.as_of, tz="UTC") - context]
         scores, new = score_since(detector, frame, state, start, carry_to=end)

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from monitoring_pipelines.ml.base import Detector, DetectorConfig
+from monitoring_pipelines.ml.frames import grid_step
 
 MODEL_DIR = "keras"
 _TIME_FEATURES = 2  # sine and cosine of the UTC time of day
@@ -440,9 +441,10 @@ def _spread(low: int, high: int, count: int) -> np.ndarray:
 
 
 def _median_step_ns(index: pd.DatetimeIndex) -> int:
-    if len(index) < 2:
+    step = grid_step(index)
+    if step is None:
         raise ValueError("lstm: cannot tell the step of a frame with fewer than two rows")
-    return int(np.median(np.diff(index.as_unit("ns").asi8)))
+    return step.value
 
 
 def _regular(frame: pd.DataFrame, step: pd.Timedelta) -> pd.DataFrame:

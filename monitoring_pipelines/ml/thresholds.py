@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from monitoring_pipelines.ml.frames import DEFAULT_STEP, grid_step
+
 # The level every threshold starts from, for series without calibration data too (and the
 # backtest's "global" level): a one-in-10^4 event on the soft calibrated scale. Measured with
 # evaluate_on_demo: the pooled validation level of the default ensemble at the default target
@@ -196,7 +198,7 @@ def fit_thresholds(
     weeks: dict[str, float] = {}
     for name, series in scores.items():
         index = pd.DatetimeIndex(series.index)
-        step = _step(index)
+        step = grid_step(index, DEFAULT_STEP)
         values = outside_windows(
             index,
             series.to_numpy(dtype="float64"),
@@ -231,9 +233,3 @@ def _lowest_level(grid: np.ndarray, rate: np.ndarray, target: float) -> float:
         return float(grid[0])
     last = too_many[-1]
     return float(grid[min(last + 1, grid.size - 1)])
-
-
-def _step(index: pd.DatetimeIndex) -> pd.Timedelta:
-    if len(index) < 2:
-        return pd.Timedelta(minutes=5)
-    return pd.Timedelta(int(np.median(np.diff(index.as_unit("ns").asi8))), unit="ns")
