@@ -15,18 +15,22 @@ is, and the HTML is the report's own self-contained HTML file.
 
 import functools
 import math
-import string
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import jinja2
-import yaml
 
+from monitoring_pipelines import i18n
 from monitoring_pipelines.alerting import types
+from monitoring_pipelines.i18n import DEFAULT_LOCALE, load_catalog
 
-LOCALES = ("en", "fr", "de", "es", "it")
-DEFAULT_LOCALE = "en"
+# Re-exported: the receivers, the policy and the tests read them from here.
+from monitoring_pipelines.i18n import LOCALES as LOCALES
+from monitoring_pipelines.i18n import MissingTranslation as MissingTranslation
+from monitoring_pipelines.i18n import normalize_locale as normalize_locale
+from monitoring_pipelines.i18n import placeholders as placeholders
+
 EVENTS = (types.TRIGGER, types.REPEAT, types.ESCALATE, types.RESOLVE)
 
 _HERE = Path(__file__).parent
@@ -57,59 +61,15 @@ SEVERITY_COLORS = {
 RESOLVED_COLOR = "2E7D32"
 
 
-class MissingTranslation(KeyError):
-    """A message key that not even the English catalog has: a bug in a template or this module."""
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{name}."))
-        else:
-            out[name] = str(value)
-    return out
-
-
-@functools.cache
 def catalog(locale: str) -> dict[str, str]:
-    """The flat ``{"severity.critical": "Critical", ...}`` catalog of one locale."""
-    if locale not in LOCALES:
-        raise ValueError(f"unsupported locale {locale!r} (expected one of {', '.join(LOCALES)})")
-    with open(LOCALE_DIR / f"{locale}.yaml", encoding="utf-8") as fh:
-        return _flatten(yaml.safe_load(fh) or {})
+    """The flat catalog of one locale of the notifications."""
+    return load_catalog(LOCALE_DIR, locale)
 
 
-def placeholders(text: str) -> set[str]:
-    """The ``{names}`` a catalog message expects."""
-    return {field for _, field, _, _ in string.Formatter().parse(text) if field}
+class Translator(i18n.Translator):
+    """The notifications' messages in one locale."""
 
-
-def normalize_locale(locale: str | None) -> str:
-    """``fr-CA`` and ``fr_FR`` become ``fr``; anything unsupported becomes English."""
-    if not locale:
-        return DEFAULT_LOCALE
-    base = locale.replace("_", "-").split("-")[0].lower()
-    return base if base in LOCALES else DEFAULT_LOCALE
-
-
-class Translator:
-    """``t("severity.high")`` or ``t("intro.trigger", kind=..., ...)`` in one locale."""
-
-    def __init__(self, locale: str, *, strict: bool = False):
-        self.locale = normalize_locale(locale)
-        self.strict = strict
-        self._messages = catalog(self.locale)
-        self._fallback = catalog(DEFAULT_LOCALE)
-
-    def __call__(self, key: str, **values: object) -> str:
-        text = self._messages.get(key)
-        if text is None:
-            if self.strict or key not in self._fallback:
-                raise MissingTranslation(f"no {self.locale!r} translation for {key!r}")
-            text = self._fallback[key]
-        return text.format(**values) if values else text
+    folder = LOCALE_DIR
 
     def number(self, value: float | int | None) -> str:
         return format_number(value, self.locale)

@@ -3,16 +3,19 @@ with English as the reference, numbers written the locale's way. A key missing f
 falls back to English; the tests fail on any catalog without exactly the English keys and
 placeholders."""
 
-import functools
 import math
-import string
 from datetime import date, datetime
 from pathlib import Path
 
-import yaml
+from monitoring_pipelines import i18n
 
-LOCALES = ("en", "fr", "de", "es", "it")
-DEFAULT_LOCALE = "en"
+# Re-exported: the report service and the tests read them from here.
+from monitoring_pipelines.i18n import LOCALES as LOCALES
+from monitoring_pipelines.i18n import MissingTranslation as MissingTranslation
+from monitoring_pipelines.i18n import load_catalog
+from monitoring_pipelines.i18n import normalize_locale as normalize_locale
+from monitoring_pipelines.i18n import placeholders as placeholders
+
 LOCALE_DIR = Path(__file__).parent / "locales"
 
 # (thousands separator, decimal separator, percent sign spacing)
@@ -32,54 +35,15 @@ _MONTHS = {
 }
 
 
-class MissingTranslation(KeyError):
-    pass
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{name}."))
-        else:
-            out[name] = str(value)
-    return out
-
-
-@functools.cache
 def catalog(locale: str) -> dict[str, str]:
-    if locale not in LOCALES:
-        raise ValueError(f"unsupported locale {locale!r} (expected one of {', '.join(LOCALES)})")
-    with open(LOCALE_DIR / f"{locale}.yaml", encoding="utf-8") as fh:
-        return _flatten(yaml.safe_load(fh) or {})
+    """The flat catalog of one locale of the reports."""
+    return load_catalog(LOCALE_DIR, locale)
 
 
-def placeholders(text: str) -> set[str]:
-    return {field for _, field, _, _ in string.Formatter().parse(text) if field}
+class Translator(i18n.Translator):
+    """The reports' messages in one locale, and numbers, percentages and dates written its way."""
 
-
-def normalize_locale(locale: str | None) -> str:
-    if not locale:
-        return DEFAULT_LOCALE
-    base = locale.replace("_", "-").split("-")[0].lower()
-    return base if base in LOCALES else DEFAULT_LOCALE
-
-
-class Translator:
-    def __init__(self, locale: str, *, strict: bool = False):
-        self.locale = normalize_locale(locale)
-        self.strict = strict
-        self._messages = catalog(self.locale)
-        self._fallback = catalog(DEFAULT_LOCALE)
-
-    def __call__(self, key: str, **values: object) -> str:
-        text = self._messages.get(key)
-        if text is None:
-            if self.strict or key not in self._fallback:
-                raise MissingTranslation(f"no {self.locale!r} translation for {key!r}")
-            text = self._fallback[key]
-        return text.format(**values) if values else text
+    folder = LOCALE_DIR
 
     def _separate(self, text: str) -> str:
         group, decimal, _ = _SEPARATORS[self.locale]
