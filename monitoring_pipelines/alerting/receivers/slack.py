@@ -62,25 +62,7 @@ class SlackReceiver(SecretUrlReceiver):
                 },
             }
         )
-        if message.links:
-            blocks.append(
-                {
-                    "type": "actions",
-                    "elements": [
-                        {
-                            "type": "button",
-                            "text": {"type": "plain_text", "text": clip(label, 75)},
-                            "url": url,
-                            "action_id": f"link_{i}",
-                        }
-                        for i, (label, url) in enumerate(message.links[:5])
-                    ],
-                }
-            )
-        blocks.append(
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": esc(message.footer)}]}
-        )
-        return {"text": message.title, "blocks": blocks}
+        return {"text": message.title, "blocks": blocks + _links_and_footer(message)}
 
 
 def _report(message: Message) -> dict:
@@ -101,22 +83,22 @@ def _report(message: Message) -> dict:
         blocks.append({"type": "section", "fields": fields[start : start + 10]})
     where = clip(f":page_facing_up: {esc(message.next_step)}", 3000)
     blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": where}})
+    return {"text": message.title, "blocks": blocks + _links_and_footer(message)}
+
+
+def _links_and_footer(message: Message) -> list[dict]:
+    """Up to five link buttons (when the message has links), then the footer line."""
+    blocks: list[dict] = []
     if message.links:
-        blocks.append(
+        buttons = [
             {
-                "type": "actions",
-                "elements": [
-                    {
-                        "type": "button",
-                        "text": {"type": "plain_text", "text": clip(text, 75)},
-                        "url": url,
-                        "action_id": f"link_{i}",
-                    }
-                    for i, (text, url) in enumerate(message.links[:5])
-                ],
+                "type": "button",
+                "text": {"type": "plain_text", "text": clip(label, 75)},
+                "url": url,
+                "action_id": f"link_{i}",
             }
-        )
-    blocks.append(
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": esc(message.footer)}]}
-    )
-    return {"text": message.title, "blocks": blocks}
+            for i, (label, url) in enumerate(message.links[:5])
+        ]
+        blocks.append({"type": "actions", "elements": buttons})
+    footer = {"type": "mrkdwn", "text": _escape(message.footer)}
+    return [*blocks, {"type": "context", "elements": [footer]}]

@@ -72,19 +72,7 @@ class WebhookReceiver(HttpReceiver):
         return values
 
     def build(self, notification: Notification, message: Message) -> dict:
-        if notification.event == types.REPORT:
-            return {
-                "idempotency_key": notification.idempotency_key,
-                "event": notification.event,
-                "receiver": notification.receiver,
-                "tenant": notification.tenant,
-                "locale": message.locale,
-                "title": message.title,
-                "text": message.text,
-                "report": report_body(notification.report),
-                "links": notification.links,
-            }
-        return {
+        body = {
             "idempotency_key": notification.idempotency_key,
             "event": notification.event,
             "receiver": notification.receiver,
@@ -92,10 +80,13 @@ class WebhookReceiver(HttpReceiver):
             "locale": message.locale,
             "title": message.title,
             "text": message.text,
-            "next_step": message.next_step,
-            "incident": notification.incident,
-            "links": notification.links,
         }
+        if notification.event == types.REPORT:
+            body["report"] = report_body(notification.report)
+        else:
+            body.update(next_step=message.next_step, incident=notification.incident)
+        body["links"] = notification.links
+        return body
 
     def send(self, notification: Notification, message: Message) -> None:
         secret = env_secret(self.secret_env, "webhook signing secret")
