@@ -296,3 +296,11 @@ def test_models_and_champion_forecast_from_the_registry(seeded, week, detector):
     cpu = series[("api", "cpu_percent")]
     assert cpu["source"] == "prophet v4" and cpu["crosses_at"] == WEEK_END.isoformat()
     assert series[("search", "cpu_percent")]["source"] == "fitted"  # the champion lacks it
+
+
+def test_precision_from_feedback_is_blank_until_an_operator_reviews_an_incident():
+    from monitoring_pipelines.reports.sections.detection import feedback_precision
+
+    assert feedback_precision(incidents=4, false_positives=0, reviewed=0) is None
+    assert feedback_precision(incidents=4, false_positives=1, reviewed=1) == 0.75
+    assert feedback_precision(incidents=0, false_positives=0, reviewed=0) is None

@@ -21,6 +21,11 @@ def _precision(real: int, total: int) -> float | None:
     return round(real / total, 3) if total else None
 
 
+def feedback_precision(incidents: int, false_positives: int, reviewed: int) -> float | None:
+    """Share of incidents not marked false positive; None until an operator reviewed any."""
+    return _precision(incidents - false_positives, incidents) if reviewed else None
+
+
 def member_agreement(flagged: pd.DataFrame) -> dict:
     """Per member: share of the ensemble's flagged points where it was at MEMBER_LEVEL or more;
     and the share where every member that scored the point agreed."""
@@ -114,14 +119,14 @@ def build(ctx: Context, period: Period) -> dict:
                 "detector": member,
                 "incidents": len(fps),
                 "false_positives": len(fps & fp),
-                "precision": _precision(len(fps - fp), len(fps)),
+                "precision": feedback_precision(len(fps), len(fps & fp), reviewed),
             }
         )
     ensemble = {
         "detector": "ensemble",
         "incidents": len(frame),
         "false_positives": len(fp),
-        "precision": _precision(len(frame) - len(fp), len(frame)),
+        "precision": feedback_precision(len(frame), len(fp), reviewed),
     }
     labels = label_match(frame, data.read_labels(ctx.labels_path, ctx.scope), period)
     agreement = member_agreement(flagged)
