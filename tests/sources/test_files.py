@@ -20,6 +20,7 @@ from monitoring_pipelines.sources import files
 from monitoring_pipelines.sources.files import (
     InputFileError,
     ParsedChunk,
+    csv_reader,
     file_fingerprint,
     read_metric_file,
     source_name,
@@ -356,7 +357,7 @@ def test_block_boundaries_do_not_change_the_result(tmp_path, monkeypatch, name, 
         text = text.replace(b"\n", b"\r\n")
     path = write(tmp_path / name, text)
     expected_records, expected_rejected, _ = read_all(path)
-    monkeypatch.setattr(files, "_BLOCK_CHARS", block)
+    monkeypatch.setattr(csv_reader, "_BLOCK_CHARS", block)
     records, rejected, _ = read_all(path, chunk_rows=2)
     pd.testing.assert_frame_equal(records, expected_records)
     pd.testing.assert_frame_equal(rejected, expected_rejected)
@@ -459,8 +460,8 @@ def test_fields_beyond_the_csv_module_limit(tmp_path):
 
 
 def test_overlong_record_is_a_file_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(files, "_MAX_RECORD_CHARS", 1000)
-    monkeypatch.setattr(files, "_BLOCK_CHARS", 100)
+    monkeypatch.setattr(csv_reader, "_MAX_RECORD_CHARS", 1000)
+    monkeypatch.setattr(csv_reader, "_BLOCK_CHARS", 100)
     path = write(tmp_path / "long.csv", HEADER + 'acme,api,m,"' + "x\n" * 2000)
     message = error_of(path)
     assert message.endswith("a row is longer than 1000 characters (a quote never closed?)")
