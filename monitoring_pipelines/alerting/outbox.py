@@ -63,6 +63,7 @@ __all__ = [
     "enqueue_new",
     "finish",
     "fold_history",
+    "history_only",
     "hold_digests",
     "mark_summarised",
     "next_due_at",
@@ -476,6 +477,23 @@ def paged_receivers(
         for fp, receiver in rows:
             out.setdefault(fp, set()).add(receiver)
     return out
+
+
+def history_only(warehouse: Warehouse, fingerprints: Iterable[str]) -> set[str]:
+    """The incidents among these that were held back as history and paged to nobody since
+    (what ``alerts list`` marks as history)."""
+    fingerprints = sorted(set(fingerprints))
+    held: set[str] = set()
+    with warehouse.engine.connect() as conn:
+        for start in range(0, len(fingerprints), 500):
+            query = sa.select(n.c.fingerprint).where(
+                n.c.fingerprint.in_(fingerprints[start : start + 500]),
+                n.c.event == types.TRIGGER,
+                _held(),
+            )
+            held.update(conn.execute(query.distinct()).scalars())
+        paged = paged_receivers(warehouse, held, conn)
+    return held - set(paged)
 
 
 # -- history digests ------------------------------------------------------------------------------

@@ -310,3 +310,46 @@ def test_a_digest_renders_in_every_locale(locale):
     assert "2026-09-28 10:00 UTC" in message.text and "2h" in message.intro
     assert dict(message.facts)[templates.Translator(locale)("severity.critical")] == "2"
     assert message.links[0][1] == f"{DAGSTER}/assets/alerts"
+
+
+def test_the_commands_show_what_history_held_back(home, capsys):
+    from monitoring_pipelines import cli
+    from monitoring_pipelines.alerting.policy import load_policy
+    from monitoring_pipelines.cli.output import print_alerts
+    from monitoring_pipelines.settings import load_settings
+    from monitoring_pipelines.warehouse import Warehouse
+
+    settings = load_settings()
+    settings.ensure_dirs()
+    wh = Warehouse(settings.warehouse_url)
+    try:
+        policy = load_policy(home=settings.home)  # the embedded default: a file receiver
+        for day in DAYS[:3]:
+            scores = _day_scores(day, "acme")
+            wh.replace_partition("anomaly_scores", "acme", day, day + pd.Timedelta(days=1), scores)
+            _raise(wh, policy, "acme", day, NOW)
+        assert cli.main(["alerts", "list", "--status", "all"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == 3 and all("[history, not paged]" in line for line in lines)
+        fingerprint = store.read_incidents(wh)[0].fingerprint
+        assert cli.main(["alerts", "show", fingerprint]) == 0
+        out = capsys.readouterr().out
+        assert "trigger  -> files: suppressed (history)" in out
+        assert "resolve  -> files: suppressed (history)" in out
+        assert cli.main(["alerts", "deliver"]) == 0
+        assert capsys.readouterr().out.startswith("delivered 1, ")
+        print_alerts(store.read_incidents(wh), outbox.read_notifications(wh, limit=None), policy)
+        out = capsys.readouterr().out
+        assert (
+            "history: 3 incidents older than page_lookback (2h by default) not paged "
+            "(6 notifications held); summaries (one per tenant and receiver): 1 (1 sent)"
+        ) in out
+        [line] = [
+            json_line
+            for json_line in (settings.home / "notifications" / "notifications.jsonl")
+            .read_text()
+            .splitlines()
+        ]
+        assert '"event": "digest"' in line and '"count": 3' in line
+    finally:
+        wh.dispose()
