@@ -353,3 +353,52 @@ def test_the_commands_show_what_history_held_back(home, capsys):
         assert '"event": "digest"' in line and '"count": 3' in line
     finally:
         wh.dispose()
+
+
+def test_slack_teams_and_email_get_the_digest_in_their_own_format(
+    warehouse, home, server, monkeypatch
+):
+    from tests.alerting.servers import SMTPSink, check_slack, check_teams
+
+    slack, teams, sink = server(check_slack), server(check_teams), SMTPSink()
+    try:
+        monkeypatch.setenv("HISTORY_SLACK_URL", slack.url)
+        monkeypatch.setenv("HISTORY_TEAMS_URL", teams.url)
+        policy = loads_policy(
+            f"""
+defaults: {{locale: de}}
+receivers:
+  slack: {{type: slack, url_env: HISTORY_SLACK_URL}}
+  teams: {{type: teams, url_env: HISTORY_TEAMS_URL}}
+  mail: {{type: email, host: 127.0.0.1, port: {sink.port}, from: alerts@monitoring.example,
+          to: [sre@example.com], timeout: 2}}
+route:
+  receiver: mail
+  routes:
+    - {{receiver: slack, continue: true}}
+    - {{receiver: teams, continue: true}}
+    - {{receiver: mail, continue: true}}
+"""
+        )
+        for day in DAYS[:2]:
+            scores = _day_scores(day, "acme", severe=True)
+            warehouse.replace_partition(
+                "anomaly_scores", "acme", day, day + pd.Timedelta(days=1), scores
+            )
+            _raise(warehouse, policy, "acme", day, NOW)
+        report = service.deliver(warehouse, policy, now=NOW)
+        assert report.sent == 3 and report.dead == report.retried == 0
+        assert slack.errors == teams.errors == []
+        [slack_body] = [r.json for r in slack.requests]
+        assert slack_body["text"].startswith("[Historie] acme")
+        assert "Kritisch" in str(slack_body["blocks"])
+        [teams_body] = [r.json for r in teams.requests]
+        assert "acme" in str(teams_body)
+        [mail] = sink.messages
+        assert (
+            mail["Subject"].startswith("[Historie] acme") and mail["X-Monitoring-Event"] == "digest"
+        )
+        html = mail.get_body(("html",)).get_content()
+        assert "Kritisch" in html and "2026-09-28 10:00 UTC" in html
+    finally:
+        sink.close()
