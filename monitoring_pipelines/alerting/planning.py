@@ -92,8 +92,8 @@ def plan_notifications(
     notifications are ``suppressed`` with the reason ``history``: stored, never sent; the
     dispatcher sends one digest per tenant and receiver instead (``outbox.fold_history``). A
     resolve of an incident that was paged live is still sent. An incident nobody was paged about
-    (history) that fires again within ``page_lookback`` is paged as if it were new, under keys of
-    its own (sequence 1), since the held ones are stored already.
+    (history) that fires again within ``page_lookback``, unacknowledged, is paged as if it were
+    new, under keys of its own (sequence 1), since the held ones are stored already.
 
     Then, in this order, the others become ``suppressed`` with a reason (never dropped):
     silences active at the event's data time (all events); inhibition by another incident of
@@ -135,7 +135,7 @@ def _events(
     if prev is not None and prev.status == types.RESOLVED:
         # Over already (or resolved by hand): a re-run seeing less of it says nothing new.
         return []
-    if prev is None or (not told and not history):
+    if prev is None or (not told and not history and not acked):
         out = _first_events(incident, policy, now, sequence=0 if prev is None else 1)
     else:
         out = _follow_ups(incident, prev, acked, before, told, policy, now)

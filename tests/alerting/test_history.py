@@ -402,3 +402,12 @@ route:
         assert "Kritisch" in html and "2026-09-28 10:00 UTC" in html
     finally:
         sink.close()
+
+
+def test_history_acknowledged_meanwhile_is_not_paged_when_it_fires_again(home):
+    policy = _policy()
+    now = datetime(2026, 10, 8, 12, 0, tzinfo=UTC)
+    old = _incident(datetime(2026, 10, 5, 11, 0, tzinfo=UTC))
+    acked = replace(old, status=types.ACKNOWLEDGED)
+    live = _incident(now - timedelta(minutes=5))
+    assert plan_notifications([live], {old.fingerprint: acked}, policy, now, DAGSTER, {}) == []
