@@ -85,7 +85,8 @@ def plan_notifications(
     - ESCALATE to the route's escalation receiver when a firing, unacknowledged incident becomes
       critical on a route with ``escalation``; ``not_before = now + after``, and the dispatcher
       must drop it if the incident was acknowledged or resolved by then.
-    - RESOLVE when a firing incident became resolved, to the receivers paged about it.
+    - RESOLVE when a firing incident became resolved, to the receivers paged about it (its
+      escalation receivers included).
 
     History: an incident whose last anomalous point is older than ``now - page_lookback`` (the
     tenant's) was found while scoring the past (a backfill, a new tenant, the demo). Its
@@ -179,7 +180,9 @@ def _follow_ups(
     out: list[_Candidate] = []
     if incident.status == types.RESOLVED:
         resolved_at = incident.resolved_at or incident.last_seen_at
-        targets = dict.fromkeys([*sorted(before), *(r for r, _ in routed)])
+        # The escalation receivers too: a page opened by an escalation is closed by the resolve.
+        escalated = [e.to for _, e in [*policy.receivers_for(prev), *routed] if e is not None]
+        targets = dict.fromkeys([*sorted(before), *(r for r, _ in routed), *escalated])
         return [
             _Candidate(incident, receiver, types.RESOLVE, 0, resolved_at)
             for receiver in targets

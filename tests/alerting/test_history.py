@@ -411,3 +411,47 @@ def test_history_acknowledged_meanwhile_is_not_paged_when_it_fires_again(home):
     acked = replace(old, status=types.ACKNOWLEDGED)
     live = _incident(now - timedelta(minutes=5))
     assert plan_notifications([live], {old.fingerprint: acked}, policy, now, DAGSTER, {}) == []
+
+
+def test_a_page_opened_by_an_escalation_is_resolved_there(warehouse, home, server, monkeypatch):
+    hook, pager = server(WebhookChecker(SECRET)), server(PagerDutyChecker(PD_KEY), ok_status=202)
+    monkeypatch.setenv("HISTORY_HOOK_URL", hook.url)
+    monkeypatch.setenv("HISTORY_HOOK_SECRET", SECRET)
+    monkeypatch.setenv("HISTORY_PD_KEY", PD_KEY)
+    policy = loads_policy(
+        f"""
+receivers:
+  hook: {{type: webhook, url_env: HISTORY_HOOK_URL, secret_env: HISTORY_HOOK_SECRET}}
+  pager: {{type: pagerduty, routing_key_env: HISTORY_PD_KEY, url: "{pager.url}"}}
+route:
+  receiver: hook
+  routes:
+    - {{matchers: [severity=critical], receiver: hook, escalation: {{after: 15m, to: pager}}}}
+"""
+    )
+    now = datetime(2026, 10, 5, 12, 0, tzinfo=UTC)
+    firing = _incident(now - timedelta(minutes=10), severity=Severity.CRITICAL)
+    notes = plan_notifications([firing], {}, policy, now, DAGSTER)
+    assert sorted((n.receiver, n.event) for n in notes) == [
+        ("hook", "trigger"),
+        ("pager", "escalate"),
+    ]
+    outbox.enqueue(warehouse, notes, now=now)
+    store.upsert_incidents(warehouse, [firing])
+    # Nobody acknowledges it: the escalation pages PagerDuty after 15 minutes.
+    assert service.deliver(warehouse, policy, now=now + timedelta(minutes=16)).sent == 2
+    ended = replace(firing, status=types.RESOLVED, resolved_at=now + timedelta(minutes=30))
+    paged = outbox.paged_receivers(warehouse, [firing.fingerprint])
+    assert paged == {firing.fingerprint: {"hook", "pager"}}
+    resolves = plan_notifications(
+        [ended], {firing.fingerprint: firing}, policy, now, DAGSTER, paged
+    )
+    assert sorted((n.receiver, n.event) for n in resolves) == [
+        ("hook", "resolve"),
+        ("pager", "resolve"),
+    ]
+    outbox.enqueue(warehouse, resolves, now=now + timedelta(minutes=31))
+    store.upsert_incidents(warehouse, [ended])
+    assert service.deliver(warehouse, policy, now=now + timedelta(minutes=32)).sent == 2
+    assert pager.errors == []  # the checker refuses a resolve for a key never triggered
+    assert [r.json["event_action"] for r in pager.requests] == ["trigger", "resolve"]
