@@ -10,13 +10,19 @@
   with the reason, at an exponential backoff with full jitter (or the receiver's
   ``Retry-After``), for as long as ``give_up_after`` from when it became due; ``dead`` only
   then or when the receiver refused it (other 4xx), with the (redacted) reason; ``cancelled``
-  for an escalation or repeat whose incident was acknowledged or resolved in the meantime.
+  for an escalation or repeat whose incident was acknowledged or resolved in the meantime, and
+  for a resolve to a receiver that was never sent a trigger, repeat or escalation of the incident
+  (its incident was history, silenced, or the trigger died).
+- **history digests**: a ``digest`` row is sent with the figures of every incident of its tenant
+  held back as history for its receiver and not summarised yet (:func:`outbox.fold_history`),
+  which are then marked as summarised by it; with none left it is cancelled.
 
 A dispatcher killed mid-send leaves its rows leased; once the lease expires they are sent again,
 with the same idempotency key, which is what makes delivery at-least-once and, for receivers that
 honour the key, exactly-once.
 """
 
+import json
 import random
 import threading
 import time
@@ -212,16 +218,30 @@ def _prepare(
     clock: _Clock,
     report: DispatchReport,
 ) -> dict[str, list[tuple[Claimed, str | None]]]:
-    """Cancel follow-ups of handled incidents; group the rest by receiver with thread keys."""
-    statuses, thread_keys = outbox.follow_up_context(
+    """Cancel follow-ups of handled incidents and resolves of incidents whose receiver was never
+    sent a trigger; fill in history digests' figures; group the rest by receiver with thread
+    keys."""
+    statuses, thread_keys, opened = outbox.follow_up_context(
         warehouse, {r.notification.fingerprint for r in rows}
     )
     groups: dict[str, list[tuple[Claimed, str | None]]] = {}
     for row in rows:
         stored = row.notification
         status = statuses.get(stored.fingerprint)
+        reason = None
         if stored.event in _CANCELLABLE and status in (types.ACKNOWLEDGED, types.RESOLVED):
             reason = f"{_CANCELLABLE[stored.event]} cancelled: incident {status} before it was due"
+        elif stored.event == types.RESOLVE and (stored.fingerprint, stored.receiver) not in opened:
+            # Nobody there heard of it: held back as history, silenced, or never delivered.
+            reason = f"resolve cancelled: {stored.receiver} was never sent this incident"
+        elif stored.event == types.DIGEST:
+            figures = outbox.fold_history(warehouse, stored.tenant, stored.receiver)
+            if figures["count"]:
+                payload = {**stored.payload, "digest": {**stored.digest, **figures}}
+                row = replace(row, notification=replace(stored, payload=payload))
+            else:
+                reason = "digest cancelled: no history left to summarise (summarised or paged)"
+        if reason is not None:
             if outbox.finish(warehouse, row.key, token, status=CANCELLED, reason=reason):
                 report.count(stored.receiver, "cancelled")
             continue
@@ -271,7 +291,13 @@ def _deliver_group(
         if outcome == "sent":
             sent_at = clock()
             values = {"status": SENT, "sent_at": sent_at, "last_error": None, "reason": None}
+            if row.notification.event == types.DIGEST:
+                # Kept as sent: ``alerts`` and the outbox show what the summary said.
+                values["payload"] = json.dumps(row.notification.payload, sort_keys=True)
         recorded = outbox.finish(warehouse, row.key, token, **values)
+        if recorded and outcome == "sent" and row.notification.event == types.DIGEST:
+            digest = row.notification.digest
+            outbox.mark_summarised(warehouse, receiver_name, digest["fingerprints"], row.key)
         with lock:
             done.add(row.key)
             if error is not None:

@@ -9,6 +9,8 @@ when it is absent), shaped like an Alertmanager configuration so on-call people 
       resolve_after: 30m           # ... and every metric below resolve_ratio x threshold this long
       resolve_ratio: 0.8           #     to resolve it
       repeat_interval: 4h          # re-notify while firing and unacknowledged (data time)
+      page_lookback: 2h            # page only incidents still firing this close to now; older
+                                   #   ones (backfills, the demo) are history: one summary
       rate_limit: {max: 20, per: 1h}
       locale: en                   # en, fr, de, es, it
       impact: {error_rate: 1.5}    # business-impact weight per metric, over the built-in ones
@@ -117,6 +119,9 @@ class TenantSettings:
     rate_limit: RateLimit = field(default_factory=RateLimit)
     locale: str = "en"
     impact: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_IMPACT))
+    # An incident whose last anomalous point is older than ``now - page_lookback`` was found
+    # while scoring the past (a backfill, a new tenant, the demo): recorded, not paged.
+    page_lookback: timedelta = timedelta(hours=2)
 
     def weight(self, metric: str) -> float:
         return float(self.impact.get(metric, 1.0))
@@ -175,6 +180,7 @@ _SETTING_KEYS = (
     "rate_limit",
     "locale",
     "impact",
+    "page_lookback",
 )
 _DELIVERY_KEYS = ("give_up_after", "receiver_failing_after")
 
@@ -183,7 +189,7 @@ def _settings(reader: PolicyReader, data: dict, path: str, base: TenantSettings)
     values: dict = {}
     if "sensitivity" in data:
         values["sensitivity"] = reader.number(data["sensitivity"], join(path, "sensitivity"), low=0)
-    for key in ("min_duration", "resolve_after", "repeat_interval"):
+    for key in ("min_duration", "resolve_after", "repeat_interval", "page_lookback"):
         if key in data:
             values[key] = reader.duration(
                 data[key], join(path, key), allow_zero=key == "min_duration"

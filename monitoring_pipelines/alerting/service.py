@@ -4,7 +4,9 @@ The Dagster asset, the sensors, the CLI and the benchmark all call these, so wha
 same everywhere:
 
 - :func:`raise_incidents`: a tenant's anomaly scores over a span become incidents, and the
-  incidents' notifications are queued in the outbox, in one transaction;
+  incidents' notifications are queued in the outbox, in one transaction; those of incidents
+  found in the past (older than the tenant's ``page_lookback``) are held back as history, and
+  one digest per tenant and receiver waits to summarise them;
 - :func:`raise_incident`: one incident built elsewhere (a blocked partition, a failed run);
 - :func:`queue_reports`: written weekly or monthly reports are queued to the receivers the
   policy's ``reports:`` section names (once per receiver and report, however often re-written);
@@ -22,7 +24,11 @@ import sqlalchemy as sa
 
 from monitoring_pipelines.alerting import dispatcher, outbox, store, types
 from monitoring_pipelines.alerting.incidents import detect_incidents
-from monitoring_pipelines.alerting.planning import plan_notifications, plan_report_notifications
+from monitoring_pipelines.alerting.planning import (
+    plan_history_digests,
+    plan_notifications,
+    plan_report_notifications,
+)
 from monitoring_pipelines.alerting.policy import AlertingPolicy
 from monitoring_pipelines.alerting.receiver_health import receiver_incidents
 from monitoring_pipelines.alerting.receivers import Receiver, build_receivers
@@ -50,7 +56,9 @@ SCORE_COLUMNS = (
 class RaiseOutcome:
     incidents: list[Incident] = field(default_factory=list)
     queued: int = 0
+    # Suppressed in all, of which held back as history (to be summarised, not paged).
     suppressed: int = 0
+    history: int = 0
     written: dict = field(default_factory=dict)
 
     def by_severity(self) -> dict[str, int]:
@@ -82,13 +90,18 @@ def _record(wh: Warehouse, policy, incidents, *, now, dagster_url) -> RaiseOutco
     receivers(policy)
     incidents = [replace(i, summary=redact(i.summary)) for i in incidents]
     outcome = RaiseOutcome(incidents=list(incidents))
+    fingerprints = [i.fingerprint for i in incidents]
     with wh.engine.begin() as conn:
         _serialise(conn, wh.dialect)
-        previous = store.load_states(wh, [i.fingerprint for i in incidents], conn=conn)
-        notes = plan_notifications(incidents, previous, policy, now, dagster_url)
+        previous = store.load_states(wh, fingerprints, conn=conn)
+        paged = outbox.paged_receivers(wh, fingerprints, conn=conn)
+        notes = plan_notifications(incidents, previous, policy, now, dagster_url, paged)
         outcome.written = store.upsert_incidents(wh, incidents, conn=conn)
-        outbox.enqueue(wh, notes, conn=conn, now=now)
+        new = set(outbox.enqueue_new(wh, notes, conn=conn, now=now))
+        held = [n for n in notes if n.idempotency_key in new and n.reason == types.HISTORY]
+        outbox.hold_digests(conn, plan_history_digests(held, policy, dagster_url), now)
     outcome.queued = sum(1 for n in notes if n.status == outbox.PENDING)
+    outcome.history = sum(1 for n in notes if n.reason == types.HISTORY)
     outcome.suppressed = len(notes) - outcome.queued
     return outcome
 

@@ -7,6 +7,10 @@ Jinja2 templates under ``templates/`` (HTML autoescaped). A key missing from a c
 up raw in a message: the English text is used, and the test suite fails on any catalog that does
 not have exactly the English keys and placeholders.
 
+A history digest (event ``digest``: the incidents of a tenant found in past data and not paged,
+see ``outbox.fold_history``) renders through the same templates as an incident, with its counts
+by severity as facts (:func:`render_digest`).
+
 A weekly or monthly report (event ``report``) renders differently (:func:`render_report`): its
 title, headline figures and summary come already written in the report's locale (by
 ``reports.service``), the plain text is the report's Markdown summary and where the full report
@@ -221,6 +225,8 @@ def render(
     event = event or payload.get("event") or types.TRIGGER
     if event == types.REPORT:
         return render_report(payload, locale, strict=strict)
+    if event == types.DIGEST:
+        return render_digest(payload, locale, strict=strict)
     t = Translator(locale, strict=strict)
     if event not in EVENTS:
         raise ValueError(f"unknown notification event {event!r}")
@@ -429,4 +435,77 @@ def render_report(payload: dict, locale: str = DEFAULT_LOCALE, *, strict: bool =
         color=REPORT_COLOR,
         footer=footer,
         labels={"tenant": report.get("tenant") or types.ALL_TENANTS, "report": report["kind"]},
+    )
+
+
+def render_digest(payload: dict, locale: str = DEFAULT_LOCALE, *, strict: bool = False) -> Message:
+    """Render a history digest: how many incidents of the tenant were held back as history, by
+    severity, the period they span, and where to review them (the alerts list command, and the
+    Dagster ``alerts`` asset when the payload links it)."""
+    t = Translator(locale, strict=strict)
+    digest = payload["digest"]
+    tenant = digest["tenant"]
+    first = format_time(digest.get("first_started_at"))
+    last = format_time(digest.get("last_seen_at"))
+    since = (digest.get("first_started_at") or "")[:10]
+    count = int(digest.get("count") or 0)
+    fields = {
+        "tenant": tenant,
+        "count": t.number(count),
+        "first": first,
+        "last": last,
+        "lookback": digest.get("page_lookback") or "",
+        "since": since,
+    }
+    title = t("digest.title", **fields)
+    intro = t("digest.intro", **fields)
+    next_step = t("digest.next_step", **fields)
+    footer = t("digest.footer", **fields)
+    facts = [(t("label.tenant"), tenant), (t("digest.incidents"), t.number(count))]
+    by_severity = digest.get("by_severity") or {}
+    facts += [(t(f"severity.{label}"), t.number(n)) for label, n in by_severity.items()]
+    facts.append((t("digest.period"), f"{first} → {last}"))
+    links = tuple(
+        (t(f"link.{name}"), url) for name, url in (payload.get("links") or {}).items() if url
+    )
+    context = {
+        "title": title,
+        "intro": intro,
+        "summary": "",
+        "facts": facts,
+        "header": (),
+        "metrics": (),
+        "links": links,
+        "next_step": next_step,
+        "footer": footer,
+        "color": REPORT_COLOR,
+        "locale": t.locale,
+        "label_summary": t("label.summary"),
+        "label_metrics": t("label.metrics"),
+        "label_next_step": t("label.next_step"),
+        "label_links": t("label.links"),
+        "label_points": t("label.points"),
+        "colon": t("colon"),
+    }
+    env = _environment()
+    return Message(
+        locale=t.locale,
+        event=types.DIGEST,
+        severity=REPORT_SEVERITY,
+        title=title,
+        text=env.get_template("message.txt").render(context),
+        html=env.get_template("message.html").render(context),
+        intro=intro,
+        severity_text="",
+        event_text=t("digest.event"),
+        kind_text="",
+        next_step=next_step,
+        facts=tuple(facts),
+        metric_header=("", "", "", "", ""),
+        metrics=(),
+        links=links,
+        models="",
+        color=REPORT_COLOR,
+        footer=footer,
+        labels={"tenant": tenant, "digest": "history"},
     )

@@ -56,6 +56,12 @@ ESCALATE = "escalate"
 RESOLVE = "resolve"
 # A weekly or monthly report, routed by the policy's ``reports:`` section (not an incident).
 REPORT = "report"
+# One summary per tenant and receiver of the incidents found in past data (history: their last
+# anomaly older than the tenant's ``page_lookback``), which are recorded but not paged.
+DIGEST = "digest"
+# The reason of a notification held back as history, before and after a digest summarised it.
+HISTORY = "history"
+HISTORY_SUMMARISED = "history, summarised in "
 # Report kinds as the policy names them, and the scope name of the all-tenants report.
 REPORT_KINDS = ("weekly", "monthly")
 ALL_TENANTS = "all"
@@ -72,7 +78,7 @@ STATUSES = (PENDING, SENDING, SENT, DEAD, CANCELLED, SUPPRESSED)
 
 # The order of an incident's events at the same moment: planning lists them so, and the outbox
 # sends them so (a resolve never goes before the trigger it closes).
-EVENT_ORDER = {TRIGGER: 0, REPEAT: 1, ESCALATE: 2, RESOLVE: 3, REPORT: 4}
+EVENT_ORDER = {TRIGGER: 0, REPEAT: 1, ESCALATE: 2, RESOLVE: 3, REPORT: 4, DIGEST: 5}
 
 
 def fingerprint(*parts: object) -> str:
@@ -86,6 +92,11 @@ def report_fingerprint(kind: str, period_start: str, tenant: str | None) -> str:
     its tenant (None: the all-tenants report, which no tenant's name can collide with)."""
     scope = "all-tenants" if tenant is None else f"tenant:{tenant}"
     return fingerprint(REPORT, kind, period_start, scope)
+
+
+def digest_fingerprint(tenant: str) -> str:
+    """The identity a tenant's history digests are stored under (no incident has it)."""
+    return fingerprint(DIGEST, tenant)
 
 
 @dataclass(frozen=True)
@@ -156,6 +167,11 @@ class Notification:
     @property
     def links(self) -> dict:
         return self.payload.get("links") or {}
+
+    @property
+    def digest(self) -> dict:
+        """A history digest's figures (see ``outbox.fold_history``); else {}."""
+        return self.payload.get("digest") or {}
 
     @property
     def report(self) -> dict:

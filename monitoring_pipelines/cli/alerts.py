@@ -29,7 +29,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 def _list(args, settings, warehouse) -> int:
     from datetime import UTC, datetime
 
-    from monitoring_pipelines.alerting import store
+    from monitoring_pipelines.alerting import outbox, store
 
     since = datetime.fromisoformat(args.since).replace(tzinfo=UTC) if args.since else None
     status = None if args.status == "all" else args.status
@@ -38,8 +38,10 @@ def _list(args, settings, warehouse) -> int:
         rows = [r for r in rows if r.incident.severity.label == args.severity]
     if not rows:
         print("no alerts match")
-    for stored in rows[-args.limit :]:
-        print(incident_line(stored))
+    shown = rows[-args.limit :]
+    history = outbox.history_only(warehouse, [s.fingerprint for s in shown])
+    for stored in shown:
+        print(incident_line(stored, history=stored.fingerprint in history))
     if len(rows) > args.limit:
         print(f"... {len(rows) - args.limit} older (use --limit)")
     return 0

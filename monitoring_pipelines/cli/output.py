@@ -38,6 +38,9 @@ def print_alerts(incidents, notes, policy) -> None:
         "incidents for the data owner"
     )
     print(f"  notifications: {len(notes)} ({counts_text(n['status'] for n in notes)})")
+    history_line = _history_text(notes, policy)
+    if history_line:
+        print(f"  {history_line}")
     for name, spec in sorted(policy.receivers.items()):
         sent = sum(1 for n in notes if n["receiver"] == name and n["status"] == "sent")
         where = ""
@@ -49,10 +52,30 @@ def print_alerts(incidents, notes, policy) -> None:
     print(f"  policy: {policy.source}; list them with: monitoring-pipelines alerts list")
 
 
-def incident_line(stored) -> str:
+def _history_text(notes, policy) -> str | None:
+    """What history held back and how it was summarised, or None when there was none."""
+    from monitoring_pipelines.alerting import types
+    from monitoring_pipelines.alerting.policy_reader import format_duration
+
+    held = [n for n in notes if (n.get("reason") or "").startswith(types.HISTORY)]
+    if not held:
+        return None
+    incidents = {n["fingerprint"] for n in held}
+    digests = [n for n in notes if n["event"] == types.DIGEST]
+    lookback = format_duration(policy.defaults.page_lookback)
+    return (
+        f"history: {len(incidents)} incidents older than page_lookback ({lookback} by default) "
+        f"not paged ({len(held)} notifications held); "
+        f"summaries (one per tenant and receiver): {len(digests)} "
+        f"({counts_text(n['status'] for n in digests)})"
+    )
+
+
+def incident_line(stored, history: bool = False) -> str:
+    """One incident as ``alerts list`` prints it; ``history``: found in the past, not paged."""
     i = stored.incident
     metrics = ", ".join(m.metric for m in i.metrics) or i.summary
-    flags = []
+    flags = ["history, not paged"] if history else []
     if stored.acknowledged_by:
         flags.append(f"ack by {stored.acknowledged_by}")
     if stored.feedback:

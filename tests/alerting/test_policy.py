@@ -17,9 +17,12 @@ from monitoring_pipelines.alerting.types import Incident, MetricEvidence, Severi
 NOW = datetime(2026, 10, 6, 9, 0, tzinfo=UTC)
 DAGSTER = "http://localhost:3000"
 
+# NOW is the day after the incidents: a lookback of two days keeps them live (paged), which is
+# what these routing, silence and rate-limit tests are about; history has tests of its own.
 POLICY = """
 defaults:
   repeat_interval: 1h
+  page_lookback: 2d
   rate_limit: {max: 2, per: 1h}
 tenants:
   acme:

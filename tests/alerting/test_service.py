@@ -3,6 +3,8 @@ tenant raised at the same moment (parallel runs) still give one incident and one
 receiver and event."""
 
 import threading
+from dataclasses import replace
+from datetime import timedelta
 
 import pandas as pd
 
@@ -18,7 +20,11 @@ def test_parallel_runs_on_adjacent_days_raise_each_incident_once(warehouse, home
         warehouse.replace_partition(
             "anomaly_scores", "acme", start, start + pd.Timedelta(days=1), _scores(day)
         )
+    # Raised the day after DAY2, within a lookback that keeps both days live: these incidents
+    # are paged (trigger and resolve), which is what parallel runs must not duplicate.
     policy = default_policy({})
+    policy = replace(policy, defaults=replace(policy.defaults, page_lookback=timedelta(days=3)))
+    now = pd.Timestamp(DAY2, tz="UTC") + pd.Timedelta(days=1)
     errors = []
 
     def run(day):
@@ -33,6 +39,7 @@ def test_parallel_runs_on_adjacent_days_raise_each_incident_once(warehouse, home
                 run_id=f"alerts-{day}",
                 partition_key=f"{day}|acme",
                 dagster_url="http://dagster.example",
+                now=now.to_pydatetime(),
             )
         except Exception as exc:  # collected: a failure in a thread must fail the test
             errors.append(exc)

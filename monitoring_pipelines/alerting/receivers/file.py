@@ -109,6 +109,9 @@ class FileReceiver(Receiver):
         if notification.event == types.REPORT:
             del record["incident"]
             record["report"] = report_body(notification.report)
+        elif notification.event == types.DIGEST:
+            del record["incident"]
+            record["digest"] = notification.digest
         line = json.dumps(record, ensure_ascii=False, sort_keys=True).encode() + b"\n"
         target = self.target
         try:

@@ -87,9 +87,9 @@ class PagerDutyReceiver(HttpReceiver):
         return event
 
     def send(self, notification: Notification, message: Message) -> None:
-        if notification.event == types.REPORT:
-            # The policy refuses to route reports here; a row that got here anyway is dead.
-            raise DeliveryError("PagerDuty takes incidents, not reports", retryable=False)
+        if notification.event in (types.REPORT, types.DIGEST):
+            # Reports and history digests are never routed here; a row that got here is dead.
+            raise DeliveryError("PagerDuty takes incidents, not summaries", retryable=False)
         key = env_secret(self.routing_key_env, "pagerduty routing key")
         self.post_json(
             self.url, dumps(self.build(notification, message, key)), notification, secrets=[key]

@@ -47,7 +47,7 @@ class TeamsReceiver(SecretUrlReceiver):
 def _card_body(message: Message) -> list[dict]:
     """The card's blocks: title, intro, facts, metrics, next step and footer (for a report: its
     headline figures as facts and where the full report is as the next step)."""
-    if message.event == types.REPORT:
+    if message.event in (types.REPORT, types.DIGEST):
         color = "Accent"
     elif message.event == types.RESOLVE:
         color = "Good"

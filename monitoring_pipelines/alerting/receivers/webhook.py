@@ -39,7 +39,9 @@ class WebhookReceiver(HttpReceiver):
     ``receiver``, ``tenant``, ``locale``, ``title``, ``text``, ``next_step``, ``incident`` and
     ``links``. A report (``event: report``) carries ``report`` instead of ``incident``: its kind,
     tenant (null: all tenants), period, headline figures, Markdown ``summary``, ``paths`` (html,
-    json, md) and ``url`` (null without ``MONITORING_REPORTS_URL``).
+    json, md) and ``url`` (null without ``MONITORING_REPORTS_URL``). A history digest
+    (``event: digest``) carries ``digest`` instead: ``tenant``, ``count``, ``by_severity``,
+    ``first_started_at``, ``last_seen_at``, ``page_lookback`` and the incidents' ``fingerprints``.
     """
 
     url: str | None = None
@@ -83,6 +85,8 @@ class WebhookReceiver(HttpReceiver):
         }
         if notification.event == types.REPORT:
             body["report"] = report_body(notification.report)
+        elif notification.event == types.DIGEST:
+            body.update(next_step=message.next_step, digest=notification.digest)
         else:
             body.update(next_step=message.next_step, incident=notification.incident)
         body["links"] = notification.links
