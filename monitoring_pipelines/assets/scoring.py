@@ -100,7 +100,8 @@ def anomaly_scores(
     model versions used (champions loaded by alias once per run). Re-scoring replaces the day.
     A backfill scores up to a month of a tenant's days in one run, each day exactly as a run of
     its own would. Challengers are scored in shadow on their live days (table `shadow_scores`,
-    never alerted on), and one that has shadowed long enough gets its promotion check here."""
+    never alerted on); one that has shadowed long enough in earlier runs gets its promotion check
+    before the run scores, and the days scored use the champions that came out of it."""
     from monitoring_pipelines.ml.scoring_service import NoChampion, score_days
     from monitoring_pipelines.ml.train_and_promote import review_challengers
 

@@ -243,10 +243,12 @@ def score_days(
     run_id: str,
     review: Callable[[str, dict[str, int], dict[str, int]], list] | None = None,
 ) -> ScoringOutcome:
-    """Score ``date|tenant`` partitions with the champions and write ``anomaly_scores``; score
-    each pending challenger in shadow on its live days (those after its validation week) and
-    write ``shadow_scores``; then ``review(tenant, champions, challengers)`` (the promotion gate,
-    :func:`monitoring_pipelines.ml.train_and_promote.review_challengers`) for each tenant.
+    """Score ``date|tenant`` partitions with the champions and write ``anomaly_scores``, and
+    score each pending challenger in shadow on its live days (those after its validation week)
+    into ``shadow_scores``. Before a tenant is scored, ``review(tenant, champions, challengers)``
+    (the promotion gate, :func:`monitoring_pipelines.ml.train_and_promote.review_challengers`)
+    judges the challengers that shadowed long enough in earlier runs, so operators had time to
+    give feedback on those days' incidents and the days scored now use the promoted champions.
 
     A run of several tenants writes nothing unless every one of them has a champion."""
     by_tenant = tenant_spans(partition_keys)
@@ -256,10 +258,15 @@ def score_days(
     outcome = ScoringOutcome()
     store = WarehouseStateStore(wh)
     for tenant, spans in by_tenant.items():
+        if review is not None:
+            champions = models.champion_versions(tenant)
+            _, waiting, _ = pending_challengers(models, tenant, champions)
+            if waiting:
+                outcome.reviews.extend(review(tenant, champions, waiting))
         model_sets, versions, _ = load_models(models, tenant)
-        shadows, shadow_versions, shadow_tags = pending_challengers(models, tenant, versions)
+        shadows = pending_challengers(models, tenant, versions)
         outcome.champions[tenant] = versions
-        outcome.challengers[tenant] = shadow_versions
+        outcome.challengers[tenant] = shadows[1]
         thresholds, policy = wh.read_thresholds(tenant)
         policy = policy or {"alert_policy": AlertPolicy().__dict__}
         for start, end in spans:
@@ -271,22 +278,12 @@ def score_days(
             )
             wh.replace_partition("anomaly_scores", tenant, start, end, scored)
             shadowed = _shadow(
-                wh,
-                store,
-                tenant,
-                (start, end),
-                scored,
-                members,
-                step_seconds,
-                policy,
-                (shadows, shadow_versions, shadow_tags),
+                wh, store, tenant, (start, end), scored, members, step_seconds, policy, shadows
             )
             by_day = _by_day(scored)
             for day in pd.date_range(start, end, freq="D", inclusive="left"):
                 rows = by_day.get(day, scored.iloc[:0])
                 outcome.days.append(DayScores(tenant, day, rows, versions, shadowed.get(day, {})))
-        if review is not None and shadow_versions:
-            outcome.reviews.extend(review(tenant, versions, shadow_versions))
     return outcome
 
 

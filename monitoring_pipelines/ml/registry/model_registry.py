@@ -68,3 +68,4 @@ class ModelRegistry:
     rollback = promotion.rollback
     load_by_alias = loading.load_by_alias
     champion_versions = loading.champion_versions
+    alias_infos = loading.alias_infos
