@@ -231,3 +231,72 @@ def test_drift_starts_one_retraining_whose_challenger_is_judged_with_feedback(en
     assert main(["models", "rollback", "--kind", "zscore", "--tenant", "acme"]) == 0
     assert "champion v2 -> v1" in capsys.readouterr().out
     assert models.champion_versions("acme") == {"zscore": 1}
+
+
+def test_retrain_schedule_runs_every_tenant_weekly_or_on_the_configured_cron(home, monkeypatch):
+    weekly = build_defs(load_settings()).resolve_schedule_def("retrain_schedule")
+    assert weekly.cron_schedule == "0 2 * * 1"
+    monkeypatch.setenv("MONITORING_RETRAIN_CRON", "30 4 * * 0")
+    defs = build_defs(load_settings())
+    schedule = defs.resolve_schedule_def("retrain_schedule")
+    assert schedule.cron_schedule == "30 4 * * 0"
+    assert schedule.job_name == "training_job"
+    with dg.instance_for_test() as instance:
+        tick = datetime(2026, 11, 8, 4, 30, tzinfo=UTC)
+        context = dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=tick,
+            repository_def=defs.get_repository_def(),
+        )
+        assert isinstance(schedule.evaluate_tick(context).skip_message, str)
+        instance.add_dynamic_partitions(TENANTS, ["globex", "acme"])
+        requests = schedule.evaluate_tick(context).run_requests
+    assert [
+        (r.partition_key, r.run_key, r.tags["monitoring/retrain_reason"]) for r in requests
+    ] == [(t, f"schedule:{t}:2026-11-08T04:30", "schedule") for t in ("acme", "globex")]
+
+
+def test_drift_waits_while_the_tenant_is_training_and_is_not_forgotten(home):
+    defs = build_defs(load_settings())
+    sensor = defs.resolve_sensor_def("drift_retrain_sensor")
+    pending = {
+        "after": 0,
+        "drifts": {
+            "acme": {
+                "scores_drift": {
+                    "series": ["api/error_rate"],
+                    "strength": 42.0,
+                    "statistic": "api/error_rate page_hinkley=42.0",
+                    "evaluation": 7,
+                }
+            }
+        },
+        "acted": {},
+    }
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(TENANTS, ["acme"])
+        running = instance.create_run_for_job(
+            job_def=defs.resolve_job_def("training_job"),
+            status=dg.DagsterRunStatus.STARTED,
+            tags={"dagster/partition": "acme", "monitoring/retrain_reason": "schedule"},
+        )
+
+        def tick(cursor):
+            context = dg.build_sensor_context(
+                instance=instance, cursor=json.dumps(cursor), definitions=defs
+            )
+            return sensor(context)
+
+        waiting = tick(pending)
+        assert not waiting.run_requests
+        assert "already queued or running" in waiting.skip_reason.skip_message
+        instance.report_run_canceled(running)
+        started = tick(json.loads(waiting.cursor))
+    [request] = started.run_requests
+    assert request.tags == {
+        "monitoring/retrain_reason": "drift",
+        "monitoring/drift_check": "scores_drift",
+        "monitoring/drift_series": "api/error_rate",
+        "monitoring/drift_statistic": "api/error_rate page_hinkley=42.0",
+    }
+    assert json.loads(started.cursor)["acted"] == {"acme": "api/error_rate"}
