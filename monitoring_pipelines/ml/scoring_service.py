@@ -215,23 +215,24 @@ def pending_challengers(
     models: "ModelRegistry", tenant: str, champions: dict[str, int]
 ) -> tuple[dict, dict[str, int], dict[str, dict[str, str]]]:
     """The tenant's challengers still waiting for their promotion check (registered as
-    challenger to a champion, no decision yet), by kind."""
+    challenger to a champion, no decision yet), by kind: sets, versions and tags. Only those
+    are loaded; a rejected challenger or a candidate that never qualified costs a tag read."""
     from monitoring_pipelines.ml.registry import CHALLENGER
     from monitoring_pipelines.ml.registry.promotion import LIVE_FROM_TAG
 
-    sets, versions, tags = load_models(models, tenant, CHALLENGER)
-    waiting = [
-        k
-        for k in sets
-        if k in champions
-        and versions[k] != champions[k]
-        and LIVE_FROM_TAG in tags[k]
-        and "promotion.decision" not in tags[k]
-    ]
+    waiting = {
+        kind: info
+        for kind, info in models.alias_infos(tenant, CHALLENGER).items()
+        if kind in champions
+        and info.version != champions[kind]
+        and LIVE_FROM_TAG in info.tags
+        and "promotion.decision" not in info.tags
+    }
+    sets = {kind: models.load_by_alias(kind, tenant, CHALLENGER)[0] for kind in waiting}
     return (
-        {k: sets[k] for k in waiting},
-        {k: versions[k] for k in waiting},
-        {k: tags[k] for k in waiting},
+        sets,
+        {kind: info.version for kind, info in waiting.items()},
+        {kind: info.tags for kind, info in waiting.items()},
     )
 
 
