@@ -163,7 +163,7 @@ def shadow_points(
         return pd.DataFrame()
     combiner = CombinerConfig.from_dict(policy.get("combiner", DEFAULT_COMBINER.to_dict()))
     swapped = {**members, kind: challenger}
-    ensemble = per_series(combine_groups(swapped, combiner.for_members(swapped)))
+    ensemble = per_series(combine_groups(swapped, combiner))
     own = per_series(challenger)
     keys = scored["tenant"] + "/" + scored["service"] + "/" + scored["metric"]
     parts = []
