@@ -54,11 +54,11 @@ def tenant_spans(partition_keys: Iterable[str]) -> dict[str, list[Span]]:
 
 def load_models(
     models: "ModelRegistry", tenant: str, alias: str = "champion"
-) -> tuple[dict, dict[str, int], dict[str, dict[str, str]]]:
-    """The tenant's detectors behind ``alias`` per kind: sets, versions and version tags."""
+) -> tuple[dict, dict[str, int]]:
+    """The tenant's detectors behind ``alias`` per kind, and their versions."""
     from monitoring_pipelines.ml.registry import ModelNotFound
 
-    model_sets, versions, tags = {}, {}, {}
+    model_sets, versions = {}, {}
     for kind in KINDS:
         try:
             model_set, info = models.load_by_alias(kind, tenant, alias)
@@ -66,8 +66,7 @@ def load_models(
             continue
         model_sets[kind] = model_set
         versions[kind] = info.version
-        tags[kind] = info.tags
-    return model_sets, versions, tags
+    return model_sets, versions
 
 
 def score_members(
@@ -264,7 +263,7 @@ def score_days(
             _, waiting, _ = pending_challengers(models, tenant, champions)
             if waiting:
                 outcome.reviews.extend(review(tenant, champions, waiting))
-        model_sets, versions, _ = load_models(models, tenant)
+        model_sets, versions = load_models(models, tenant)
         shadows = pending_challengers(models, tenant, versions)
         outcome.champions[tenant] = versions
         outcome.challengers[tenant] = shadows[1]

@@ -316,7 +316,7 @@ def fit_detection_policy(
     written to the warehouse's ``thresholds`` table."""
     from monitoring_pipelines.ml.scoring_service import NoChampion, load_models
 
-    model_sets, versions, _ = load_models(models, tenant)
+    model_sets, versions = load_models(models, tenant)
     if not model_sets:
         raise NoChampion(f"{tenant}: no champion model yet; materialize the *_model assets first")
     scores = score_period(
