@@ -148,9 +148,9 @@ def measure_asset(models: Path, kinds: list[str], records: pd.DataFrame, days: d
     """The body of ``anomaly_scores`` on a SQLite warehouse holding the tenant's clean grid,
     champions loaded before each run (untimed): ``days["daily"]`` daily runs, then
     ``days["backfill"]`` days as one backfill run."""
-    from monitoring_pipelines.assets.scoring import score_members, scored_points
     from monitoring_pipelines.grid import regular_grid
     from monitoring_pipelines.ml.incremental import WarehouseStateStore, score_sets_since
+    from monitoring_pipelines.ml.scoring_service import score_members, scored_points
     from monitoring_pipelines.warehouse import Warehouse
 
     frames = group_frames(records)

@@ -36,6 +36,11 @@ from monitoring_pipelines.resources import (
     PipelineSettingsResource,
     WarehouseResource,
 )
+from monitoring_pipelines.retraining import (
+    DRIFT_ASSET_CHECKS,
+    build_retrain_schedule,
+    drift_retrain_sensor,
+)
 from monitoring_pipelines.sensors import (
     anomaly_scores_sensor,
     file_drop_sensor,
@@ -71,6 +76,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             start_date=settings.start_date,
             tenants=list(settings.tenants),
             resolution_seconds=settings.resolution_seconds,
+            shadow_days=settings.shadow_days,
         ),
         "alerting": AlertingResource(
             home=str(settings.home),
@@ -94,6 +100,7 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
     ]
     return dg.Definitions(
         assets=[bind_start_date(a, settings.start_date) for a in assets],
+        asset_checks=DRIFT_ASSET_CHECKS,
         jobs=[
             stage_file_job,
             ingest_job,
@@ -111,8 +118,14 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
             anomaly_scores_sensor,
             outbox_sensor,
             run_failure_alert_sensor,
+            drift_retrain_sensor,
         ],
-        schedules=[ingest_schedule, weekly_report_schedule, monthly_report_schedule],
+        schedules=[
+            ingest_schedule,
+            weekly_report_schedule,
+            monthly_report_schedule,
+            build_retrain_schedule(settings.retrain_cron),
+        ],
         resources=build_resources(settings),
     )
 

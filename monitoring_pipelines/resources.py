@@ -40,6 +40,8 @@ class PipelineSettingsResource(dg.ConfigurableResource):
     resolution_seconds: int = 300
     # Fraction of a partition's rows that may be quarantined before its checks block it.
     quality_tolerance: float = 0.01
+    # Live days a retrained challenger is scored in shadow before its promotion check.
+    shadow_days: int = 1
 
     @property
     def labels_file(self) -> Path:

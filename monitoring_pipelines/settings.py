@@ -13,6 +13,9 @@ DEFAULT_START_DATE = "2026-09-28"
 DEFAULT_RESOLUTION_SECONDS = 300
 DEFAULT_DAGSTER_URL = "http://127.0.0.1:3000"
 DEFAULT_REPORT_TIMEZONE = "UTC"
+# Every tenant's detectors retrain weekly, Monday 02:00 UTC, over the rolling window.
+DEFAULT_RETRAIN_CRON = "0 2 * * 1"
+DEFAULT_SHADOW_DAYS = 1
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,10 @@ class Settings:
     dagster_url: str
     # The timezone of report periods (Monday to Sunday, calendar months) and their schedules.
     report_timezone: str = DEFAULT_REPORT_TIMEZONE
+    # When the retraining schedule runs training_job for every tenant (cron, UTC).
+    retrain_cron: str = DEFAULT_RETRAIN_CRON
+    # Live days a retrained challenger is scored in shadow before its promotion check.
+    shadow_days: int = DEFAULT_SHADOW_DAYS
 
     @property
     def reports_dir(self) -> Path:
@@ -85,6 +92,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ),
         dagster_url=env.get("MONITORING_DAGSTER_URL") or DEFAULT_DAGSTER_URL,
         report_timezone=env.get("MONITORING_REPORT_TIMEZONE") or DEFAULT_REPORT_TIMEZONE,
+        retrain_cron=env.get("MONITORING_RETRAIN_CRON") or DEFAULT_RETRAIN_CRON,
+        shadow_days=int(env.get("MONITORING_SHADOW_DAYS") or DEFAULT_SHADOW_DAYS),
     )
 
 

@@ -106,6 +106,25 @@ anomaly_scores = sa.Table(
     sa.Index("ix_scores_tenant_ts", "tenant", "ts"),
 )
 
+# Challengers scored in shadow beside the champions on live days: per point, the challenger's
+# own calibrated score and the ensemble score with it in its champion's place, against the same
+# threshold. Read by the promotion gate (what the challenger would have flagged); never by
+# alerting, so nothing here ever pages.
+shadow_scores = sa.Table(
+    "shadow_scores",
+    metadata,
+    *_series_point(),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("score", sa.Float, nullable=True),
+    sa.Column("ensemble_score", sa.Float, nullable=True),
+    sa.Column("threshold", sa.Float, nullable=True),
+    sa.Column("is_anomaly", sa.Boolean, nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.PrimaryKeyConstraint("tenant", "service", "metric", "ts", "kind", "version"),
+    sa.Index("ix_shadow_tenant_kind_version", "tenant", "kind", "version", "ts"),
+)
+
 # The alert threshold of each series on the ensemble score, calibrated on held-out data to a target
 # false-alarm rate. Kept apart from the models: changing the policy never retrains anything.
 thresholds = sa.Table(
@@ -243,6 +262,7 @@ RECORD_TABLES = {
     "metrics": metrics,
     "clean_metrics": clean_metrics,
     "anomaly_scores": anomaly_scores,
+    "shadow_scores": shadow_scores,
 }
 
 
@@ -759,6 +779,61 @@ class Warehouse:
         with self.engine.connect() as conn:
             return sorted(tuple(row) for row in conn.execute(query))
 
+    # -- shadow scores ---------------------------------------------------------------------------
+
+    def replace_shadow_scores(
+        self,
+        tenant: str,
+        kind: str,
+        version: int,
+        start: datetime,
+        end: datetime,
+        frame: pd.DataFrame,
+    ) -> int:
+        """Replace one challenger's shadow scores of a tenant in ``[start, end)``, atomically."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                shadow_scores.delete().where(
+                    shadow_scores.c.tenant == tenant,
+                    shadow_scores.c.kind == kind,
+                    shadow_scores.c.version == int(version),
+                    shadow_scores.c.ts >= start,
+                    shadow_scores.c.ts < end,
+                )
+            )
+            self._insert(conn, shadow_scores, frame)
+        return len(frame)
+
+    def shadow_days(self, tenant: str, kind: str, version: int) -> list[pd.Timestamp]:
+        """The UTC days on which a challenger version has shadow scores, oldest first."""
+        query = sa.select(sa.func.min(shadow_scores.c.ts), sa.func.max(shadow_scores.c.ts)).where(
+            shadow_scores.c.tenant == tenant,
+            shadow_scores.c.kind == kind,
+            shadow_scores.c.version == int(version),
+        )
+        with self.engine.connect() as conn:
+            first, last = conn.execute(query).one()
+        if first is None:
+            return []
+        span = pd.date_range(_utc_day(first), _utc_day(last), freq="D")
+        counted = []
+        with self.engine.connect() as conn:
+            for day in span:
+                found = conn.execute(
+                    sa.select(shadow_scores.c.ts)
+                    .where(
+                        shadow_scores.c.tenant == tenant,
+                        shadow_scores.c.kind == kind,
+                        shadow_scores.c.version == int(version),
+                        shadow_scores.c.ts >= day.to_pydatetime(),
+                        shadow_scores.c.ts < (day + pd.Timedelta(days=1)).to_pydatetime(),
+                    )
+                    .limit(1)
+                ).first()
+                if found is not None:
+                    counted.append(day)
+        return counted
+
     # -- scoring state -------------------------------------------------------------------------
 
     def write_score_state(
@@ -813,6 +888,11 @@ class Warehouse:
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         return None if row is None else (int(row.as_of), bytes(row.payload))
+
+
+def _utc_day(value: object) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).floor("D")
 
 
 def _ts_text(value: object) -> str | None:

@@ -44,6 +44,8 @@ def test_code_location_lists_assets_checks_jobs_sensors_and_schedule(home):
     ):
         assert ("raw_metrics", name) in checks
     assert ("clean_metrics", "gap_fraction") in checks
+    assert ("clean_metrics", "values_drift") in checks
+    assert ("anomaly_scores", "scores_drift") in checks
     assert {j.name for j in repo.get_all_jobs()} >= {
         "stage_file_job",
         "ingest_job",
@@ -60,11 +62,13 @@ def test_code_location_lists_assets_checks_jobs_sensors_and_schedule(home):
         "anomaly_scores_sensor",
         "outbox_sensor",
         "run_failure_alert_sensor",
+        "drift_retrain_sensor",
     }
     assert {s.name for s in repo.schedule_defs} == {
         "ingest_schedule",
         "weekly_report_schedule",
         "monthly_report_schedule",
+        "retrain_schedule",
     }
 
 

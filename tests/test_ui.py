@@ -107,10 +107,12 @@ def test_code_location_serves_assets_checks_sensors_and_schedule(webserver):
         "anomaly_scores_sensor": "RUNNING",
         "outbox_sensor": "RUNNING",
         "run_failure_alert_sensor": "RUNNING",
+        "drift_retrain_sensor": "RUNNING",
     }
     assert sorted(s["name"] for s in repo["schedules"]) == [
         "ingest_schedule",
         "monthly_report_schedule",
+        "retrain_schedule",
         "weekly_report_schedule",
     ]
 

@@ -156,3 +156,37 @@ def test_a_home_created_before_a_column_existed_gets_it_on_open(tmp_path):
         scores = {row[1] for row in con.execute("PRAGMA table_info(anomaly_scores)")}
         ingests = {row[1] for row in con.execute("PRAGMA table_info(ingests)")}
     assert "pca_score" in scores and "pending" in ingests
+
+
+def test_shadow_scores_are_kept_per_challenger_version_and_counted_per_day(warehouse):
+    def shadow(version, start, periods):
+        ts = pd.date_range(start, periods=periods, freq="5min", tz="UTC")
+        return pd.DataFrame(
+            {
+                "tenant": "acme",
+                "service": "api",
+                "metric": "latency_p95_ms",
+                "ts": ts,
+                "kind": "zscore",
+                "version": version,
+                "score": 0.5,
+                "ensemble_score": np.linspace(0.0, 1.0, periods),
+                "threshold": 0.9,
+                "is_anomaly": np.linspace(0.0, 1.0, periods) >= 0.9,
+                "run_id": "r1",
+            }
+        )
+
+    assert warehouse.shadow_days("acme", "zscore", 2) == []
+    # Two days of version 2 and one of version 3 over the same points: neither replaces the other.
+    warehouse.replace_shadow_scores("acme", "zscore", 2, DAY1, DAY3, shadow(2, DAY1, 288 * 2))
+    warehouse.replace_shadow_scores("acme", "zscore", 3, DAY2, DAY3, shadow(3, DAY2, 288))
+    assert warehouse.shadow_days("acme", "zscore", 2) == [pd.Timestamp(DAY1), pd.Timestamp(DAY2)]
+    assert warehouse.shadow_days("acme", "zscore", 3) == [pd.Timestamp(DAY2)]
+    # Re-scoring a day replaces that version's rows of the day only.
+    warehouse.replace_shadow_scores("acme", "zscore", 2, DAY2, DAY3, shadow(2, DAY2, 288))
+    rows = warehouse.read_records("shadow_scores", tenant="acme")
+    assert rows.groupby("version").size().to_dict() == {2: 288 * 2, 3: 288}
+    # Flagged: the re-scored day of version 2 and the day of version 3 (the first day of the
+    # two-day write stayed under the threshold).
+    assert int(rows["is_anomaly"].sum()) == 2 * int((np.linspace(0, 1, 288) >= 0.9).sum())

@@ -82,6 +82,9 @@ def cmd_models(args: argparse.Namespace) -> int:
             versions = models.champion_versions(tenant)
             shown = ", ".join(f"{k} v{versions[k]}" for k in KINDS if k in versions)
             print(f"{tenant}: {shown or 'no champion yet'}")
+            for kind, info in models.alias_infos(tenant, "challenger").items():
+                if info.version != versions.get(kind):
+                    print(f"  {kind} challenger v{info.version}: {_challenger_state(info.tags)}")
         return 0
     if not args.kind or not args.tenant:
         raise CliError("models rollback needs --kind and --tenant")
@@ -94,6 +97,19 @@ def cmd_models(args: argparse.Namespace) -> int:
     name = registered_model_name(args.kind, args.tenant[0])
     print(f"{name}: champion v{before} -> v{after}")
     return 0
+
+
+def _challenger_state(tags: dict[str, str]) -> str:
+    """Where a challenger stands: shadowing, or the promotion check's decision and reasons."""
+    decision = tags.get("promotion.decision")
+    if decision:
+        return f"{decision} ({tags.get('promotion.reasons', '')})"
+    if "challenger.live_from" in tags:
+        return (
+            f"in shadow since {tags['challenger.live_from']}, judged after "
+            f"{tags.get('challenger.shadow_days_required', '?')} live day(s)"
+        )
+    return "newest candidate, not registered for shadow scoring"
 
 
 def register(sub) -> None:
@@ -118,7 +134,9 @@ def register(sub) -> None:
     backtest.add_argument("--quiet", action="store_true", help="no progress bar")
     backtest.set_defaults(func=cmd_backtest)
 
-    models = sub.add_parser("models", help="list champions or roll a model back")
+    models = sub.add_parser(
+        "models", help="list champions and challengers (with their decision), or roll back"
+    )
     models.add_argument("action", choices=["list", "rollback"])
     models.add_argument("--kind", choices=KINDS)
     models.add_argument("--tenant", action="append", help="tenant (repeat for list)")

@@ -135,7 +135,7 @@ def backfill_ranges(keys: list[str]) -> list[str]:
     """
     import pandas as pd
 
-    from monitoring_pipelines.assets.scoring import tenant_spans
+    from monitoring_pipelines.ml.scoring_service import tenant_spans
 
     day = pd.Timedelta(days=1)
     return [

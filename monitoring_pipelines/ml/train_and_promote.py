@@ -1,23 +1,37 @@
 """One use case, train and promote: fit a tenant's candidate of one kind, judge it, log and
-register it in MLflow, and move ``champion`` only if it is not worse (than the champion on the same
-held-out week, or for a first candidate than the reference baseline). The training assets call it;
-nothing here knows Dagster.
+register it in MLflow. A first candidate becomes ``champion`` if it is not worse than the reference
+baseline; once the tenant has a champion, a retrained candidate becomes ``challenger``, is scored in
+shadow on live days, and is promoted by :func:`review_challengers` only if it is not worse than the
+champion on the same labelled week and on operator feedback. Also the tenant's alert policy
+(:func:`fit_detection_policy`). The training and scoring assets call these; nothing here knows
+Dagster.
 """
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from monitoring_pipelines.ml.evaluation import parse_windows
+from monitoring_pipelines.ml.frames import group_frames
 from monitoring_pipelines.ml.training import (
     TrainingPlan,
     baseline_validation,
     data_hash,
     fit_candidate,
+    judge,
+    learn_combiner,
+    score_period,
     slice_frames,
     validate,
 )
+from monitoring_pipelines.warehouse import Warehouse
+
+# Live days a challenger is scored in shadow before its promotion check, unless settings say.
+DEFAULT_SHADOW_DAYS = 1
 
 
 @dataclass
@@ -40,6 +54,45 @@ class NothingToFit(ValueError):
     """No group of the tenant could be fitted; the message says why, per group."""
 
 
+class NoCleanData(ValueError):
+    """The tenant has no clean metrics to train on yet."""
+
+
+def tenant_history(
+    warehouse: Warehouse, tenant: str, labels_file: Path, step_seconds: int
+) -> tuple[TrainingPlan, dict[tuple, pd.DataFrame], dict[str, list]]:
+    """The rolling plan ending at midnight after the tenant's last clean day, its grid frames
+    and its label windows (from the labels file if there is one)."""
+    newest = warehouse.newest_ts("clean_metrics", tenant)
+    if newest is None:
+        raise NoCleanData(f"{tenant}: no clean metrics yet; run ingest_job first")
+    plan = TrainingPlan.ending(pd.Timestamp(newest).floor("D") + pd.Timedelta(days=1))
+    grid = warehouse.read_records(
+        "clean_metrics", tenant=tenant, start=plan.train_start, end=plan.validation_end
+    )
+    frames = group_frames(grid, step_seconds=step_seconds) if len(grid) else {}
+    windows = {}
+    if labels_file.exists():
+        labels = json.loads(labels_file.read_text())
+        windows = parse_windows({k: v for k, v in labels.items() if k.startswith(f"{tenant}/")})
+    return plan, frames, windows
+
+
+def train_tenant(
+    kind: str,
+    tenant: str,
+    warehouse: Warehouse,
+    labels_file: Path,
+    step_seconds: int,
+    models: Any,
+    tags: Mapping[str, str] | None = None,
+    shadow_days: int = DEFAULT_SHADOW_DAYS,
+) -> TrainingOutcome:
+    """:func:`train_and_promote` on the tenant's rolling window (:func:`tenant_history`)."""
+    plan, frames, windows = tenant_history(warehouse, tenant, labels_file, step_seconds)
+    return train_and_promote(kind, tenant, plan, frames, windows, models, tags, shadow_days)
+
+
 def train_and_promote(
     kind: str,
     tenant: str,
@@ -48,9 +101,12 @@ def train_and_promote(
     windows: Mapping[str, list],
     models: Any,
     tags: Mapping[str, str] | None = None,
+    shadow_days: int = 0,
 ) -> TrainingOutcome:
     """Fit, judge, log, register and maybe promote ``kind`` for ``tenant``; ``models`` is the
-    :class:`~monitoring_pipelines.ml.registry.ModelRegistry` to write to."""
+    :class:`~monitoring_pipelines.ml.registry.ModelRegistry` to write to. With a champion in
+    place and ``shadow_days`` > 0 the candidate becomes challenger (judged later by
+    :func:`review_challengers`); with 0 it is judged against the champion now."""
     from monitoring_pipelines.ml.registry import ModelNotFound
 
     train = slice_frames(frames, plan.train_start, plan.train_end)
@@ -81,22 +137,36 @@ def train_and_promote(
         tags=dict(tags or {}),
         group_columns=("tenant", "service"),
     )
+    window = (plan.calibration_end, plan.validation_end)
     try:
         champion, _ = models.load_by_alias(kind, tenant)
-        champion_metrics = validate({kind: champion}, frames, plan, windows).metrics
-        baseline_metrics = None
     except ModelNotFound:
-        champion_metrics = None
-        baseline_metrics = baseline_validation(frames, plan, windows).metrics
-    decision = models.promote_if_not_worse(
-        kind,
-        tenant,
-        info.version,
-        judged.metrics,
-        champion_metrics,
-        validation_window=(plan.calibration_end, plan.validation_end),
-        baseline_metrics=baseline_metrics,
-    )
+        champion = None
+    if champion is not None and shadow_days > 0:
+        decision = models.register_challenger(
+            kind,
+            tenant,
+            info.version,
+            judged.metrics,
+            live_from=plan.validation_end,
+            shadow_days=shadow_days,
+            validation_window=window,
+        )
+    else:
+        champion_metrics = baseline_metrics = None
+        if champion is not None:
+            champion_metrics = validate({kind: champion}, frames, plan, windows).metrics
+        else:
+            baseline_metrics = baseline_validation(frames, plan, windows).metrics
+        decision = models.promote_if_not_worse(
+            kind,
+            tenant,
+            info.version,
+            judged.metrics,
+            champion_metrics,
+            validation_window=window,
+            baseline_metrics=baseline_metrics,
+        )
     return TrainingOutcome(
         registered_name=info.registered_name,
         version=info.version,
@@ -107,6 +177,170 @@ def train_and_promote(
         groups=len(candidate),
         skipped={"/".join(k): r for k, r in candidate.skipped.items()},
         metrics={k: float(v) for k, v in judged.metrics.items()},
+    )
+
+
+@dataclass
+class Review:
+    """One challenger's promotion check after its shadow days."""
+
+    kind: str
+    version: int
+    promoted: bool
+    reasons: list[str]
+    feedback: dict[str, Any]
+
+
+def review_challengers(
+    warehouse: Warehouse,
+    models: Any,
+    tenant: str,
+    champions: Mapping[str, int],
+    challengers: Mapping[str, int],
+    labels_file: Path,
+    step_seconds: int,
+    shadow_days: int = DEFAULT_SHADOW_DAYS,
+) -> list[Review]:
+    """The promotion check of each challenger that has shadowed ``shadow_days`` live days: not
+    worse than the champion on the tenant's labelled validation week (both judged on the same
+    data) and on operator feedback over its shadow days (:func:`operator_feedback`). A promotion
+    refits the tenant's alert policy for the new champions."""
+    from monitoring_pipelines.ml.registry.promotion import feedback_figures
+
+    due = {
+        kind: days
+        for kind, version in challengers.items()
+        if len(days := warehouse.shadow_days(tenant, kind, version)) >= shadow_days
+    }
+    if not due:
+        return []
+    plan, frames, windows = tenant_history(warehouse, tenant, labels_file, step_seconds)
+    reviews = []
+    for kind, days in due.items():
+        window = (days[0], days[-1] + pd.Timedelta(days=1))
+        champion, _ = models.load_by_alias(kind, tenant)
+        challenger, _ = models.load_by_alias(kind, tenant, "challenger")
+        feedback = feedback_figures(
+            *operator_feedback(warehouse, tenant, kind, champions[kind], challengers[kind], window),
+            window,
+            len(days),
+        )
+        decision = models.promote_if_not_worse(
+            kind,
+            tenant,
+            challengers[kind],
+            validate({kind: challenger}, frames, plan, windows).metrics,
+            validate({kind: champion}, frames, plan, windows).metrics,
+            validation_window=(plan.calibration_end, plan.validation_end),
+            feedback=feedback,
+        )
+        reviews.append(
+            Review(kind, challengers[kind], decision.promoted, list(decision.reasons), feedback)
+        )
+    if any(r.promoted for r in reviews):
+        fit_detection_policy(warehouse, models, tenant, plan, frames, windows)
+    return reviews
+
+
+def operator_feedback(
+    warehouse: Warehouse,
+    tenant: str,
+    kind: str,
+    champion_version: int,
+    challenger_version: int,
+    window: tuple[pd.Timestamp, pd.Timestamp],
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """``(champion, challenger)`` fingerprints of reviewed anomaly incidents started in
+    ``window``, each ``{"false_positive": [...], "confirmed": [...]}``.
+
+    An incident counts for the champion version it was raised with, and for the challenger when
+    its shadow scores flagged a point of one of the incident's metrics while the incident ran.
+    False positive: marked so (``alerts false-positive``). Confirmed: acknowledged or resolved
+    by a person and not marked false positive. Incidents nobody touched count for no one."""
+    from monitoring_pipelines.alerting import store
+    from monitoring_pipelines.alerting.types import ANOMALY
+
+    start, end = window
+    shadow = warehouse.read_records("shadow_scores", tenant=tenant, start=start, end=end)
+    shadow = shadow[
+        (shadow["kind"] == kind) & (shadow["version"] == challenger_version) & shadow["is_anomaly"]
+    ]
+    champion: dict[str, list[str]] = {"false_positive": [], "confirmed": []}
+    challenger: dict[str, list[str]] = {"false_positive": [], "confirmed": []}
+    for stored in store.read_incidents(warehouse, tenant=tenant, since=start):
+        incident = stored.incident
+        if incident.kind != ANOMALY or not start <= pd.Timestamp(incident.started_at) < end:
+            continue
+        if incident.model_versions.get(kind) != champion_version:
+            continue
+        if stored.feedback == store.FALSE_POSITIVE:
+            verdict = "false_positive"
+        elif stored.feedback is None and (stored.acknowledged_by or stored.resolved_by):
+            verdict = "confirmed"
+        else:
+            continue
+        champion[verdict].append(incident.fingerprint)
+        flagged = shadow[shadow["service"] == incident.service]
+        if any(
+            (
+                (flagged["metric"] == m.metric)
+                & (flagged["ts"] >= pd.Timestamp(m.first_ts))
+                & (flagged["ts"] <= pd.Timestamp(m.last_ts))
+            ).any()
+            for m in incident.metrics
+        ):
+            challenger[verdict].append(incident.fingerprint)
+    return champion, challenger
+
+
+@dataclass
+class PolicyOutcome:
+    policy: dict
+    per_series: dict[str, float]
+    versions: dict[str, int]
+    members: dict[str, dict[str, float]]
+    ensemble: dict[str, float]
+    learned: bool
+
+
+def fit_detection_policy(
+    warehouse: Warehouse,
+    models: Any,
+    tenant: str,
+    plan: TrainingPlan,
+    frames: Mapping[tuple, pd.DataFrame],
+    windows: Mapping[str, list],
+) -> PolicyOutcome:
+    """How the tenant's champions become alerts: the ensemble rule and one threshold per series
+    on the ensemble score, fitted on the calibration week and judged on the validation week,
+    written to the warehouse's ``thresholds`` table."""
+    from monitoring_pipelines.ml.scoring_service import NoChampion, load_models
+
+    model_sets, versions = load_models(models, tenant)
+    if not model_sets:
+        raise NoChampion(f"{tenant}: no champion model yet; materialize the *_model assets first")
+    scores = score_period(
+        model_sets, frames, plan.train_end, plan.validation_end, context_start=plan.train_start
+    )
+    combiner, learned = learn_combiner(scores, plan, windows)
+    ensemble = judge(scores, plan, windows, combiner=combiner)
+    members = {kind: judge({kind: s}, plan, windows).metrics for kind, s in scores.items()}
+    policy = {
+        "combiner": combiner.to_dict(),
+        "weights_learned": learned,
+        "alert_policy": ensemble.thresholds.to_dict()["policy"],
+        "default_threshold": ensemble.thresholds.default,
+        "model_versions": versions,
+        "train_window": [plan.train_start.isoformat(), plan.train_end.isoformat()],
+        "validation_window": [plan.calibration_end.isoformat(), plan.validation_end.isoformat()],
+        "validation": {"ensemble": ensemble.metrics, **members},
+    }
+    per_series_thresholds = {
+        name.split("/", 1)[1]: value for name, value in ensemble.thresholds.per_series.items()
+    }
+    warehouse.replace_thresholds(tenant, per_series_thresholds, policy)
+    return PolicyOutcome(
+        policy, per_series_thresholds, versions, members, ensemble.metrics, learned is not None
     )
 
 

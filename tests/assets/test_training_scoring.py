@@ -88,13 +88,19 @@ def test_training_registers_a_champion_and_scoring_uses_it(pipeline):
     assert wh.count("anomaly_scores") == len(scores)
 
 
-def test_a_second_training_run_is_judged_against_the_champion(pipeline):
+def test_a_second_training_run_becomes_challenger_beside_the_champion(pipeline):
     second = _run(pipeline, [MODEL_ASSETS["isolation_forest"]], "acme")
     meta = second.asset_materializations_for_node("isolation_forest_model")[0].metadata
     assert meta["version"].value == 2
-    # Same data, same seed: the candidate equals the champion, and "not worse" promotes it.
-    assert meta["promoted"].value is True
-    assert "champion" in meta["decision"].value.lower()
+    # With a champion in place the retrained candidate waits in shadow for its promotion check.
+    assert meta["promoted"].value is False
+    assert "registered as challenger" in meta["decision"].value
+    models = pipeline["defs"].resources["mlflow"].registry()
+    assert models.champion_versions("acme") == {"isolation_forest": 1}
+    _, info = models.load_by_alias("isolation_forest", "acme", "challenger")
+    assert info.version == 2
+    assert info.tags["challenger.live_from"] == "2026-11-02T00:00:00Z"
+    assert "promotion.decision" not in info.tags
 
 
 def test_zscore_is_a_fourth_champion_and_day_by_day_scores_equal_the_whole_history(pipeline):

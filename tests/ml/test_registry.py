@@ -402,6 +402,51 @@ def test_candidate_better_on_f1_but_noisier_is_not_promoted(sqlite_store):
     ).promoted
 
 
+def test_a_challenger_waits_in_shadow_and_loses_on_operator_feedback(sqlite_store):
+    from monitoring_pipelines.ml.registry.promotion import feedback_figures
+
+    models = sqlite_store.models
+    scope = "feedback"
+    v1 = _log(models, _fitted(window=12), scope)
+    models.promote_if_not_worse(KIND, scope, v1.version, GOOD, None)
+    v2 = _log(models, _fitted(window=6), scope)
+    waiting = models.register_challenger(
+        KIND, scope, v2.version, GOOD, live_from="2026-11-03", shadow_days=2
+    )
+    assert not waiting.promoted and waiting.previous_champion == v1.version
+    client = models.client()
+    mv = client.get_model_version(registry.registered_model_name(KIND, scope), str(v2.version))
+    assert mv.aliases == ["challenger"]
+    assert mv.tags["challenger.live_from"] == "2026-11-03T00:00:00Z"
+    assert "promotion.decision" not in mv.tags
+
+    # Equal on the labelled week, but it would have paged two false positives the champion
+    # did not, against one confirmed incident each.
+    feedback = feedback_figures(
+        {"false_positive": [], "confirmed": ["c1"]},
+        {"false_positive": ["f1", "f2"], "confirmed": ["c1"]},
+        ("2026-11-03", "2026-11-05"),
+        2,
+    )
+    decision = models.promote_if_not_worse(KIND, scope, v2.version, GOOD, GOOD, feedback=feedback)
+    assert not decision.promoted
+    assert decision.compared["feedback_net"] == {
+        "direction": "higher",
+        "candidate": -1.0,
+        "champion": 1.0,
+        "ok": False,
+        "reason": "feedback_net -1 worse than champion's 1 (higher is better)",
+    }
+    assert models.champion_versions(scope, (KIND,)) == {KIND: v1.version}
+    mv = client.get_model_version(registry.registered_model_name(KIND, scope), str(v2.version))
+    assert mv.tags["promotion.decision"] == "rejected"
+    assert json.loads(mv.tags["promotion.feedback"])["challenger"]["false_positive"] == [
+        "f1",
+        "f2",
+    ]
+    assert "would have flagged 2 false positive(s) and 1 confirmed" in mv.description
+
+
 def test_a_first_candidate_worse_than_the_reference_baseline_does_not_become_champion(sqlite_store):
     models = sqlite_store.models
     scope = "baseline"

@@ -14,7 +14,9 @@ Naming: one registered model per detector kind and scope (the tenant), called
 Aliases, never stages (deprecated in MLflow):
 
 - ``challenger``: the newest candidate logged by ``log_candidate``; it stays on a candidate that
-  was not promoted so a reviewer can find it, and leaves a candidate that became champion.
+  was not promoted so a reviewer can find it, and leaves a candidate that became champion. Once a
+  tenant has a champion, a retrained candidate stays challenger (``register_challenger``): it is
+  scored in shadow on live days and judged later with operator feedback.
 - ``champion``: the version the pipeline scores with. It only moves through
   ``promote_if_not_worse`` (a candidate that is not worse on the same held-out data) or
   ``rollback``.

@@ -100,13 +100,24 @@ def champion_versions(
     registry: Store, scope: str, kinds: tuple[str, ...] = KINDS
 ) -> dict[str, int]:
     """``{kind: champion version}`` for the kinds of ``scope`` that have a champion."""
+    return {
+        kind: info.version for kind, info in alias_infos(registry, scope, CHAMPION, kinds).items()
+    }
+
+
+def alias_infos(
+    registry: Store, scope: str, alias: str, kinds: tuple[str, ...] = KINDS
+) -> dict[str, VersionInfo]:
+    """``{kind: version}`` (tags and description included) behind ``alias`` for the kinds of
+    ``scope`` that have one; nothing is downloaded."""
     out = {}
     with registry.activate() as target:
         client = tracking.client(target)
         for kind in kinds:
-            version = alias_version(client, registered_model_name(kind, scope), CHAMPION)
+            name = registered_model_name(kind, scope)
+            version = alias_version(client, name, alias)
             if version is not None:
-                out[kind] = version
+                out[kind] = version_info(client, name, version)
     return out
 
 

@@ -24,6 +24,7 @@ class ModelRegistry:
 
     The operations live one concern per module, each taking the registry as first argument:
     :func:`~.logging.log_candidate`, :func:`~.promotion.promote_if_not_worse`,
+    :func:`~.promotion.register_challenger`,
     :func:`~.promotion.rollback`, :func:`~.loading.load_by_alias`,
     :func:`~.loading.champion_versions`.
     """
@@ -63,6 +64,8 @@ class ModelRegistry:
 
     log_candidate = logging.log_candidate
     promote_if_not_worse = promotion.promote_if_not_worse
+    register_challenger = promotion.register_challenger
     rollback = promotion.rollback
     load_by_alias = loading.load_by_alias
     champion_versions = loading.champion_versions
+    alias_infos = loading.alias_infos

@@ -43,6 +43,9 @@ DEFAULT_GUARDS: Mapping[str, str] = MappingProxyType(
     {"false_alarms_per_series_week": "lower", "detection_delay_median_minutes": "lower"}
 )
 HISTORY_TAG = "champion.history"
+# On a challenger: the first UTC instant it never saw in training or validation. Its shadow
+# scores start there, and its promotion check is still to come while it has no decision tag.
+LIVE_FROM_TAG = "challenger.live_from"
 _HISTORY_KEEP = 100
 
 Comparison = dict[str, dict[str, Any]]
@@ -70,6 +73,7 @@ def promote_if_not_worse(
     tolerance: float = 0.0,
     validation_window: tuple[Any, Any] | None = None,
     baseline_metrics: Mapping[str, float] | None = None,
+    feedback: Mapping[str, Any] | None = None,
 ) -> Decision:
     """Move ``champion`` to the candidate unless it is worse than the current champion.
 
@@ -84,8 +88,12 @@ def promote_if_not_worse(
     no champion yet the candidate becomes champion if its ``primary`` is not worse than the
     reference baseline's (``baseline_metrics``, measured on the same data; without them it becomes
     champion as it is); with a champion but no ``champion_metrics`` nothing is compared and nothing
-    moves. The decision, its reasons and the metrics are written
-    on the candidate version; a replaced champion is tagged with the version that replaced it.
+    moves. With ``feedback`` (a challenger after its shadow days, see
+    :func:`feedback_figures`) it must also be not worse on operator feedback: each false positive
+    counts one against the model that raised it (for the challenger, those its shadow scores
+    also flagged), each confirmed incident one for it. The decision, its reasons, the metrics and
+    the feedback used are written on the candidate version; a replaced champion is tagged with the
+    version that replaced it.
     """
     name = registered_model_name(kind, scope)
     candidate_version = int(candidate_version)
@@ -109,18 +117,80 @@ def promote_if_not_worse(
             promoted, reasons = _against_champion(
                 candidate_metrics, champion_metrics, directions, tolerance, compared
             )
+            if feedback is not None:
+                ok, reason = _against_feedback(feedback, compared)
+                reasons = [*reasons, reason]
+                promoted = promoted and ok
         if promoted:
             _crown(client, name, candidate_version, champion, now)
         tags = {
             **_decision_tags(promoted, reasons, champion, compared, now),
             "promotion.rule": _rule_text(primary, guards, tolerance),
             **_validation_tags(candidate_metrics, validation_window),
+            **({"promotion.feedback": json.dumps(feedback, default=str)} if feedback else {}),
         }
         set_version_tags(client, name, candidate_version, tags)
         paragraph = _decision_paragraph(now, champion, promoted, reasons, validation_window)
         append_description(client, name, candidate_version, paragraph)
     logger.info("%s v%d: %s (%s)", name, candidate_version, tags["promotion.decision"], reasons)
     return Decision(promoted, reasons, compared, candidate_version, champion)
+
+
+def register_challenger(
+    registry: Store,
+    kind: str,
+    scope: str,
+    candidate_version: int,
+    candidate_metrics: Mapping[str, float],
+    *,
+    live_from: Any,
+    shadow_days: int,
+    validation_window: tuple[Any, Any] | None = None,
+) -> Decision:
+    """Keep a retrained candidate as ``challenger`` beside the tenant's champion: it is scored in
+    shadow from ``live_from`` and judged after ``shadow_days`` live days by
+    :func:`promote_if_not_worse` with operator feedback. Says so on the version."""
+    name = registered_model_name(kind, scope)
+    now = utc_now()
+    with registry.activate() as target:
+        client = tracking.client(target)
+        champion = alias_version(client, name, CHAMPION)
+        if champion is None:
+            raise ModelNotFound(f"{name} has no champion for a challenger to shadow")
+        client.set_registered_model_alias(name, CHALLENGER, str(candidate_version))
+        reason = (
+            f"champion v{champion} in place: registered as challenger, scored in shadow from "
+            f"{iso(live_from)} and judged after {shadow_days} live day(s) on the labelled "
+            "windows and operator feedback"
+        )
+        tags = {
+            LIVE_FROM_TAG: iso(live_from),
+            "challenger.of_champion": str(champion),
+            "challenger.shadow_days_required": str(int(shadow_days)),
+            "challenger.registered_at": now,
+            **_validation_tags(candidate_metrics, validation_window),
+        }
+        set_version_tags(client, name, candidate_version, tags)
+        append_description(client, name, candidate_version, f"**Challenger {now}**: {reason}.")
+    logger.info("%s v%d: %s", name, candidate_version, reason)
+    return Decision(False, [reason], {}, int(candidate_version), champion)
+
+
+def feedback_figures(
+    champion: Mapping[str, list[str]],
+    challenger: Mapping[str, list[str]],
+    window: tuple[Any, Any],
+    shadow_days: int,
+) -> dict[str, Any]:
+    """The feedback a promotion check uses: the fingerprints of the incidents operators marked
+    ``false_positive`` or confirmed, raised by the champion and flagged by the challenger in
+    shadow over ``window``."""
+    return {
+        "window": [iso(window[0]), iso(window[1])],
+        "shadow_days": int(shadow_days),
+        "champion": {k: sorted(v) for k, v in champion.items()},
+        "challenger": {k: sorted(v) for k, v in challenger.items()},
+    }
 
 
 def rollback(
@@ -195,6 +265,27 @@ def _against_champion(
         compared[metric] = row
         (passed if row["ok"] else failed).append(row["reason"])
     return (True, passed) if not failed else (False, failed)
+
+
+def _net(side: Mapping[str, list[str]]) -> int:
+    return len(side.get("confirmed", [])) - len(side.get("false_positive", []))
+
+
+def _against_feedback(feedback: Mapping[str, Any], compared: Comparison) -> tuple[bool, str]:
+    """Whether the challenger is not worse on operator feedback: confirmed incidents it would
+    have flagged minus false positives it would have flagged, against the champion's."""
+    mine, theirs = feedback["challenger"], feedback["champion"]
+    row = _compare(
+        "feedback_net", "higher", {"feedback_net": _net(mine)}, {"feedback_net": _net(theirs)}, 0
+    )
+    compared["feedback_net"] = row
+    counts = (
+        f"operator feedback over {feedback['shadow_days']} shadow day(s): the challenger would "
+        f"have flagged {len(mine.get('false_positive', []))} false positive(s) and "
+        f"{len(mine.get('confirmed', []))} confirmed incident(s), the champion raised "
+        f"{len(theirs.get('false_positive', []))} and {len(theirs.get('confirmed', []))}"
+    )
+    return row["ok"], f"{counts}; {row['reason']}"
 
 
 def _compare(
