@@ -71,6 +71,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             start_date=settings.start_date,
             tenants=list(settings.tenants),
             resolution_seconds=settings.resolution_seconds,
+            files_url=settings.files_url,
         ),
         "alerting": AlertingResource(
             home=str(settings.home),

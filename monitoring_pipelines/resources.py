@@ -40,6 +40,8 @@ class PipelineSettingsResource(dg.ConfigurableResource):
     resolution_seconds: int = 300
     # Fraction of a partition's rows that may be quarantined before its checks block it.
     quality_tolerance: float = 0.01
+    # Where the UI's links to the home's files point (served by `monitoring-pipelines ui`).
+    files_url: str = "http://127.0.0.1:3002"
 
     @property
     def labels_file(self) -> Path:

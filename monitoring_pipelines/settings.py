@@ -12,6 +12,8 @@ DEFAULT_TENANTS = ("acme", "globex", "initech", "umbrella", "wayne")
 DEFAULT_START_DATE = "2026-09-28"
 DEFAULT_RESOLUTION_SECONDS = 300
 DEFAULT_DAGSTER_URL = "http://127.0.0.1:3000"
+# Where `monitoring-pipelines ui` serves the home's quality pages and reports.
+DEFAULT_FILES_URL = "http://127.0.0.1:3002"
 DEFAULT_REPORT_TIMEZONE = "UTC"
 
 
@@ -30,6 +32,9 @@ class Settings:
     alerting_file: Path | None
     # Where alert messages link to: the Dagster UI as the on-call person reaches it.
     dagster_url: str
+    # Where links to the home's files (quality pages, quarantined rows) point: the address
+    # `monitoring-pipelines ui` serves them at, or any server of MONITORING_HOME's folders.
+    files_url: str = DEFAULT_FILES_URL
     # The timezone of report periods (Monday to Sunday, calendar months) and their schedules.
     report_timezone: str = DEFAULT_REPORT_TIMEZONE
 
@@ -84,6 +89,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             else None
         ),
         dagster_url=env.get("MONITORING_DAGSTER_URL") or DEFAULT_DAGSTER_URL,
+        files_url=env.get("MONITORING_FILES_URL") or DEFAULT_FILES_URL,
         report_timezone=env.get("MONITORING_REPORT_TIMEZONE") or DEFAULT_REPORT_TIMEZONE,
     )
 
