@@ -226,3 +226,27 @@ def test_the_gx_report_link_of_a_partition_opens_its_page(webserver):
     base = links[(first, "gx_report")].split("/quality/")[0]
     for path in ("/warehouse.db", "/dagster/dagster.yaml", "/quality/../warehouse.db", "/"):
         assert requests.get(base + path, timeout=10).status_code == 404, path
+
+
+def test_a_data_quality_alerts_partition_link_opens_that_partition_in_a_browser(
+    webserver, tmp_path
+):
+    from playwright.sync_api import sync_playwright
+
+    from monitoring_pipelines.alerting import types
+    from monitoring_pipelines.alerting.incidents import data_quality_incident
+
+    blocked = f"{_days(-1)}|acme"
+    incident = data_quality_incident("acme", blocked, "values_in_range", "out of range", None)
+    link = types.incident_links(incident, webserver)["checked_partition"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(link, timeout=60_000)
+        _dismiss_welcome(page)
+        # The link opens the partition itself: its key as the title, and why it is failed.
+        page.get_by_text("failed, and did not materialize this asset").wait_for(timeout=60_000)
+        page.get_by_text(blocked, exact=True).first.wait_for(timeout=60_000)
+        page.screenshot(path=str(tmp_path / "blocked_partition.png"))
+        browser.close()
+    assert (tmp_path / "blocked_partition.png").stat().st_size > 10_000
