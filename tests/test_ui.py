@@ -247,6 +247,13 @@ def test_a_data_quality_alerts_partition_link_opens_that_partition_in_a_browser(
         # The link opens the partition itself: its key as the title, and why it is failed.
         page.get_by_text("failed, and did not materialize this asset").wait_for(timeout=60_000)
         page.get_by_text(blocked, exact=True).first.wait_for(timeout=60_000)
+        # Its events name the checks that stopped it, with the links to its evidence.
+        page.get_by_text("View all historical events (1)").click()
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_text("Observation").wait_for(timeout=60_000)
+        dialog.get_by_text(blocked, exact=True).click()
+        dialog.get_by_text("Stopped by values_in_range").wait_for(timeout=60_000)
+        dialog.get_by_text("/quality/").first.wait_for(timeout=60_000)
         page.screenshot(path=str(tmp_path / "blocked_partition.png"))
         browser.close()
     assert (tmp_path / "blocked_partition.png").stat().st_size > 10_000

@@ -64,6 +64,17 @@ def _events(context: dg.AssetExecutionContext, asset: str, report: RunReport, *,
                     partition=part.key,
                     metadata=_metadata(part.metadata, part.links),
                 )
+            elif fail:
+                # What stopped it, on the partition itself (its page lists this event).
+                yield dg.AssetObservation(
+                    asset_key=asset,
+                    partition=part.key,
+                    description=f"Stopped by {', '.join(part.blocked_by)}",
+                    metadata={
+                        "blocked_by": dg.MetadataValue.json(list(part.blocked_by)),
+                        **_metadata(part.metadata, part.links),
+                    },
+                )
     # The (empty) outputs Dagster expects of each selected check: the results themselves are the
     # per-partition evaluations below, which ``AssetCheckResult`` cannot give for a ranged run.
     selected = context.selected_asset_check_keys
