@@ -77,6 +77,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             tenants=list(settings.tenants),
             resolution_seconds=settings.resolution_seconds,
             shadow_days=settings.shadow_days,
+            files_url=settings.files_url,
         ),
         "alerting": AlertingResource(
             home=str(settings.home),

@@ -42,6 +42,8 @@ class PipelineSettingsResource(dg.ConfigurableResource):
     quality_tolerance: float = 0.01
     # Live days a retrained challenger is scored in shadow before its promotion check.
     shadow_days: int = 1
+    # Where the UI's links to the home's files point (served by `monitoring-pipelines ui`).
+    files_url: str = "http://127.0.0.1:3002"
 
     @property
     def labels_file(self) -> Path:

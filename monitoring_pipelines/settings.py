@@ -4,14 +4,20 @@ Every local file sits under ``MONITORING_HOME`` (default ``./.monitoring``) unle
 variable points elsewhere, so deleting that folder resets the embedded default completely.
 """
 
+import json
 import os
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 DEFAULT_TENANTS = ("acme", "globex", "initech", "umbrella", "wayne")
 DEFAULT_START_DATE = "2026-09-28"
+# The period the last `monitoring-pipelines demo` generated, under the home.
+DEMO_PERIOD_FILE = "demo/period.json"
 DEFAULT_RESOLUTION_SECONDS = 300
 DEFAULT_DAGSTER_URL = "http://127.0.0.1:3000"
+# Where `monitoring-pipelines ui` serves the home's quality pages and reports.
+DEFAULT_FILES_URL = "http://127.0.0.1:3002"
 DEFAULT_REPORT_TIMEZONE = "UTC"
 # Every tenant's detectors retrain weekly, Monday 02:00 UTC, over the rolling window.
 DEFAULT_RETRAIN_CRON = "0 2 * * 1"
@@ -33,6 +39,9 @@ class Settings:
     alerting_file: Path | None
     # Where alert messages link to: the Dagster UI as the on-call person reaches it.
     dagster_url: str
+    # Where links to the home's files (quality pages, quarantined rows) point: the address
+    # `monitoring-pipelines ui` serves them at, or any server of MONITORING_HOME's folders.
+    files_url: str = DEFAULT_FILES_URL
     # The timezone of report periods (Monday to Sunday, calendar months) and their schedules.
     report_timezone: str = DEFAULT_REPORT_TIMEZONE
     # When the retraining schedule runs training_job for every tenant (cron, UTC).
@@ -59,6 +68,11 @@ class Settings:
     def demo_dir(self) -> Path:
         return self.home / "demo"
 
+    @property
+    def demo_period_file(self) -> Path:
+        """``{"start": ..., "end": ...}`` of the demo data in this home (see ``start_date``)."""
+        return self.home / DEMO_PERIOD_FILE
+
     def ensure_dirs(self) -> None:
         for path in (self.home, self.dagster_home, self.drop_dir, self.quality_dir):
             path.mkdir(parents=True, exist_ok=True)
@@ -66,6 +80,28 @@ class Settings:
 
 def _sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
+
+
+def files_url(environ: dict[str, str] | None = None) -> str:
+    """Where links to the home's files point: ``MONITORING_FILES_URL`` or the `ui` default."""
+    env = os.environ if environ is None else environ
+    return env.get("MONITORING_FILES_URL") or DEFAULT_FILES_URL
+
+
+def _start_date(env, home: Path) -> str:
+    """MONITORING_START_DATE; else the first day of the demo this home holds, so the day
+    partitions start where its data starts; else DEFAULT_START_DATE."""
+    if env.get("MONITORING_START_DATE"):
+        return env["MONITORING_START_DATE"]
+    path = home / DEMO_PERIOD_FILE
+    if not path.exists():
+        return DEFAULT_START_DATE
+    try:
+        start = json.loads(path.read_text())["start"]
+        date.fromisoformat(start)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: 'start' must be a YYYY-MM-DD date ({exc})") from None
+    return start
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -81,7 +117,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         dagster_home=Path(env.get("DAGSTER_HOME") or home / "dagster").expanduser().resolve(),
         drop_dir=Path(env.get("MONITORING_DROP_DIR") or home / "drop").expanduser().resolve(),
         tenants=tuple(t for t in tenants if t),
-        start_date=env.get("MONITORING_START_DATE") or DEFAULT_START_DATE,
+        start_date=_start_date(env, home),
         resolution_seconds=int(
             env.get("MONITORING_RESOLUTION_SECONDS") or DEFAULT_RESOLUTION_SECONDS
         ),
@@ -91,6 +127,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             else None
         ),
         dagster_url=env.get("MONITORING_DAGSTER_URL") or DEFAULT_DAGSTER_URL,
+        files_url=files_url(env),
         report_timezone=env.get("MONITORING_REPORT_TIMEZONE") or DEFAULT_REPORT_TIMEZONE,
         retrain_cron=env.get("MONITORING_RETRAIN_CRON") or DEFAULT_RETRAIN_CRON,
         shadow_days=int(env.get("MONITORING_SHADOW_DAYS") or DEFAULT_SHADOW_DAYS),

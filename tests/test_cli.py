@@ -55,9 +55,13 @@ def test_ingest_reports_a_refused_file_and_keeps_the_good_one(home, tmp_path, mo
 
 
 def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(home):
-    out = _cli("demo", "--tenants", "2", "--days", "3", "--workers", "2", "--skip-models")
+    pinned = ("--start", "2026-09-28", "--days", "3")
+    out = _cli("demo", "--tenants", "2", *pinned, "--workers", "2", "--skip-models")
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "demo data: 2 tenants, 3 services, 24 series per tenant, 3 days" in out.stdout
+    assert (
+        "demo data: 2 tenants, 3 services, 24 series per tenant, 3 days (2026-09-28 to 2026-09-30)"
+        in out.stdout
+    )
     assert "partitions (day x tenant): 6 gated, 1 blocked by quality checks" in out.stdout
     assert re.search(r"blocked: 2026-\d\d-\d\d\|globex \(values_in_range\)", out.stdout)
     # It ends with the last complete week's and month's reports: three days from Monday
@@ -72,7 +76,7 @@ def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(home):
     counts = {t: warehouse.count(t) for t in ("metrics", "quarantine", "clean_metrics")}
     assert counts["metrics"] > 0 and counts["clean_metrics"] == 5 * 24 * 288
 
-    again = _cli("demo", "--tenants", "2", "--days", "3", "--workers", "1", "--skip-models")
+    again = _cli("demo", "--tenants", "2", *pinned, "--workers", "1", "--skip-models")
     assert again.returncode == 0
     assert "5 ingested" not in again.stdout
     assert {t: warehouse.count(t) for t in counts} == counts

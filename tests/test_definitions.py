@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import dagster as dg
+import pytest
 
 from monitoring_pipelines.ml.catalogue import CATALOGUE
 
@@ -138,3 +139,24 @@ def test_partitions_start_at_the_start_date_of_the_settings_given_to_build_defs(
     for job in ("ingest_job", "scoring_job", "alerting_job"):
         days = defs.resolve_job_def(job).partitions_def.get_partitions_def_for_dimension("date")
         assert days.start.strftime("%Y-%m-%d") == "2025-03-01", job
+
+
+def test_a_home_holding_a_demo_starts_its_partitions_on_the_demos_first_day(home, monkeypatch):
+    from monitoring_pipelines.definitions import build_defs
+    from monitoring_pipelines.settings import DEFAULT_START_DATE, load_settings
+
+    assert load_settings().start_date == DEFAULT_START_DATE
+    period = load_settings().demo_period_file
+    period.parent.mkdir(parents=True)
+    period.write_text('{"start": "2026-11-02", "end": "2026-12-06"}\n')
+    assert load_settings().start_date == "2026-11-02"
+    days = build_defs().resolve_assets_def("raw_metrics").partitions_def
+    first = days.get_partitions_def_for_dimension("date").get_first_partition_key()
+    assert first == "2026-11-02"
+    # The environment wins: a deployment pins its own first day.
+    monkeypatch.setenv("MONITORING_START_DATE", "2026-01-01")
+    assert load_settings().start_date == "2026-01-01"
+    monkeypatch.delenv("MONITORING_START_DATE")
+    period.write_text('{"start": "yesterday"}\n')
+    with pytest.raises(ValueError, match=r"period\.json: 'start' must be a YYYY-MM-DD date"):
+        load_settings()

@@ -261,18 +261,36 @@ def incident_from_dict(data: dict) -> Incident:
     )
 
 
-def incident_links(incident: Incident, dagster_url: str) -> dict[str, str]:
-    """Links into the Dagster UI: the run that raised the incident and the scored partition."""
+# The asset whose partition view an incident of each kind links to, and the link's name (its
+# label in the message); scored incidents by default.
+_PARTITION_VIEW = {DATA_QUALITY: ("raw_metrics", "checked_partition")}
+
+
+def incident_links(
+    incident: Incident, dagster_url: str, files_url: str | None = None
+) -> dict[str, str]:
+    """Links for the person paged: the run that raised the incident, the partition's view in the
+    Dagster UI (``assets/<asset>?view=partitions&partition=<key>``, as the UI's own links), and
+    for a data-quality incident its validation report and quarantined rows, under ``files_url``
+    (default ``MONITORING_FILES_URL``, where ``monitoring-pipelines ui`` serves them)."""
     from urllib.parse import quote
 
     base = dagster_url.rstrip("/")
     links = {}
     if incident.run_id:
         links["run"] = f"{base}/runs/{incident.run_id}"
-    if incident.partition_key:
-        links["partition"] = (
-            f"{base}/assets/anomaly_scores?partition={quote(incident.partition_key, safe='')}"
-        )
+    key = incident.partition_key
+    # A tenant-day; a range (``first...last``) of a failed run has no single partition to show.
+    if key and "|" in key and "..." not in key:
+        asset, name = _PARTITION_VIEW.get(incident.kind, ("anomaly_scores", "partition"))
+        links[name] = f"{base}/assets/{asset}?view=partitions&partition={quote(key, safe='')}"
+        if incident.kind == DATA_QUALITY:
+            from monitoring_pipelines.quality.report import quality_url
+            from monitoring_pipelines.settings import files_url as default_files_url
+
+            root = files_url or default_files_url()
+            links["validation_report"] = quality_url(root, key, "gx_report")
+            links["quarantine"] = quality_url(root, key, "quarantine_rows")
     return links
 
 

@@ -1,80 +1,108 @@
-"""Ingestion assets: landed rows through the quality gate into ``metrics``, then onto a grid."""
+"""Ingestion assets: landed rows through the quality gate into ``metrics``, then onto a grid.
+
+The bodies call one service each (:func:`~monitoring_pipelines.gating.gate_partitions`,
+:func:`~monitoring_pipelines.gating.grid_partitions`) and turn its report into Dagster events
+with :func:`_events`, so that the UI shows each partition of a ranged run as it is: done, or
+failed with the check that stopped it.
+"""
 
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from monitoring_pipelines.gating import (
+    GAP_CHECK,
+    GAP_WARN_FRACTION,
+    IngestOptions,
+    RunReport,
+    gate_partitions,
+    grid_partitions,
+)
 from monitoring_pipelines.partitions import tenant_day_key, tenant_day_partitions
 from monitoring_pipelines.quality.checks import CHECK_SPECS
-from monitoring_pipelines.quality.gate import GateConfig
-from monitoring_pipelines.quality.report import write_validation
 from monitoring_pipelines.resources import PipelineSettingsResource, WarehouseResource
-from monitoring_pipelines.warehouse import Warehouse
-
-GAP_CHECK = "gap_fraction"
-# Above this share of empty grid steps the day is too sparse to train on without a look.
-GAP_WARN_FRACTION = 0.2
-
 
 # A run gates up to a month of days (a dropped file's days in one run, per tenant): one landing
 # read and one GX validation per tenant and stretch of days, and Dagster's per-run cost once.
 MAX_DAYS_PER_RUN = 31
+
+_BLOCKING = {spec.name: spec.blocking for spec in CHECK_SPECS}
 
 
 def _keys(context: dg.AssetExecutionContext) -> list[str]:
     return sorted(str(k) for k in context.partition_keys)
 
 
-def _pull_configured_sources(
-    context: dg.AssetExecutionContext,
-    warehouse: Warehouse,
-    pipeline: PipelineSettingsResource,
-    keys: list[str],
-) -> list[str]:
-    """Fetch the run's days from the Prometheus and SQL sources in ``sources.yaml`` into landing."""
-    if not pipeline.sources_file.exists():
-        return []
-    from monitoring_pipelines.gating import days_of
-    from monitoring_pipelines.sources.config import load_sources
-
-    pulled = []
-    for day, source in ((d, s) for d in days_of(keys) for s in load_sources(pipeline.sources_file)):
-        result = source.fetch(day.start.to_pydatetime(), day.end.to_pydatetime(), tenant=day.tenant)
-        for name, rows in result.records.groupby("source", sort=True):
-            key = f"{name}@{day.key}"
-            warehouse.replace_source("landing", key, rows.assign(source=key))
-            pulled.append(key)
-        for name, rows in result.rejected.groupby("source", sort=True):
-            key = f"{name}@{day.key}"
-            warehouse.replace_quarantine(rows.assign(source=key), stage="parse", source=key)
-    return pulled
+def _metadata(values: dict, links: dict[str, str]) -> dict:
+    plain = {
+        k: dg.MetadataValue.json(v) if isinstance(v, list | dict) else v for k, v in values.items()
+    }
+    return {**plain, **{k: dg.MetadataValue.url(url) for k, url in links.items()}}
 
 
-def _evaluations(asset: str, key: str, outcomes) -> list[dg.AssetCheckEvaluation]:
-    """One partition's check results; a ranged run reports each partition's own."""
-    blocking = {spec.name: spec.blocking for spec in CHECK_SPECS}
-    return [
-        dg.AssetCheckEvaluation(
-            asset_key=dg.AssetKey(asset),
-            check_name=outcome.name,
-            passed=outcome.passed,
-            severity=dg.AssetCheckSeverity(outcome.severity),
-            description=outcome.description,
-            metadata=outcome.metadata,
-            blocking=blocking.get(outcome.name, False),
-            partition=key,
-        )
-        for outcome in outcomes
-    ]
+def _events(context: dg.AssetExecutionContext, asset: str, report: RunReport, *, fail: bool):
+    """The run's events for ``asset``: one materialization per partition that went through, the
+    check evaluations of each partition and, with ``fail``, a failure naming the partitions that
+    were stopped and the checks that stopped them.
 
-
-def _check_outputs(context: dg.AssetExecutionContext):
-    """The (empty) outputs Dagster expects of each selected check: the results themselves are the
-    per-partition evaluations, which ``AssetCheckResult`` cannot give for a ranged run."""
+    Dagster marks a partition failed when a failed run planned it and did not materialize it, so
+    a stopped partition must not be materialized: with none stopped, one result covers the run's
+    partitions (and lets downstream steps run); otherwise each passing partition gets its own
+    materialization and the asset's output is left out, as the step fails anyway."""
+    if not report.blocked:
+        for part in report.partitions:
+            context.add_asset_metadata(
+                _metadata(part.metadata, part.links),
+                partition_key=tenant_day_key(*part.key.split("|", 1)),
+            )
+        yield dg.MaterializeResult(metadata=report.totals)
+    else:
+        for part in report.partitions:
+            if not part.blocked_by:
+                yield dg.AssetMaterialization(
+                    asset_key=asset,
+                    partition=part.key,
+                    metadata=_metadata(part.metadata, part.links),
+                )
+            elif fail:
+                # What stopped it, on the partition itself (its page lists this event).
+                yield dg.AssetObservation(
+                    asset_key=asset,
+                    partition=part.key,
+                    description=f"Stopped by {', '.join(part.blocked_by)}",
+                    metadata={
+                        "blocked_by": dg.MetadataValue.json(list(part.blocked_by)),
+                        **_metadata(part.metadata, part.links),
+                    },
+                )
+    # The (empty) outputs Dagster expects of each selected check: the results themselves are the
+    # per-partition evaluations below, which ``AssetCheckResult`` cannot give for a ranged run.
     selected = context.selected_asset_check_keys
     for name, spec in context.assets_def.check_specs_by_output_name.items():
         if spec.key in selected:
             yield dg.Output(None, output_name=name)
+    for part in report.partitions:
+        for outcome in part.checks:
+            yield dg.AssetCheckEvaluation(
+                asset_key=dg.AssetKey(asset),
+                check_name=outcome.name,
+                passed=outcome.passed,
+                severity=dg.AssetCheckSeverity(outcome.severity),
+                description=outcome.description,
+                metadata=_metadata(outcome.metadata, part.links),
+                blocking=_BLOCKING.get(outcome.name, False),
+                partition=part.key,
+            )
+    if not report.blocked:
+        return
+    stopped = "; ".join(f"{p.key} by {', '.join(p.blocked_by)}" for p in report.blocked)
+    if not fail:
+        context.log.warning(f"{asset}: not materialized, stopped upstream: {stopped}")
+        return
+    raise dg.Failure(
+        description=f"{asset}: {len(report.blocked)} partition(s) stopped: {stopped}",
+        metadata={p.key: dg.MetadataValue.json(list(p.blocked_by)) for p in report.blocked},
+    )
 
 
 @dg.asset(
@@ -91,6 +119,7 @@ def _check_outputs(context: dg.AssetExecutionContext):
         fail_window=timedelta(hours=3), warn_window=timedelta(hours=1)
     ),
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_DAYS_PER_RUN),
+    output_required=False,
 )
 def raw_metrics(
     context: dg.AssetExecutionContext,
@@ -103,70 +132,22 @@ def raw_metrics(
     Great Expectations suite over them, writes the accepted rows to the `metrics` table and the
     refused ones to `quarantine` with their reason. One check per quality property; the blocking
     ones stop model training and scoring on this partition when more than the tolerated share of
-    rows is bad. Re-running replaces the partition's rows, it never adds to them. A run may
-    cover a range of days (a dropped file's days): one validation for all of them, and each day
-    keeps its own check results, quarantine, counts and blocked state. A day left with no
-    landed row (a corrected file dropped it) is cleared.
+    rows is bad, and the partition then shows as failed, with the check named in the run's error.
+    `gx_report` links the partition's quality page and `quarantine_rows` its refused rows (served
+    by `monitoring-pipelines ui`). Re-running replaces the partition's rows, it never adds to
+    them. A run may cover a range of days (a dropped file's days): one validation for all of
+    them, and each day keeps its own check results, quarantine, counts and status. A day left
+    with no landed row (a corrected file dropped it) is cleared.
     """
-    from monitoring_pipelines.gating import gate_days
-
-    wh = warehouse.get()
-    keys = _keys(context)
-    pulled = _pull_configured_sources(context, wh, pipeline, keys)
-    gated = gate_days(
-        wh,
-        keys,
-        config=GateConfig(
-            tolerance=pipeline.quality_tolerance, resolution_seconds=pipeline.resolution_seconds
-        ),
-        now=datetime.now(UTC),
-        clear_empty=not pipeline.sources_file.exists(),
+    options = IngestOptions(
+        quality_dir=pipeline.quality_dir,
+        sources_file=pipeline.sources_file,
+        files_url=pipeline.files_url,
+        tolerance=pipeline.quality_tolerance,
+        resolution_seconds=pipeline.resolution_seconds,
     )
-    evaluations = []
-    totals = {"rows_in": 0, "accepted": 0, "quarantined": 0, "blocked": 0}
-    for item in gated:
-        day, gate = item.day, item.gate
-        key = tenant_day_key(day.date, day.tenant)
-        if gate is None:
-            context.add_asset_metadata(
-                {
-                    "dagster/row_count": 0,
-                    "rows_in": 0,
-                    "cleared": True,
-                    "date": day.date,
-                    "tenant": day.tenant,
-                },
-                partition_key=key,
-            )
-            continue
-        json_path, html_path = write_validation(gate, pipeline.quality_dir, day.key)
-        sources = sorted(set(gate.accepted["source"]) | set(gate.quarantined["source"]))
-        context.add_asset_metadata(
-            {
-                "dagster/row_count": len(gate.accepted),
-                "rows_in": gate.rows_in,
-                "accepted": len(gate.accepted),
-                "quarantined": len(gate.quarantined),
-                "series": int(gate.accepted[["service", "metric"]].drop_duplicates().shape[0]),
-                "sources": dg.MetadataValue.json(sources),
-                "pulled_from_configured_sources": sum(1 for p in pulled if p.endswith(day.key)),
-                "gx_validation": dg.MetadataValue.path(str(json_path)),
-                "gx_report": dg.MetadataValue.url(html_path.resolve().as_uri()),
-                "date": day.date,
-                "tenant": day.tenant,
-            },
-            partition_key=key,
-        )
-        evaluations += _evaluations("raw_metrics", day.key, gate.checks)
-        totals["rows_in"] += gate.rows_in
-        totals["accepted"] += len(gate.accepted)
-        totals["quarantined"] += len(gate.quarantined)
-        totals["blocked"] += int(gate.blocked)
-    wh.settle_ingests()
-    yield dg.MaterializeResult(metadata={"partitions": len(keys), **totals})
-    yield from _check_outputs(context)
-    # After the materialization: a failed blocking check fails the step, as for one partition.
-    yield from evaluations
+    report = gate_partitions(warehouse.get(), _keys(context), options, now=datetime.now(UTC))
+    yield from _events(context, "raw_metrics", report, fail=True)
 
 
 @dg.asset(
@@ -182,6 +163,7 @@ def raw_metrics(
         )
     ],
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_DAYS_PER_RUN),
+    output_required=False,
 )
 def clean_metrics(
     context: dg.AssetExecutionContext,
@@ -193,61 +175,13 @@ def clean_metrics(
     Points are placed on the step that contains them; several points in one step become their
     mean; a step with no point is a gap (value empty, `is_gap` true), never an invented value.
     A series seen the day before and silent today appears as all gaps, so outages are visible.
-    A day blocked by its quality checks is not gridded.
+    A day blocked by its quality checks is not gridded and shows as failed.
     """
-    from monitoring_pipelines.gating import grid_days
-
-    wh = warehouse.get()
-    gridded = grid_days(
-        wh,
+    report = grid_partitions(
+        warehouse.get(),
         _keys(context),
         resolution_seconds=pipeline.resolution_seconds,
         now=datetime.now(UTC),
     )
-    evaluations = []
-    steps = 0
-    for item in gridded:
-        day, summary, grid = item.day, item.summary, item.grid
-        key = tenant_day_key(day.date, day.tenant)
-        if summary is None:
-            context.add_asset_metadata(
-                {"blocked": item.blocked, "gridded": False, "date": day.date, "tenant": day.tenant},
-                partition_key=key,
-            )
-            continue
-        steps += summary.steps
-        per_metric = grid.groupby("metric")["is_gap"].mean().round(4).to_dict() if len(grid) else {}
-        context.add_asset_metadata(
-            {
-                "dagster/row_count": summary.steps,
-                "series": summary.series,
-                "grid_steps": summary.steps,
-                "points_in": summary.points_in,
-                "gaps": summary.gaps,
-                "merged_points": summary.merged,
-                "resolution_seconds": pipeline.resolution_seconds,
-                "date": day.date,
-                "tenant": day.tenant,
-            },
-            partition_key=key,
-        )
-        evaluations.append(
-            dg.AssetCheckEvaluation(
-                asset_key=dg.AssetKey("clean_metrics"),
-                check_name=GAP_CHECK,
-                passed=summary.gap_fraction <= GAP_WARN_FRACTION,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={
-                    "gap_fraction": round(summary.gap_fraction, 4),
-                    "gaps": summary.gaps,
-                    "grid_steps": summary.steps,
-                    "gap_fraction_by_metric": dg.MetadataValue.json(per_metric),
-                },
-                blocking=False,
-                partition=day.key,
-            )
-        )
-    wh.settle_ingests()
-    yield dg.MaterializeResult(metadata={"partitions": len(gridded), "grid_steps": steps})
-    yield from _check_outputs(context)
-    yield from evaluations
+    # The ingest run that stopped a day already failed it; a grid run only leaves it out.
+    yield from _events(context, "clean_metrics", report, fail=False)

@@ -1,8 +1,11 @@
 """``demo``: generate the demo data, then run the whole pipeline on it through the same jobs."""
 
 import argparse
+import json
+import os
 import shutil
 import time
+from datetime import UTC, date, datetime
 
 from monitoring_pipelines.cli.common import QUIET, CliError, prepare_home, prepare_mlflow
 from monitoring_pipelines.cli.ingest import ingest_paths, print_ingest
@@ -19,13 +22,48 @@ from monitoring_pipelines.cli.runner import (
 from monitoring_pipelines.settings import Settings, load_settings, redact_url
 
 
+def _period(args: argparse.Namespace) -> tuple[date, date]:
+    """The demo's days: the given ``--start``/``--end``/``--days``, else the 35 ending yesterday."""
+    from monitoring_pipelines.sources.demo import demo_period
+
+    try:
+        start, end = demo_period(
+            datetime.now(UTC).date(), start=args.start, end=args.end, days=args.days
+        )
+    except ValueError as exc:
+        raise CliError(f"demo: {exc}") from None
+    pinned = os.environ.get("MONITORING_START_DATE")
+    if pinned and start.isoformat() < pinned:
+        raise CliError(
+            f"demo: the period starts on {start}, before MONITORING_START_DATE {pinned}: "
+            "give --start on or after it"
+        )
+    return start, end
+
+
+def _record_period(settings: Settings, start: date, end: date) -> Settings:
+    """Write the demo's period into the home, where the settings read their start date (the
+    first partition) from, and return the settings as they now are."""
+    path = settings.demo_period_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"start": start.isoformat(), "end": end.isoformat()}) + "\n")
+    return load_settings()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from monitoring_pipelines.sources.demo import DemoConfig, generate, write_demo
 
     settings = load_settings()
+    start, end = _period(args)
+    settings = _record_period(settings, start, end)
     prepare_home(settings)
     started = time.perf_counter()
-    config = DemoConfig(seed=args.seed, days=args.days, tenants=settings.tenants[: args.tenants])
+    config = DemoConfig(
+        seed=args.seed,
+        start=f"{start.isoformat()}T00:00:00Z",
+        days=(end - start).days + 1,
+        tenants=settings.tenants[: args.tenants],
+    )
     data = generate(config)
     drop = settings.drop_dir / "demo"
     manifest = write_demo(data, settings.demo_dir, fmt=args.format)
@@ -36,7 +74,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(
         f"demo data: {len(config.tenants)} tenants, {data.records['service'].nunique()} services,"
         f" {data.records[['service', 'metric']].drop_duplicates().shape[0]} series per tenant,"
-        f" {config.days} days at {config.resolution_seconds // 60}-minute resolution:"
+        f" {config.days} days ({start} to {end}) at {config.resolution_seconds // 60}-minute"
+        " resolution:"
         f" {len(data.records):,} rows, {len(data.incidents)} labelled incidents"
     )
     print(f"  files: {drop}  labels: {manifest['labels']}")
@@ -157,7 +196,19 @@ def register(sub) -> None:
         "quality-check them through the same jobs the sensors run.",
     )
     demo.add_argument("--tenants", type=int, default=5, help="how many tenants (default 5)")
-    demo.add_argument("--days", type=int, default=35, help="days of history (default 35)")
+    demo.add_argument(
+        "--days",
+        type=int,
+        help="days of history (default 35): from --start, or back from --end (default yesterday)",
+    )
+    demo.add_argument(
+        "--start",
+        type=date.fromisoformat,
+        help="first day (YYYY-MM-DD, UTC); pins a reproducible period with --end or --days",
+    )
+    demo.add_argument(
+        "--end", type=date.fromisoformat, help="last day (YYYY-MM-DD, UTC; default yesterday)"
+    )
     demo.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     demo.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     demo.add_argument("--force", action="store_true", help="re-stage files even if unchanged")

@@ -1,9 +1,14 @@
-"""The evidence of one gated partition on disk: the GX result as JSON and a readable page.
+"""The evidence of one gated partition on disk: the GX result as JSON, a readable page and the
+quarantined rows as CSV.
 
-Each partition gets its own folder, ``<quality dir>/<folder name>/validation.{json,html}``. The
+Each partition gets its own folder, ``<quality dir>/<folder name>/`` holding
+``validation.json``, ``validation.html`` and ``quarantine.csv``. The
 folder name encodes the partition key injectively (see :func:`folder_name`), so no two partitions
 share a folder, even on a file system that ignores case or drops trailing dots. The page is
-rendered from ``templates/validation.html`` (Jinja2, autoescaped).
+rendered from ``templates/validation.html`` (Jinja2, autoescaped). The UI and alert messages
+link to these files through :func:`quality_url`: the address ``monitoring-pipelines ui`` serves
+the home's ``quality`` folder at, so a link works from whichever machine shows the UI, not only
+the one that ran the gate.
 """
 
 import functools
@@ -12,6 +17,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from urllib.parse import quote
 
 import jinja2
 
@@ -23,6 +29,12 @@ from monitoring_pipelines.quality.jsonsafe import json_safe
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 QUARANTINE_SHOWN = 50
+# The files of a partition's folder, by the name its link carries.
+FILES = {
+    "gx_report": "validation.html",
+    "gx_validation": "validation.json",
+    "quarantine_rows": "quarantine.csv",
+}
 
 _LITERAL = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 # Longer names end in a hash of the key; the key itself is inside validation.json.
@@ -55,6 +67,13 @@ def folder_name(partition_key: str) -> str:
         # '~' never appears in an encoding, so a hashed name cannot equal a plain one.
         name = f"{name[: _MAX_NAME - 33]}~{digest[:32]}"
     return name
+
+
+def quality_url(files_url: str, partition_key: str, name: str) -> str:
+    """The link to one of a partition's files (``name`` from :data:`FILES`): ``files_url``, the
+    address the home's files are served at, then ``quality/<folder>/<file>``."""
+    folder = quote(folder_name(partition_key), safe="")
+    return f"{files_url.rstrip('/')}/quality/{folder}/{FILES[name]}"
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -90,9 +109,10 @@ def _gate_summary(result: GateResult, partition_key: str) -> dict:
 
 
 def write_validation(result: GateResult, directory: Path, partition_key: str) -> tuple[Path, Path]:
-    """Write the GX validation result as JSON and as a small HTML page for one partition.
+    """Write the GX validation result as JSON and as a small HTML page for one partition, and its
+    quarantined rows as CSV.
 
-    Files go to ``<directory>/<folder name>/validation.{json,html}`` and are replaced on every
+    Files go to ``<directory>/<folder name>/`` (see :data:`FILES`) and are replaced on every
     run. The JSON is the GX result with a ``gate`` section (the check outcomes, and the partition
     key itself) added.
     """
@@ -105,6 +125,7 @@ def write_validation(result: GateResult, directory: Path, partition_key: str) ->
     text = json.dumps(json_safe(payload), indent=2, allow_nan=False, default=str)
     _atomic_write(json_path, text + "\n")
     _atomic_write(html_path, render_page(result, partition_key))
+    _atomic_write(folder / FILES["quarantine_rows"], result.quarantined.to_csv(index=False))
     return json_path, html_path
 
 

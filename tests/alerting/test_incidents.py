@@ -202,3 +202,32 @@ def test_data_quality_and_pipeline_failure_incidents_have_stable_identities():
     assert failed.summary == "scoring_job failed for partition 2026-10-05|acme: Boom"
     other = pipeline_failure_incident("scoring_job", "run-11", "Boom", None)
     assert other.fingerprint != failed.fingerprint
+
+
+def test_a_data_quality_alert_links_the_partition_view_its_report_and_its_quarantine():
+    from monitoring_pipelines.alerting import templates
+
+    dq = data_quality_incident("Acme", "2026-10-05|Acme", "values_in_range", "12% out", "r1")
+    links = types.incident_links(dq, "http://dagster.local:3000/", "http://files.local:3002")
+    assert links == {
+        "run": "http://dagster.local:3000/runs/r1",
+        # What the Dagster UI itself links a multi-partition key to, '|' encoded.
+        "checked_partition": "http://dagster.local:3000/assets/raw_metrics"
+        "?view=partitions&partition=2026-10-05%7CAcme",
+        # The folder name encodes the upper-case letter (a case-insensitive file system).
+        "validation_report": "http://files.local:3002/quality/2026-10-05_%2541cme/validation.html",
+        "quarantine": "http://files.local:3002/quality/2026-10-05_%2541cme/quarantine.csv",
+    }
+    payload = types.notification_payload(dq, "trigger", "http://dagster.local:3000")
+    labels = [label for label, _ in templates.render(payload, "en").links]
+    assert labels == [
+        "Open the Dagster run",
+        "Open the checked partition",
+        "Open the validation report",
+        "Open the quarantine",
+    ]
+    # A failed run over a range of days has no single partition view to open.
+    ranged = replace(
+        dq, kind=types.PIPELINE_FAILURE, partition_key="2026-10-01|acme...2026-10-05|acme"
+    )
+    assert set(types.incident_links(ranged, "http://dagster.local:3000")) == {"run"}

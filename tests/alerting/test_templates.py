@@ -84,7 +84,7 @@ def test_message_carries_its_provenance():
         "prophet v1",
         "2026-10-05|acme",
         "http://dagster.local:3000/runs/0f8e-run-42",
-        "http://dagster.local:3000/assets/anomaly_scores?partition=2026-10-05%7Cacme",
+        "http://dagster.local:3000/assets/anomaly_scores?view=partitions&partition=2026-10-05%7Cacme",
         "2026-10-05 14:05 UTC",
     ):
         assert needle in message.text, needle

@@ -6,7 +6,6 @@ import json
 import os
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -84,7 +83,13 @@ def test_a_partition_is_gated_written_and_gridded(env):
     assert all(c.severity == dg.AssetCheckSeverity.WARN for c in checks.values() if not c.passed)
     meta = result.asset_materializations_for_node("raw_metrics")[0].metadata
     assert meta["rows_in"].value == len(landed)
-    assert Path(meta["gx_validation"].value).exists()
+    # Links into the home's quality folder as `monitoring-pipelines ui` serves it.
+    files_url = env["settings"].files_url
+    assert meta["gx_validation"].value == f"{files_url}/quality/2026-09-29_acme/validation.json"
+    assert meta["gx_report"].value == f"{files_url}/quality/2026-09-29_acme/validation.html"
+    folder = env["settings"].quality_dir / "2026-09-29_acme"
+    assert (folder / "validation.json").exists() and (folder / "validation.html").exists()
+    assert len(pd.read_csv(folder / "quarantine.csv")) == quarantined
     assert wh.count("clean_metrics") == 24 * 288
 
 
@@ -109,6 +114,49 @@ def test_a_partition_failing_a_blocking_check_stops_downstream(env):
     assert checks["values_in_range"].severity == dg.AssetCheckSeverity.ERROR
     assert result.asset_materializations_for_node("clean_metrics") == []
     assert wh.count("clean_metrics") == 0
+
+
+def _status(instance, asset: str, partitions_def) -> tuple[set[str], set[str]]:
+    """(materialized, failed) partitions of ``asset`` as the UI's partition view reads them."""
+    from dagster._core.storage.partition_status_cache import (
+        get_and_update_asset_status_cache_value,
+    )
+
+    value = get_and_update_asset_status_cache_value(instance, dg.AssetKey(asset), partitions_def)
+    return (
+        set(value.deserialize_materialized_partition_subsets(partitions_def).get_partition_keys()),
+        set(value.deserialize_failed_partition_subsets(partitions_def).get_partition_keys()),
+    )
+
+
+def test_a_blocked_day_of_a_ranged_run_is_failed_and_the_others_done(env):
+    defs, instance, wh = env["defs"], env["instance"], env["warehouse"]
+    landed = wh.read_records("landing", source="acme.parquet")
+    bad = landed["ts"].dt.strftime("%Y-%m-%d") == DAY
+    landed.loc[bad, "value"] = -5.0  # the middle day: every row out of physical range
+    wh.replace_source("landing", "acme.parquet", landed)
+    tags = {
+        "dagster/asset_partition_range_start": "2026-09-28|acme",
+        "dagster/asset_partition_range_end": "2026-09-30|acme",
+    }
+    run = defs.resolve_job_def("ingest_job").execute_in_process(
+        instance=instance, tags=tags, raise_on_error=False
+    )
+    assert not run.success
+    failure = run.get_step_failure_events()[0].step_failure_data.user_failure_data
+    assert failure.description == (
+        "raw_metrics: 1 partition(s) stopped: 2026-09-29|acme by values_in_range, volume"
+    )
+    partitions_def = defs.resolve_assets_def("raw_metrics").partitions_def
+    good = {"2026-09-28|acme", "2026-09-30|acme"}
+    assert _status(instance, "raw_metrics", partitions_def) == (good, {"2026-09-29|acme"})
+    # The ingest run stopped before gridding; the grid job (what `ingest` runs next) grids the
+    # days that passed and leaves the blocked one failed.
+    assert _status(instance, "clean_metrics", partitions_def) == (set(), {*good, DAY + "|acme"})
+    grid = defs.resolve_job_def("grid_job").execute_in_process(instance=instance, tags=tags)
+    assert grid.success
+    assert _status(instance, "clean_metrics", partitions_def) == (good, {"2026-09-29|acme"})
+    assert wh.count("clean_metrics") == 2 * 24 * 288
 
 
 def _sensor_context(env, cursor=None):

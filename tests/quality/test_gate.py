@@ -570,7 +570,11 @@ def test_write_validation_overwrites_and_keeps_hostile_keys_inside_the_directory
     assert first == second
     folder = first[0].parent
     assert folder.parent == tmp_path
-    assert sorted(p.name for p in folder.iterdir()) == ["validation.html", "validation.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "quarantine.csv",
+        "validation.html",
+        "validation.json",
+    ]
     assert "&lt;b&gt;" in first[1].read_text(encoding="utf-8")
 
 

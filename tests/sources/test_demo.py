@@ -13,6 +13,7 @@ from monitoring_pipelines.sources.demo import (
     INCIDENT_KINDS,
     SERVICE_METRICS,
     DemoConfig,
+    demo_period,
     generate,
     write_demo,
 )
@@ -384,3 +385,35 @@ def test_write_demo_round_trips_every_tenant(small, tmp_path, fmt):
             back["ts"] = pd.to_datetime(back["ts"], utc=True).astype("datetime64[ns, UTC]")
         assert tuple(back.columns) == RECORD_COLUMNS
         pd.testing.assert_frame_equal(back, expected, check_dtype=False)
+
+
+def test_the_default_period_is_the_35_days_that_end_yesterday():
+    from datetime import date
+
+    assert demo_period(date(2026, 12, 7)) == (date(2026, 11, 2), date(2026, 12, 6))
+    assert demo_period(date(2026, 12, 7), days=3) == (date(2026, 12, 4), date(2026, 12, 6))
+    assert demo_period(date(2026, 12, 7), start=date(2026, 9, 28), days=3) == (
+        date(2026, 9, 28),
+        date(2026, 9, 30),
+    )
+    assert demo_period(date(2026, 12, 7), end=date(2026, 11, 1)) == (
+        date(2026, 9, 28),
+        date(2026, 11, 1),
+    )
+    with pytest.raises(ValueError, match="at most two"):
+        demo_period(date(2026, 12, 7), start=date(2026, 9, 28), end=date(2026, 10, 1), days=4)
+    with pytest.raises(ValueError, match="ends"):
+        demo_period(date(2026, 12, 7), start=date(2026, 10, 2), end=date(2026, 10, 1))
+
+
+def test_a_pinned_period_gives_the_same_data_whatever_the_day_it_runs(small):
+    # The demo's default config is the pinned period 2026-09-28 + 35 days; a period given by
+    # its first and last day is the same config, so the same records and labels.
+    from datetime import date
+
+    start, end = demo_period(date(2027, 6, 1), start=date(2026, 9, 28), end=date(2026, 10, 11))
+    pinned = replace(SMALL, start=f"{start}T00:00:00Z", days=(end - start).days + 1)
+    assert pinned == SMALL
+    again = generate(pinned)
+    pd.testing.assert_frame_equal(again.records, small.records)
+    assert again.labels == small.labels

@@ -20,6 +20,7 @@ from monitoring_pipelines.sources.demo.config import (
     TS_FORMAT,
     DemoConfig,
     DemoData,
+    demo_period,
 )
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "TS_FORMAT",
     "DemoConfig",
     "DemoData",
+    "demo_period",
     "generate",
     "write_demo",
 ]

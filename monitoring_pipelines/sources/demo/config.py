@@ -2,6 +2,7 @@
 per-kind value shapes, and :class:`DemoConfig` / :class:`DemoData`."""
 
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 import pandas as pd
 
@@ -220,6 +221,28 @@ class DemoConfig:
 
 
 DEFAULT_CONFIG = DemoConfig()
+
+
+def demo_period(
+    today: date, *, start: date | None = None, end: date | None = None, days: int | None = None
+) -> tuple[date, date]:
+    """The demo's first and last day (inclusive, UTC).
+
+    By default the ``days`` (35) days that end yesterday, so after the demo every day up to
+    today has data and the UI shows no run of empty days; ``start`` and/or ``end`` pin a period
+    (the seeded output of a pinned period is always the same). ``days`` counts from ``start``
+    when only it is given, back from ``end`` otherwise; it cannot go with both."""
+    if start is not None and end is not None:
+        if days is not None:
+            raise ValueError("give at most two of start, end and days")
+    elif start is not None:
+        end = start + timedelta(days=(days or DEFAULT_CONFIG.days) - 1)
+    else:
+        end = end or today - timedelta(days=1)
+        start = end - timedelta(days=(days or DEFAULT_CONFIG.days) - 1)
+    if end < start:
+        raise ValueError(f"the period ends ({end}) before it starts ({start})")
+    return start, end
 
 
 @dataclass(frozen=True, eq=False)
