@@ -258,7 +258,6 @@ def test_retrain_schedule_runs_every_tenant_weekly_or_on_the_configured_cron(hom
 
 def test_drift_waits_while_the_tenant_is_training_and_is_not_forgotten(home):
     defs = build_defs(load_settings())
-    sensor = defs.resolve_sensor_def("drift_retrain_sensor")
     pending = {
         "after": 0,
         "drifts": {
@@ -274,6 +273,9 @@ def test_drift_waits_while_the_tenant_is_training_and_is_not_forgotten(home):
         "acted": {},
     }
     with dg.instance_for_test() as instance:
+        # Resolved with an instance open: Dagster's definitions state storage is per instance,
+        # and an earlier test's closed instance must not be the one it finds.
+        sensor = defs.resolve_sensor_def("drift_retrain_sensor")
         instance.add_dynamic_partitions(TENANTS, ["acme"])
         running = instance.create_run_for_job(
             job_def=defs.resolve_job_def("training_job"),
