@@ -20,6 +20,7 @@ from monitoring_pipelines.assets.reporting import (
 )
 from monitoring_pipelines.assets.scoring import anomaly_scores, detection_policy
 from monitoring_pipelines.assets.training import MODEL_ASSETS
+from monitoring_pipelines.automation import automation_condition_sensor
 from monitoring_pipelines.jobs import (
     alerting_job,
     delivery_job,
@@ -27,7 +28,7 @@ from monitoring_pipelines.jobs import (
     ingest_job,
     scoring_job,
     stage_file_job,
-    training_job,
+    training_job_for,
 )
 from monitoring_pipelines.partitions import bind_start_date
 from monitoring_pipelines.resources import (
@@ -37,7 +38,6 @@ from monitoring_pipelines.resources import (
     WarehouseResource,
 )
 from monitoring_pipelines.sensors import (
-    anomaly_scores_sensor,
     file_drop_sensor,
     ingest_schedule,
     outbox_sensor,
@@ -98,7 +98,7 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
             stage_file_job,
             ingest_job,
             grid_job,
-            training_job,
+            training_job_for(settings.detectors),
             scoring_job,
             alerting_job,
             delivery_job,
@@ -108,7 +108,7 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
         sensors=[
             file_drop_sensor,
             staged_file_sensor,
-            anomaly_scores_sensor,
+            automation_condition_sensor,
             outbox_sensor,
             run_failure_alert_sensor,
         ],

@@ -1,4 +1,5 @@
-"""Sensors and schedules that drive ingestion and alerting."""
+"""Sensors and schedules that drive ingestion and delivery; scoring and alerting follow by
+declarative automation (:mod:`monitoring_pipelines.automation`)."""
 
 import json
 import time
@@ -7,8 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from monitoring_pipelines.assets.scoring import anomaly_scores
-from monitoring_pipelines.jobs import alerting_job, delivery_job, ingest_job, stage_file_job
+from monitoring_pipelines.jobs import delivery_job, ingest_job, stage_file_job
 from monitoring_pipelines.partitions import TENANTS, missing_tenants, tenant_day_key
 from monitoring_pipelines.resources import (
     AlertingResource,
@@ -33,18 +33,27 @@ def _tenant_requests(instance: dg.DagsterInstance, tenants: list[str]):
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def file_drop_sensor(
-    context: dg.SensorEvaluationContext, pipeline: PipelineSettingsResource
+    context: dg.SensorEvaluationContext,
+    pipeline: PipelineSettingsResource,
+    warehouse: WarehouseResource,
 ) -> dg.SensorResult:
     """Stages each new or changed CSV/Parquet file in the drop folder, once.
 
-    The cursor remembers each file's size and modification time: a file is requested again only
-    when it changes, and a file that failed is reported by its failed run, not retried forever.
+    The cursor remembers each file's size and modification time: a file is looked at again only
+    when they change, and a file that failed is reported by its failed run, not retried forever.
+    A file whose content the warehouse already records as ingested (by the CLI, `make demo`, or
+    an earlier daemon) is not staged again, whatever the cursor says.
     """
+    from monitoring_pipelines.sources.files import InputFileError, file_fingerprint
+    from monitoring_pipelines.warehouse import INGESTED
+
     root = Path(pipeline.drop_dir)
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     now = time.time()
     requests = []
     current = {}
+    already = 0
+    wh = None
     for path in data_files(root):
         stat = path.stat()
         if now - stat.st_mtime < SETTLE_SECONDS:
@@ -54,22 +63,34 @@ def file_drop_sensor(
         current[key] = state
         if seen.get(key) == state:
             continue
+        wh = wh or warehouse.get()
+        record = wh.read_ingest(key)
+        if record is not None and record.status == INGESTED:
+            try:
+                if record.fingerprint == file_fingerprint(path):
+                    already += 1
+                    continue
+            except InputFileError:
+                pass  # unreadable now: its stage run reports why
         requests.append(
             dg.RunRequest(
                 run_key=f"{key}@{state}",
                 run_config={"ops": {"stage_file_op": {"config": {"path": str(path)}}}},
-                tags={"monitoring/source": key},
+                tags={"monitoring/source": key, "monitoring/trigger": "file_drop"},
             )
         )
     # Files still settling keep their old state so they are looked at again.
     for key, state in seen.items():
         if key not in current and (root / key).exists():
             current[key] = state
+    skip = f"No new or changed files in {root}"
+    if already:
+        skip += f" ({already} already ingested with the same content)"
     return dg.SensorResult(
         run_requests=requests,
         cursor=json.dumps(current, sort_keys=True),
         dynamic_partitions_requests=_tenant_requests(context.instance, pipeline.tenants),
-        skip_reason=None if requests else f"No new or changed files in {root}",
+        skip_reason=None if requests else skip,
     )
 
 
@@ -140,35 +161,6 @@ def ingest_schedule(context: dg.ScheduleEvaluationContext, pipeline: PipelineSet
         for day in days
         for tenant in context.instance.get_dynamic_partitions(TENANTS)
     ]
-
-
-@dg.sensor(
-    job=alerting_job,
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-)
-def anomaly_scores_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    """Runs alerting_job on each tenant-day whose anomaly scores were (re)materialized.
-
-    The cursor is the event log position of the last materialization seen, so every new one is
-    handled once, in order, however many arrived between two ticks."""
-    result = context.instance.fetch_materializations(
-        anomaly_scores.key, limit=500, cursor=context.cursor or None, ascending=True
-    )
-    requests = [
-        dg.RunRequest(
-            run_key=f"alerts:{record.storage_id}",
-            partition_key=record.partition_key,
-            tags={"monitoring/scores_run": record.run_id},
-        )
-        for record in result.records
-        if record.partition_key
-    ]
-    return dg.SensorResult(
-        run_requests=requests,
-        cursor=result.cursor if result.records else context.cursor,
-        skip_reason=None if requests else "No new anomaly_scores materializations",
-    )
 
 
 @dg.sensor(

@@ -32,6 +32,9 @@ class Settings:
     dagster_url: str
     # The timezone of report periods (Monday to Sunday, calendar months) and their schedules.
     report_timezone: str = DEFAULT_REPORT_TIMEZONE
+    # The detector kinds training_job trains (MONITORING_DETECTORS, comma-separated); empty: every
+    # catalogued kind. Fewer kinds train faster on small machines and in tests.
+    detectors: tuple[str, ...] = ()
 
     @property
     def reports_dir(self) -> Path:
@@ -85,7 +88,17 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ),
         dagster_url=env.get("MONITORING_DAGSTER_URL") or DEFAULT_DAGSTER_URL,
         report_timezone=env.get("MONITORING_REPORT_TIMEZONE") or DEFAULT_REPORT_TIMEZONE,
+        detectors=_detectors(env.get("MONITORING_DETECTORS") or ""),
     )
+
+
+def _detectors(text: str) -> tuple[str, ...]:
+    from monitoring_pipelines.ml.catalogue import KINDS, parse_kinds
+
+    try:
+        return tuple(parse_kinds(text)) if text.strip() else KINDS
+    except ValueError as exc:
+        raise ValueError(f"MONITORING_DETECTORS: {exc}") from None
 
 
 def redact_url(url: str) -> str:

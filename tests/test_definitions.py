@@ -57,7 +57,7 @@ def test_code_location_lists_assets_checks_jobs_sensors_and_schedule(home):
     assert {s.name for s in repo.sensor_defs} == {
         "file_drop_sensor",
         "staged_file_sensor",
-        "anomaly_scores_sensor",
+        "automation_condition_sensor",
         "outbox_sensor",
         "run_failure_alert_sensor",
     }

@@ -10,6 +10,7 @@ import pandas as pd
 
 from monitoring_pipelines.assets.ingestion import clean_metrics
 from monitoring_pipelines.assets.training import BY_TENANT, MODEL_ASSETS, tenant_history
+from monitoring_pipelines.automation import scored_when
 from monitoring_pipelines.ml.catalogue import CATALOGUE, KINDS
 from monitoring_pipelines.ml.ensemble import DEFAULT_COMBINER, CombinerConfig, combine_groups
 from monitoring_pipelines.ml.frames import group_frames
@@ -235,6 +236,7 @@ MAX_DAYS_PER_RUN = 31
         dg.AssetDep(detection_policy, partition_mapping=BY_TENANT),
     ],
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_DAYS_PER_RUN),
+    automation_condition=scored_when(),
 )
 def anomaly_scores(
     context: dg.AssetExecutionContext,
