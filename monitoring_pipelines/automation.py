@@ -17,12 +17,8 @@ DETECTION_POLICY = dg.AssetKey("detection_policy")
 
 
 def _updated_after_handled(deps: dg.AutomationCondition) -> dg.AutomationCondition:
-    """True once per partition after ``deps`` updated, until the asset is requested or updated.
-
-    ``newly_updated`` (a dependency's materialization seen since the previous tick), not
-    ``any_deps_updated``, which also counts a dependency requested on the same tick: scoring and
-    alerting stay separate runs, each with its own reason in the UI.
-    """
+    """True once per partition after ``deps`` updated, until the asset is requested or updated,
+    and only when no dependency is missing or in progress."""
     return (
         deps.since_last_handled()
         & ~dg.AutomationCondition.any_deps_missing()
@@ -43,9 +39,10 @@ def scored_when() -> dg.AutomationCondition:
 
 
 def alerted_when() -> dg.AutomationCondition:
-    """``alerts`` of a tenant-day: after its ``anomaly_scores`` were (re)written."""
-    scored = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated())
-    return _updated_after_handled(scored.with_label("anomaly_scores written")).with_label(
+    """``alerts`` of a tenant-day: after its ``anomaly_scores`` were (re)written, or in the same
+    run as its scoring when that is requested on the same tick (one process start fewer between
+    a file and its page)."""
+    return _updated_after_handled(dg.AutomationCondition.any_deps_updated()).with_label(
         "raise a tenant-day's alerts once its scores change"
     )
 

@@ -46,16 +46,18 @@ def ticks(home):
 def test_history_and_retraining_start_nothing_new_days_are_scored_then_alerted(ticks):
     # What the CLI left before the daemon's first tick: gridded, trained, scored. Nothing starts.
     assert ticks(("clean_metrics", DAYS[0]), ("detection_policy", None)) == {}
-    # A new day is gridded: scored once, then alerted once its scores are written.
-    assert ticks(("clean_metrics", DAYS[1])) == {"anomaly_scores": [DAYS[1]]}
+    # A new day is gridded: scored and alerted once, in one run.
+    new_day = {"anomaly_scores": [DAYS[1]], "alerts": [DAYS[1]]}
+    assert ticks(("clean_metrics", DAYS[1])) == new_day
     assert ticks() == {}
-    assert ticks(("anomaly_scores", DAYS[1])) == {"alerts": [DAYS[1]]}
-    assert ticks(("alerts", DAYS[1])) == {}
+    assert ticks(("anomaly_scores", DAYS[1]), ("alerts", DAYS[1])) == {}
     # A retrain refits the tenant's policy: the history is not re-scored.
     assert ticks(("detection_policy", None)) == {}
     # Late data for a past day: that day is scored again, once.
-    assert ticks(("clean_metrics", DAYS[0])) == {"anomaly_scores": [DAYS[0]]}
+    assert ticks(("clean_metrics", DAYS[0])) == {"anomaly_scores": [DAYS[0]], "alerts": [DAYS[0]]}
     assert ticks() == {}
+    # Scores rewritten by hand (the CLI's scoring_job): only the alerts follow.
+    assert ticks(("anomaly_scores", DAYS[2])) == {"alerts": [DAYS[2]]}
 
 
 def test_a_day_handled_by_the_cli_between_two_ticks_is_not_redone(ticks):

@@ -25,7 +25,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = load_settings()
     prepare_home(settings)
     started = time.perf_counter()
-    config = DemoConfig(seed=args.seed, days=args.days, tenants=settings.tenants[: args.tenants])
+    options = {"start": f"{args.start}T00:00:00Z"} if args.start else {}
+    if args.services:
+        options["services"] = tuple(s.strip() for s in args.services.split(",") if s.strip())
+    try:
+        config = DemoConfig(
+            seed=args.seed, days=args.days, tenants=settings.tenants[: args.tenants], **options
+        )
+    except ValueError as exc:
+        raise CliError(f"demo: {exc}") from None
     data = generate(config)
     drop = settings.drop_dir / "demo"
     manifest = write_demo(data, settings.demo_dir, fmt=args.format)
@@ -159,6 +167,16 @@ def register(sub) -> None:
     demo.add_argument("--tenants", type=int, default=5, help="how many tenants (default 5)")
     demo.add_argument("--days", type=int, default=35, help="days of history (default 35)")
     demo.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    demo.add_argument(
+        "--start",
+        metavar="YYYY-MM-DD",
+        help="first day of the data (default 2026-09-28); not before MONITORING_START_DATE",
+    )
+    demo.add_argument(
+        "--services",
+        metavar="A,B",
+        help="only these services' metrics (default: every demo service); fewer is faster",
+    )
     demo.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     demo.add_argument("--force", action="store_true", help="re-stage files even if unchanged")
     demo.add_argument("--workers", type=int, help="parallel partition runs (default: cores)")
