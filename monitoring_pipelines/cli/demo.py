@@ -143,7 +143,10 @@ def raise_and_deliver(
             ):
                 raise_incident(warehouse, policy, incident, dagster_url=settings.dagster_url)
     result = job_def("delivery_job").execute_in_process(
-        run_config=QUIET, instance=dagster_instance(), raise_on_error=False
+        run_config=QUIET,
+        instance=dagster_instance(),
+        raise_on_error=False,
+        tags={"monitoring/trigger": "cli"},
     )
     if not result.success:
         failures.append(f"delivery: {failure_reason(result, None)}")
