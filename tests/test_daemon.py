@@ -324,3 +324,94 @@ def test_a_dropped_file_pages_with_only_the_daemon_and_history_starts_nothing(ba
         print(report)
         record_dir = Path(os.environ.get("MONITORING_TEST_RECORD_DIR") or tempfile.gettempdir())
         (record_dir / f"daemon-runs-{name}.txt").write_text(report + "\n")
+
+
+KILL_POLICY = """receivers:
+  hook:
+    type: webhook
+    url_env: MONITORING_WEBHOOK_URL
+    secret_env: MONITORING_WEBHOOK_SECRET
+    read_timeout: 300
+route:
+  receiver: hook
+data_owner: hook
+operations: hook
+"""
+
+
+def test_a_run_killed_outside_any_step_raises_one_pipeline_failure_incident(tmp_path):
+    """A delivery run hangs on a receiver that never answers; its processes are killed (as a
+    worker crash or the OOM killer would). Dagster fails the run, and the failure sensor raises
+    exactly one pipeline-failure incident for it."""
+    from monitoring_pipelines.alerting import store, types
+    from monitoring_pipelines.alerting.outbox import enqueue
+    from monitoring_pipelines.warehouse import Warehouse
+    from tests.alerting.servers import sample_notification
+
+    home = tmp_path / "home"
+    (home / "dagster").mkdir(parents=True)
+    (home / "dagster" / "dagster.yaml").write_text(DAGSTER_YAML)
+    (home / "alerting.yaml").write_text(KILL_POLICY)
+    hook = RecordingServer()
+    hook.script.append("stall")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MONITORING_", "DAGSTER_", "MLFLOW_"))
+    }
+    env.update(
+        MONITORING_HOME=str(home),
+        DAGSTER_HOME=str(home / "dagster"),
+        MONITORING_TENANTS="acme",
+        MONITORING_WEBHOOK_URL=hook.url,
+        MONITORING_WEBHOOK_SECRET="kill-test-signing-secret",
+    )
+    warehouse = Warehouse(f"sqlite:///{home / 'warehouse.db'}")
+    enqueue(warehouse, [sample_notification("hook", key="k-stalled")])
+    instance = dg.DagsterInstance.from_config(str(home / "dagster"))
+    try:
+        with _process([str(BIN / "dagster-daemon"), "run"], env, home / "daemon.log"):
+            _wait("the delivery to hang", hook.in_flight.is_set, CHAIN_TIMEOUT, 0.2)
+            [run] = instance.get_runs(dg.RunsFilter(job_name="delivery_job"))
+            # The run worker (which started the run) and its step's process; not the daemon or
+            # the code server, which log the run's queueing and launch.
+            pids = {
+                e.dagster_event.pid
+                for e in instance.all_logs(run.run_id)
+                if e.dagster_event
+                and e.dagster_event.event_type_value in ("PIPELINE_START", "STEP_START")
+            }
+            assert len(pids) == 2, pids
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+            def failed():
+                current = instance.get_run_by_id(run.run_id)
+                return current.status == dg.DagsterRunStatus.FAILURE
+
+            _wait("the killed run to be marked failed", failed, CHAIN_TIMEOUT)
+
+            def incidents():
+                return [
+                    s.incident
+                    for s in store.read_incidents(warehouse)
+                    if s.incident.kind == types.PIPELINE_FAILURE
+                ]
+
+            _wait("the pipeline-failure incident", incidents, CHAIN_TIMEOUT)
+            # Two more ticks of the failure sensor: still one incident.
+            quiet = time.time()
+            _wait(
+                "two more ticks of the failure sensor",
+                lambda: _ticks(instance, quiet)["run_failure_alert_sensor"] >= 2,
+                CHAIN_TIMEOUT,
+            )
+            [incident] = incidents()
+            assert incident.run_id == run.run_id
+            assert incident.service == "delivery_job"
+            print(f"killed run {run.run_id}: {incident.summary}")
+    finally:
+        hook.release()
+        hook.close()
+        warehouse.dispose()

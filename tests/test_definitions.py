@@ -134,3 +134,25 @@ def test_partitions_start_at_the_start_date_of_the_settings_given_to_build_defs(
     for job in ("ingest_job", "scoring_job", "alerting_job"):
         days = defs.resolve_job_def(job).partitions_def.get_partitions_def_for_dimension("date")
         assert days.start.strftime("%Y-%m-%d") == "2025-03-01", job
+
+
+def test_monitoring_detectors_chooses_the_kinds_training_job_trains(home, monkeypatch):
+    import pytest
+
+    from monitoring_pipelines.definitions import build_defs
+    from monitoring_pipelines.settings import load_settings
+
+    def trained() -> set[str]:
+        job = build_defs(load_settings()).resolve_job_def("training_job")
+        return {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
+
+    assert trained() == {row.asset_name for row in CATALOGUE.values()} | {"detection_policy"}
+    monkeypatch.setenv("MONITORING_DETECTORS", "zscore, isolation_forest")
+    assert trained() == {
+        CATALOGUE["zscore"].asset_name,
+        CATALOGUE["isolation_forest"].asset_name,
+        "detection_policy",
+    }
+    monkeypatch.setenv("MONITORING_DETECTORS", "zscore,nope")
+    with pytest.raises(ValueError, match=r"^MONITORING_DETECTORS: unknown detector kind nope;"):
+        load_settings()
