@@ -250,6 +250,25 @@ def failure_incidents(instance: dg.DagsterInstance, run: dg.DagsterRun, error: s
     return [pipeline_failure_incident(run.job_name, run.run_id, error, where)]
 
 
+def raise_failure_incidents(
+    instance: dg.DagsterInstance,
+    run: dg.DagsterRun,
+    error: str,
+    warehouse,
+    policy,
+    dagster_url: str,
+) -> list:
+    """Raise (and queue the notifications of) the incidents a failed run raises, keyed so that
+    seeing the same run again updates them instead of raising new ones. The failure sensor and
+    the CLI (for its own in-process runs, which the sensor does not see) both call this."""
+    from monitoring_pipelines.alerting.service import raise_incident
+
+    incidents = failure_incidents(instance, run, error)
+    for incident in incidents:
+        raise_incident(warehouse, policy, incident, dagster_url=dagster_url)
+    return incidents
+
+
 @dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING)
 def run_failure_alert_sensor(
     context: dg.RunFailureSensorContext,
@@ -260,8 +279,6 @@ def run_failure_alert_sensor(
     data-quality incident per check for the data owner (not the tenant's on-call); any other
     failure raises a pipeline-failure incident for operations, with the run and its error. The
     notifications go through the outbox like every alert."""
-    from monitoring_pipelines.alerting.service import raise_incident
-
     run = context.dagster_run
     error = context.failure_event.message or "run failed"
     steps = context.get_step_failure_events()
@@ -271,8 +288,7 @@ def run_failure_alert_sensor(
             error = failure.user_failure_data.description
         elif failure.error is not None:
             error = failure.error.message.strip().splitlines()[-1]
-    incidents = failure_incidents(context.instance, run, error)
-    policy = alerting.policy()
-    for incident in incidents:
-        raise_incident(warehouse.get(), policy, incident, dagster_url=alerting.dagster_url)
+    incidents = raise_failure_incidents(
+        context.instance, run, error, warehouse.get(), alerting.policy(), alerting.dagster_url
+    )
     context.log.info(f"{run.job_name} run {run.run_id}: raised {len(incidents)} incident(s)")

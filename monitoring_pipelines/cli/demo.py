@@ -121,8 +121,7 @@ def raise_and_deliver(
     anything failed."""
     from monitoring_pipelines.alerting import outbox, store
     from monitoring_pipelines.alerting.policy import PolicyError, load_policy
-    from monitoring_pipelines.alerting.service import raise_incident
-    from monitoring_pipelines.sensors import failure_incidents
+    from monitoring_pipelines.sensors import raise_failure_incidents
     from monitoring_pipelines.warehouse import Warehouse
 
     try:
@@ -138,10 +137,14 @@ def raise_and_deliver(
     for key in blocked:
         run = failed_ingest_run(key)
         if run is not None:
-            for incident in failure_incidents(
-                dagster_instance(), run, "blocked by a quality check"
-            ):
-                raise_incident(warehouse, policy, incident, dagster_url=settings.dagster_url)
+            raise_failure_incidents(
+                dagster_instance(),
+                run,
+                "blocked by a quality check",
+                warehouse,
+                policy,
+                settings.dagster_url,
+            )
     result = job_def("delivery_job").execute_in_process(
         run_config=QUIET,
         instance=dagster_instance(),
