@@ -218,6 +218,17 @@ def _failed_blocking_checks(
     return out
 
 
+def _crash_explanation(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """Why a run's process died, when Dagster found it dead (killed, out of memory, a crash):
+    the code server then logs "Run execution process for <run> was terminated by signal 9"
+    and fails the run with only a generic message."""
+    for entry in reversed(instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)):
+        message = entry.dagster_event.message if entry.dagster_event else None
+        if message and "Run execution process" in message:
+            return message[message.index("Run execution process") :]
+    return None
+
+
 def _partition_range(tags) -> str | None:
     """A ranged run's partitions (a backfill of several tenant-days) as ``first...last``, cut to
     the 128 characters an incident's partition key holds."""
@@ -282,6 +293,8 @@ def run_failure_alert_sensor(
     run = context.dagster_run
     error = context.failure_event.message or "run failed"
     steps = context.get_step_failure_events()
+    if not steps:
+        error = _crash_explanation(context.instance, run.run_id) or error
     if steps:
         failure = steps[0].step_failure_data
         if failure.user_failure_data is not None and failure.user_failure_data.description:

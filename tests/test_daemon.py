@@ -410,6 +410,8 @@ def test_a_run_killed_outside_any_step_raises_one_pipeline_failure_incident(tmp_
             [incident] = incidents()
             assert incident.run_id == run.run_id
             assert incident.service == "delivery_job"
+            # It says why: the process was killed, not only that the run failed.
+            assert "terminated by signal 9" in incident.summary
             print(f"killed run {run.run_id}: {incident.summary}")
     finally:
         hook.release()
