@@ -29,7 +29,7 @@ def _tenant_requests(instance: dg.DagsterInstance, tenants: list[str]):
 
 @dg.sensor(
     job=stage_file_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def file_drop_sensor(
@@ -99,6 +99,7 @@ def file_drop_sensor(
     monitored_jobs=[stage_file_job],
     request_job=ingest_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=15,
 )
 def staged_file_sensor(context: dg.RunStatusSensorContext, warehouse: WarehouseResource):
     """After a file is staged, runs ingest_job on every day x tenant partition it touched (and
@@ -165,7 +166,7 @@ def ingest_schedule(context: dg.ScheduleEvaluationContext, pipeline: PipelineSet
 
 @dg.sensor(
     job=delivery_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def outbox_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):

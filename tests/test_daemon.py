@@ -373,15 +373,15 @@ def test_a_run_killed_outside_any_step_raises_one_pipeline_failure_incident(tmp_
         with _process([str(BIN / "dagster-daemon"), "run"], env, home / "daemon.log"):
             _wait("the delivery to hang", hook.in_flight.is_set, CHAIN_TIMEOUT, 0.2)
             [run] = instance.get_runs(dg.RunsFilter(job_name="delivery_job"))
-            # The run worker (which started the run) and its step's process; not the daemon or
-            # the code server, which log the run's queueing and launch.
+            # The run worker (which started the run and runs its step); not the daemon or the
+            # code server, which log the run's queueing and launch.
             pids = {
                 e.dagster_event.pid
                 for e in instance.all_logs(run.run_id)
                 if e.dagster_event
                 and e.dagster_event.event_type_value in ("PIPELINE_START", "STEP_START")
             }
-            assert len(pids) == 2, pids
+            assert pids and None not in pids, pids
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)

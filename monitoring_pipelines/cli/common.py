@@ -30,7 +30,7 @@ run_coordinator:
   class: QueuedRunCoordinator
   config:
     max_concurrent_runs: 2
-    dequeue_interval_seconds: 5
+    dequeue_interval_seconds: 2
     tag_concurrency_limits:
       - key: pipeline
         value: training
