@@ -94,13 +94,19 @@ grid_job = dg.define_asset_job(
     tags={"pipeline": "ingestion"},
 )
 
-training_job = dg.define_asset_job(
-    "training_job",
-    selection=dg.AssetSelection.assets(*MODEL_ASSETS.values(), detection_policy),
-    partitions_def=tenant_partitions,
-    description="Train, validate and register a tenant's detectors; fit its alert policy.",
-    tags={"pipeline": "training"},
-)
+
+def training_job_for(kinds: tuple[str, ...] = ()):
+    """``training_job`` training the given detector kinds (every catalogued kind when empty),
+    as ``MONITORING_DETECTORS`` chooses."""
+    models = [MODEL_ASSETS[kind] for kind in kinds or MODEL_ASSETS]
+    return dg.define_asset_job(
+        "training_job",
+        selection=dg.AssetSelection.assets(*models, detection_policy),
+        partitions_def=tenant_partitions,
+        description="Train, validate and register a tenant's detectors; fit its alert policy.",
+        tags={"pipeline": "training"},
+    )
+
 
 scoring_job = dg.define_asset_job(
     "scoring_job",

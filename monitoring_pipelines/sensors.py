@@ -1,4 +1,5 @@
-"""Sensors and schedules that drive ingestion and alerting."""
+"""Sensors and schedules that drive ingestion and delivery; scoring and alerting follow by
+declarative automation (:mod:`monitoring_pipelines.automation`)."""
 
 import json
 import time
@@ -7,8 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from monitoring_pipelines.assets.scoring import anomaly_scores
-from monitoring_pipelines.jobs import alerting_job, delivery_job, ingest_job, stage_file_job
+from monitoring_pipelines.jobs import delivery_job, ingest_job, stage_file_job
 from monitoring_pipelines.partitions import TENANTS, missing_tenants, tenant_day_key
 from monitoring_pipelines.resources import (
     AlertingResource,
@@ -29,22 +29,31 @@ def _tenant_requests(instance: dg.DagsterInstance, tenants: list[str]):
 
 @dg.sensor(
     job=stage_file_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def file_drop_sensor(
-    context: dg.SensorEvaluationContext, pipeline: PipelineSettingsResource
+    context: dg.SensorEvaluationContext,
+    pipeline: PipelineSettingsResource,
+    warehouse: WarehouseResource,
 ) -> dg.SensorResult:
     """Stages each new or changed CSV/Parquet file in the drop folder, once.
 
-    The cursor remembers each file's size and modification time: a file is requested again only
-    when it changes, and a file that failed is reported by its failed run, not retried forever.
+    The cursor remembers each file's size and modification time: a file is looked at again only
+    when they change, and a file that failed is reported by its failed run, not retried forever.
+    A file whose content the warehouse already records as ingested (by the CLI, `make demo`, or
+    an earlier daemon) is not staged again, whatever the cursor says.
     """
+    from monitoring_pipelines.sources.files import InputFileError, file_fingerprint
+    from monitoring_pipelines.warehouse import INGESTED
+
     root = Path(pipeline.drop_dir)
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     now = time.time()
     requests = []
     current = {}
+    already = 0
+    wh = None
     for path in data_files(root):
         stat = path.stat()
         if now - stat.st_mtime < SETTLE_SECONDS:
@@ -54,22 +63,34 @@ def file_drop_sensor(
         current[key] = state
         if seen.get(key) == state:
             continue
+        wh = wh or warehouse.get()
+        record = wh.read_ingest(key)
+        if record is not None and record.status == INGESTED:
+            try:
+                if record.fingerprint == file_fingerprint(path):
+                    already += 1
+                    continue
+            except InputFileError:
+                pass  # unreadable now: its stage run reports why
         requests.append(
             dg.RunRequest(
                 run_key=f"{key}@{state}",
                 run_config={"ops": {"stage_file_op": {"config": {"path": str(path)}}}},
-                tags={"monitoring/source": key},
+                tags={"monitoring/source": key, "monitoring/trigger": "file_drop"},
             )
         )
     # Files still settling keep their old state so they are looked at again.
     for key, state in seen.items():
         if key not in current and (root / key).exists():
             current[key] = state
+    skip = f"No new or changed files in {root}"
+    if already:
+        skip += f" ({already} already ingested with the same content)"
     return dg.SensorResult(
         run_requests=requests,
         cursor=json.dumps(current, sort_keys=True),
         dynamic_partitions_requests=_tenant_requests(context.instance, pipeline.tenants),
-        skip_reason=None if requests else f"No new or changed files in {root}",
+        skip_reason=None if requests else skip,
     )
 
 
@@ -78,6 +99,7 @@ def file_drop_sensor(
     monitored_jobs=[stage_file_job],
     request_job=ingest_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=15,
 )
 def staged_file_sensor(context: dg.RunStatusSensorContext, warehouse: WarehouseResource):
     """After a file is staged, runs ingest_job on every day x tenant partition it touched (and
@@ -143,37 +165,8 @@ def ingest_schedule(context: dg.ScheduleEvaluationContext, pipeline: PipelineSet
 
 
 @dg.sensor(
-    job=alerting_job,
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-)
-def anomaly_scores_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    """Runs alerting_job on each tenant-day whose anomaly scores were (re)materialized.
-
-    The cursor is the event log position of the last materialization seen, so every new one is
-    handled once, in order, however many arrived between two ticks."""
-    result = context.instance.fetch_materializations(
-        anomaly_scores.key, limit=500, cursor=context.cursor or None, ascending=True
-    )
-    requests = [
-        dg.RunRequest(
-            run_key=f"alerts:{record.storage_id}",
-            partition_key=record.partition_key,
-            tags={"monitoring/scores_run": record.run_id},
-        )
-        for record in result.records
-        if record.partition_key
-    ]
-    return dg.SensorResult(
-        run_requests=requests,
-        cursor=result.cursor if result.records else context.cursor,
-        skip_reason=None if requests else "No new anomaly_scores materializations",
-    )
-
-
-@dg.sensor(
     job=delivery_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def outbox_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
@@ -226,6 +219,17 @@ def _failed_blocking_checks(
     return out
 
 
+def _crash_explanation(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """Why a run's process died, when Dagster found it dead (killed, out of memory, a crash):
+    the code server then logs "Run execution process for <run> was terminated by signal 9"
+    and fails the run with only a generic message."""
+    for entry in reversed(instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)):
+        message = entry.dagster_event.message if entry.dagster_event else None
+        if message and "Run execution process" in message:
+            return message[message.index("Run execution process") :]
+    return None
+
+
 def _partition_range(tags) -> str | None:
     """A ranged run's partitions (a backfill of several tenant-days) as ``first...last``, cut to
     the 128 characters an incident's partition key holds."""
@@ -258,6 +262,25 @@ def failure_incidents(instance: dg.DagsterInstance, run: dg.DagsterRun, error: s
     return [pipeline_failure_incident(run.job_name, run.run_id, error, where)]
 
 
+def raise_failure_incidents(
+    instance: dg.DagsterInstance,
+    run: dg.DagsterRun,
+    error: str,
+    warehouse,
+    policy,
+    dagster_url: str,
+) -> list:
+    """Raise (and queue the notifications of) the incidents a failed run raises, keyed so that
+    seeing the same run again updates them instead of raising new ones. The failure sensor and
+    the CLI (for its own in-process runs, which the sensor does not see) both call this."""
+    from monitoring_pipelines.alerting.service import raise_incident
+
+    incidents = failure_incidents(instance, run, error)
+    for incident in incidents:
+        raise_incident(warehouse, policy, incident, dagster_url=dagster_url)
+    return incidents
+
+
 @dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING)
 def run_failure_alert_sensor(
     context: dg.RunFailureSensorContext,
@@ -268,19 +291,18 @@ def run_failure_alert_sensor(
     data-quality incident per check for the data owner (not the tenant's on-call); any other
     failure raises a pipeline-failure incident for operations, with the run and its error. The
     notifications go through the outbox like every alert."""
-    from monitoring_pipelines.alerting.service import raise_incident
-
     run = context.dagster_run
     error = context.failure_event.message or "run failed"
     steps = context.get_step_failure_events()
+    if not steps:
+        error = _crash_explanation(context.instance, run.run_id) or error
     if steps:
         failure = steps[0].step_failure_data
         if failure.user_failure_data is not None and failure.user_failure_data.description:
             error = failure.user_failure_data.description
         elif failure.error is not None:
             error = failure.error.message.strip().splitlines()[-1]
-    incidents = failure_incidents(context.instance, run, error)
-    policy = alerting.policy()
-    for incident in incidents:
-        raise_incident(warehouse.get(), policy, incident, dagster_url=alerting.dagster_url)
+    incidents = raise_failure_incidents(
+        context.instance, run, error, warehouse.get(), alerting.policy(), alerting.dagster_url
+    )
     context.log.info(f"{run.job_name} run {run.run_id}: raised {len(incidents)} incident(s)")

@@ -48,6 +48,9 @@ class Settings:
     retrain_cron: str = DEFAULT_RETRAIN_CRON
     # Live days a retrained challenger is scored in shadow before its promotion check.
     shadow_days: int = DEFAULT_SHADOW_DAYS
+    # The detector kinds training_job trains (MONITORING_DETECTORS, comma-separated); empty: every
+    # catalogued kind. Fewer kinds train faster on small machines and in tests.
+    detectors: tuple[str, ...] = ()
 
     @property
     def reports_dir(self) -> Path:
@@ -131,7 +134,17 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         report_timezone=env.get("MONITORING_REPORT_TIMEZONE") or DEFAULT_REPORT_TIMEZONE,
         retrain_cron=env.get("MONITORING_RETRAIN_CRON") or DEFAULT_RETRAIN_CRON,
         shadow_days=int(env.get("MONITORING_SHADOW_DAYS") or DEFAULT_SHADOW_DAYS),
+        detectors=_detectors(env.get("MONITORING_DETECTORS") or ""),
     )
+
+
+def _detectors(text: str) -> tuple[str, ...]:
+    from monitoring_pipelines.ml.catalogue import KINDS, parse_kinds
+
+    try:
+        return tuple(parse_kinds(text)) if text.strip() else KINDS
+    except ValueError as exc:
+        raise ValueError(f"MONITORING_DETECTORS: {exc}") from None
 
 
 def redact_url(url: str) -> str:

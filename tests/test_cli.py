@@ -54,6 +54,13 @@ def test_ingest_reports_a_refused_file_and_keeps_the_good_one(home, tmp_path, mo
     assert rows_in == accepted + quarantined and accepted > 0
 
 
+def test_demo_refuses_an_unknown_service_in_one_line(home):
+    out = _cli("demo", "--services", "api,nope", "--skip-models")
+    assert out.returncode != 0
+    [line] = out.stderr.strip().splitlines()
+    assert "demo: services must be distinct names from" in line and "nope" in line
+
+
 def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(home):
     pinned = ("--start", "2026-09-28", "--days", "3")
     out = _cli("demo", "--tenants", "2", *pinned, "--workers", "2", "--skip-models")

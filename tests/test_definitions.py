@@ -60,7 +60,7 @@ def test_code_location_lists_assets_checks_jobs_sensors_and_schedule(home):
     assert {s.name for s in repo.sensor_defs} == {
         "file_drop_sensor",
         "staged_file_sensor",
-        "anomaly_scores_sensor",
+        "automation_condition_sensor",
         "outbox_sensor",
         "run_failure_alert_sensor",
         "drift_retrain_sensor",
@@ -159,4 +159,24 @@ def test_a_home_holding_a_demo_starts_its_partitions_on_the_demos_first_day(home
     monkeypatch.delenv("MONITORING_START_DATE")
     period.write_text('{"start": "yesterday"}\n')
     with pytest.raises(ValueError, match=r"period\.json: 'start' must be a YYYY-MM-DD date"):
+        load_settings()
+
+
+def test_monitoring_detectors_chooses_the_kinds_training_job_trains(home, monkeypatch):
+    from monitoring_pipelines.definitions import build_defs
+    from monitoring_pipelines.settings import load_settings
+
+    def trained() -> set[str]:
+        job = build_defs(load_settings()).resolve_job_def("training_job")
+        return {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
+
+    assert trained() == {row.asset_name for row in CATALOGUE.values()} | {"detection_policy"}
+    monkeypatch.setenv("MONITORING_DETECTORS", "zscore, isolation_forest")
+    assert trained() == {
+        CATALOGUE["zscore"].asset_name,
+        CATALOGUE["isolation_forest"].asset_name,
+        "detection_policy",
+    }
+    monkeypatch.setenv("MONITORING_DETECTORS", "zscore,nope")
+    with pytest.raises(ValueError, match=r"^MONITORING_DETECTORS: unknown detector kind nope;"):
         load_settings()

@@ -110,7 +110,7 @@ def test_code_location_serves_assets_checks_sensors_and_schedule(webserver):
     assert sensors == {
         "file_drop_sensor": "RUNNING",
         "staged_file_sensor": "RUNNING",
-        "anomaly_scores_sensor": "RUNNING",
+        "automation_condition_sensor": "RUNNING",
         "outbox_sensor": "RUNNING",
         "run_failure_alert_sensor": "RUNNING",
         "drift_retrain_sensor": "RUNNING",

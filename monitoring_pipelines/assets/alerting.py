@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from monitoring_pipelines.assets.scoring import anomaly_scores
+from monitoring_pipelines.automation import alerted_when
 from monitoring_pipelines.partitions import tenant_day_partitions
 from monitoring_pipelines.resources import AlertingResource, WarehouseResource
 
@@ -24,6 +25,7 @@ def policy_or_failure(alerting: AlertingResource):
     group_name="alerting",
     kinds={"pandas"},
     deps=[anomaly_scores],
+    automation_condition=alerted_when(),
 )
 def alerts(
     context: dg.AssetExecutionContext,
@@ -35,7 +37,8 @@ def alerts(
     hysteresis, given a severity, and routed by the alerting policy to its receivers through the
     outbox (silences, inhibition and the rate limit applied; suppressed notifications are kept
     with their reason). Incidents are keyed by a fingerprint of the data, so re-running a day
-    updates its incidents and queues nothing twice. The outbox sensor delivers."""
+    updates its incidents and queues nothing twice. Raised automatically once the day's scores
+    change; the outbox sensor delivers."""
     from monitoring_pipelines.alerting.service import raise_incidents
 
     keys = context.partition_key.keys_by_dimension

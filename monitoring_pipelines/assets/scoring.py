@@ -7,6 +7,7 @@ import pandas as pd
 
 from monitoring_pipelines.assets.ingestion import clean_metrics
 from monitoring_pipelines.assets.training import BY_TENANT, MODEL_ASSETS
+from monitoring_pipelines.automation import scored_when
 from monitoring_pipelines.partitions import tenant_day_key, tenant_day_partitions, tenant_partitions
 from monitoring_pipelines.resources import (
     MlflowResource,
@@ -88,6 +89,7 @@ MAX_DAYS_PER_RUN = 31
         dg.AssetDep(detection_policy, partition_mapping=BY_TENANT),
     ],
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_DAYS_PER_RUN),
+    automation_condition=scored_when(),
 )
 def anomaly_scores(
     context: dg.AssetExecutionContext,

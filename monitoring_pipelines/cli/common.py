@@ -14,6 +14,9 @@ class CliError(Exception):
 
 # Dagster's run monitoring (the daemon) marks a run whose worker died as failed instead of
 # leaving it STARTED forever; the CLI's in-process runs are checked by runner.fail_dead_runs.
+# Runs the daemon launches wait in a queue: at most two at once (one per core of a small machine;
+# raise it on a bigger one) and one training run at a time, so a backlog drains in order instead
+# of starting every run together.
 DAGSTER_YAML = """telemetry:
   enabled: false
 run_monitoring:
@@ -22,8 +25,22 @@ run_monitoring:
   cancel_timeout_seconds: 180
   max_resume_run_attempts: 0
   poll_interval_seconds: 60
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 2
+    dequeue_interval_seconds: 2
+    tag_concurrency_limits:
+      - key: pipeline
+        value: training
+        limit: 1
 """
-_OLD_DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+# Files this command wrote before: replaced by the current one (a file edited by hand is kept).
+_OLD_DAGSTER_YAMLS = (
+    "telemetry:\n  enabled: false\n",
+    DAGSTER_YAML[: DAGSTER_YAML.index("run_coordinator:")],
+)
 # Which process runs a CLI run: a run left STARTED by a process that is gone is failed.
 PROCESS_TAG = "monitoring/process"
 
@@ -32,7 +49,7 @@ def prepare_home(settings: Settings) -> None:
     settings.ensure_dirs()
     os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
     dagster_yaml = settings.dagster_home / "dagster.yaml"
-    if not dagster_yaml.exists() or dagster_yaml.read_text() == _OLD_DAGSTER_YAML:
+    if not dagster_yaml.exists() or dagster_yaml.read_text() in _OLD_DAGSTER_YAMLS:
         dagster_yaml.write_text(DAGSTER_YAML)
 
 

@@ -58,12 +58,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = _record_period(settings, start, end)
     prepare_home(settings)
     started = time.perf_counter()
-    config = DemoConfig(
-        seed=args.seed,
-        start=f"{start.isoformat()}T00:00:00Z",
-        days=(end - start).days + 1,
-        tenants=settings.tenants[: args.tenants],
-    )
+    options = {}
+    if args.services:
+        options["services"] = tuple(s.strip() for s in args.services.split(",") if s.strip())
+    try:
+        config = DemoConfig(
+            seed=args.seed,
+            start=f"{start.isoformat()}T00:00:00Z",
+            days=(end - start).days + 1,
+            tenants=settings.tenants[: args.tenants],
+            **options,
+        )
+    except ValueError as exc:
+        raise CliError(f"demo: {exc}") from None
     data = generate(config)
     drop = settings.drop_dir / "demo"
     manifest = write_demo(data, settings.demo_dir, fmt=args.format)
@@ -152,8 +159,7 @@ def raise_and_deliver(
     anything failed."""
     from monitoring_pipelines.alerting import outbox, store
     from monitoring_pipelines.alerting.policy import PolicyError, load_policy
-    from monitoring_pipelines.alerting.service import raise_incident
-    from monitoring_pipelines.sensors import failure_incidents
+    from monitoring_pipelines.sensors import raise_failure_incidents
     from monitoring_pipelines.warehouse import Warehouse
 
     try:
@@ -169,12 +175,19 @@ def raise_and_deliver(
     for key in blocked:
         run = failed_ingest_run(key)
         if run is not None:
-            for incident in failure_incidents(
-                dagster_instance(), run, "blocked by a quality check"
-            ):
-                raise_incident(warehouse, policy, incident, dagster_url=settings.dagster_url)
+            raise_failure_incidents(
+                dagster_instance(),
+                run,
+                "blocked by a quality check",
+                warehouse,
+                policy,
+                settings.dagster_url,
+            )
     result = job_def("delivery_job").execute_in_process(
-        run_config=QUIET, instance=dagster_instance(), raise_on_error=False
+        run_config=QUIET,
+        instance=dagster_instance(),
+        raise_on_error=False,
+        tags={"monitoring/trigger": "cli"},
     )
     if not result.success:
         failures.append(f"delivery: {failure_reason(result, None)}")
@@ -210,6 +223,11 @@ def register(sub) -> None:
         "--end", type=date.fromisoformat, help="last day (YYYY-MM-DD, UTC; default yesterday)"
     )
     demo.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    demo.add_argument(
+        "--services",
+        metavar="A,B",
+        help="only these services' metrics (default: every demo service); fewer is faster",
+    )
     demo.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     demo.add_argument("--force", action="store_true", help="re-stage files even if unchanged")
     demo.add_argument("--workers", type=int, help="parallel partition runs (default: cores)")

@@ -161,20 +161,6 @@ def test_delivery_writes_each_notification_once_to_the_file_receiver(env):
     assert len(sent) == len(lines)
 
 
-def test_anomaly_scores_sensor_requests_alerting_once_per_new_materialization(env):
-    instance, defs = env["instance"], env["defs"]
-    for day in (DAY1, DAY2):
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization("anomaly_scores", partition=tenant_day_key(day, "acme"))
-        )
-    sensor = defs.resolve_sensor_def("anomaly_scores_sensor")
-    first = sensor(dg.build_sensor_context(instance=instance))
-    assert [r.partition_key for r in first.run_requests] == [f"{DAY1}|acme", f"{DAY2}|acme"]
-    assert len({r.run_key for r in first.run_requests}) == 2
-    again = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor))
-    assert again.run_requests == [] and again.skip_reason
-
-
 def test_outbox_sensor_starts_delivery_only_when_something_is_due(env):
     instance, defs = env["instance"], env["defs"]
     sensor = defs.resolve_sensor_def("outbox_sensor")
