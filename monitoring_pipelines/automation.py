@@ -1,7 +1,8 @@
 """When Dagster materializes the scoring and alerting assets on its own: declarative automation.
 
 The chain after a file is dropped (or the hourly pull) is: the sensors stage and ingest it
-(``raw_metrics`` and ``clean_metrics``), then these conditions, evaluated by
+(``raw_metrics`` and ``clean_metrics``; a day a blocked neighbour kept from being gridded is
+gridded by its own condition), then these conditions, evaluated by
 ``automation_condition_sensor``, score each newly gridded tenant-day and raise its alerts; the
 outbox sensor delivers. Each condition is true for a partition once, when an upstream partition
 was updated after the asset itself was last materialized or requested (``since_last_handled``):
@@ -24,6 +25,16 @@ def _updated_after_handled(deps: dg.AutomationCondition) -> dg.AutomationConditi
         & ~dg.AutomationCondition.any_deps_missing()
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
+    )
+
+
+def gridded_when() -> dg.AutomationCondition:
+    """``clean_metrics`` of a tenant-day whose ``raw_metrics`` passed the gate but were not
+    gridded by the same run: a ranged ingest run stops its grid step when one of its days is
+    blocked, and the days that passed are gridded here (what the CLI's ``grid_job`` does)."""
+    gated = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated())
+    return _updated_after_handled(gated.with_label("raw_metrics gated")).with_label(
+        "grid a tenant-day that passed the gate in a run stopped by a blocked day"
     )
 
 

@@ -23,7 +23,6 @@ import dagster as dg
 
 from monitoring_pipelines.assets.ingestion import clean_metrics
 from monitoring_pipelines.assets.scoring import anomaly_scores
-from monitoring_pipelines.jobs import training_job
 from monitoring_pipelines.partitions import TENANTS
 from monitoring_pipelines.resources import WarehouseResource
 
@@ -34,6 +33,8 @@ DRIFT_CHECK_KEYS = (
     dg.AssetCheckKey(dg.AssetKey("anomaly_scores"), SCORES_DRIFT_CHECK),
 )
 REASON_TAG = "monitoring/retrain_reason"
+# Built by build_defs with the detector kinds the settings choose (jobs.training_job_for).
+TRAINING_JOB = "training_job"
 _IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -111,7 +112,7 @@ def build_retrain_schedule(cron: str) -> dg.ScheduleDefinition:
 
     @dg.schedule(
         name="retrain_schedule",
-        job=training_job,
+        job_name=TRAINING_JOB,
         cron_schedule=cron,
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
@@ -139,7 +140,7 @@ def _training_in_flight(instance: dg.DagsterInstance, tenant: str) -> bool:
     return bool(
         instance.get_run_records(
             dg.RunsFilter(
-                job_name=training_job.name,
+                job_name=TRAINING_JOB,
                 statuses=_IN_FLIGHT,
                 tags={"dagster/partition": tenant},
             ),
@@ -193,7 +194,7 @@ def _cut(text: str) -> str:
 
 
 @dg.sensor(
-    job=training_job,
+    job_name=TRAINING_JOB,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )

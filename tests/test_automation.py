@@ -9,13 +9,15 @@ from monitoring_pipelines.settings import load_settings
 
 SCORES = dg.AssetKey("anomaly_scores")
 ALERTS = dg.AssetKey("alerts")
+CLEAN = dg.AssetKey("clean_metrics")
 DAYS = ["2026-10-01", "2026-10-02", "2026-10-03", "2026-10-04"]
 
 
 @pytest.fixture
 def ticks(home):
     """A function that reports materializations, then runs one automation tick and returns the
-    requested partitions of anomaly_scores and alerts as ``{asset: sorted dates}``."""
+    requested partitions of clean_metrics, anomaly_scores and alerts as
+    ``{asset: sorted dates}``."""
     defs = build_defs(load_settings())
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(TENANTS, ["acme"])
@@ -36,7 +38,7 @@ def ticks(home):
                     else str(k).split("|")[0]
                     for k in result.get_requested_partitions(key)
                 )
-                for key in (SCORES, ALERTS)
+                for key in (CLEAN, SCORES, ALERTS)
                 if result.get_num_requested(key)
             }
 
@@ -58,6 +60,20 @@ def test_history_and_retraining_start_nothing_new_days_are_scored_then_alerted(t
     assert ticks() == {}
     # Scores rewritten by hand (the CLI's scoring_job): only the alerts follow.
     assert ticks(("anomaly_scores", DAYS[2])) == {"alerts": [DAYS[2]]}
+
+
+def test_days_a_blocked_neighbour_kept_from_the_grid_are_gridded_once(ticks):
+    assert ticks(("detection_policy", None)) == {}
+    # An ingest run gates and grids its days: nothing left for the grid.
+    assert ticks(("raw_metrics", DAYS[1]), ("clean_metrics", DAYS[1])) == {
+        "anomaly_scores": [DAYS[1]],
+        "alerts": [DAYS[1]],
+    }
+    # A ranged run whose DAYS[3] was blocked: DAYS[2] passed the gate and was not gridded.
+    assert ticks(("raw_metrics", DAYS[2])) == {"clean_metrics": [DAYS[2]]}
+    assert ticks() == {}
+    # Once gridded, it is scored like any new day.
+    assert ticks(("clean_metrics", DAYS[2])) == {"anomaly_scores": [DAYS[2]], "alerts": [DAYS[2]]}
 
 
 def test_a_day_handled_by_the_cli_between_two_ticks_is_not_redone(ticks):

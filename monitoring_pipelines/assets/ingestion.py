@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from monitoring_pipelines.automation import gridded_when
 from monitoring_pipelines.gating import (
     GAP_CHECK,
     GAP_WARN_FRACTION,
@@ -164,6 +165,7 @@ def raw_metrics(
     ],
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_DAYS_PER_RUN),
     output_required=False,
+    automation_condition=gridded_when(),
 )
 def clean_metrics(
     context: dg.AssetExecutionContext,
