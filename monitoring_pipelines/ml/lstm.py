@@ -44,9 +44,12 @@ class LstmConfig(DetectorConfig):
     # Points scored per sequence pass; every point sees lookback .. lookback + block - 1 steps.
     block: int = 36
     units: int = 32
-    epochs: int = 30
-    batch_size: int = 32
-    patience: int = 4
+    # Short training: a backtest fits one model per series. On SKAB's sensors one by one
+    # (NAB-style, every 4th experiment; 170 training rows each) 12 epochs of batches of 64 with
+    # early stopping score 37.9 (z-score 50.5, reference baseline 27.0, random 16.8).
+    epochs: int = 12
+    batch_size: int = 64
+    patience: int = 3
     learning_rate: float = 3e-3
     # The last part of the training frame, by time: early stopping and the error scale use it.
     validation_split: float = 0.2
