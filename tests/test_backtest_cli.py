@@ -116,9 +116,9 @@ def test_without_detectors_the_backtest_runs_every_kind_and_the_pipelines_ensemb
     used = [k for k in KINDS if weights.get(k, 1.0) > 0]
     later = scored.iloc[800:].dropna(subset=[f"{k}_score" for k in used])
     assert len(later) > 1000
-    expected = sum(weights.get(k, 1.0) * later[f"{k}_score"] for k in used) / sum(
-        weights.get(k, 1.0) for k in used
-    )
+    assert DEFAULT_COMBINER.rule == "noisy_or"
+    quiet = np.prod([(1.0 - later[f"{k}_score"]) ** weights.get(k, 1.0) for k in used], axis=0)
+    expected = 1.0 - quiet
     assert np.allclose(later["ensemble_score"], expected, equal_nan=True)
 
 

@@ -251,8 +251,14 @@ def measure_members(
     kinds = list(member_scores)
     results: dict[str, tuple[dict, dict, pd.DataFrame, Thresholds]] = {}
 
-    def judge(name: str, arrays: Mapping[GroupKey, pd.DataFrame], members: Sequence[str]) -> None:
-        config = config_for(members, threshold_config)
+    def judge(
+        name: str,
+        arrays: Mapping[GroupKey, pd.DataFrame],
+        members: Sequence[str],
+        rule: CombinerConfig | None = None,
+    ) -> None:
+        # An ensemble is cut at its rule's level (a noisy-OR sits above its members).
+        config = config_for(members, threshold_config, rule)
         results[name] = _judge(_series_of(arrays), windows, train_end, val_end, config, evaluation)
 
     for kind in kinds:
@@ -264,7 +270,7 @@ def measure_members(
             for rule in rules:
                 label = _candidate_label(subset, rule, len(kinds))
                 candidates[label] = (subset, rule)
-                judge(label, _combined(member_scores, subset, rule), subset)
+                judge(label, _combined(member_scores, subset, rule), subset, rule)
     if not candidates:
         raise ValueError("an ensemble needs at least two detectors")
     best = max(

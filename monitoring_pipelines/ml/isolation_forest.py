@@ -29,9 +29,10 @@ _TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
 
 
 def _calibration() -> CalibrationConfig:
-    # Averaging two raw scores steadies single noisy isolation depths without delaying the
-    # first alert of a jump (validation week: median delay 5 minutes, as with no averaging).
-    return tail_calibration(short_window=2)
+    # No averaging: on real single series (SKAB's sensors one by one, NAB-style score, every
+    # 4th experiment) a short window of 1 scored 25.5 against 20.2 with 2; the first alert of a
+    # jump comes at the jump.
+    return tail_calibration(short_window=1)
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,19 @@ class IsolationForestConfig(DetectorConfig):
         "context_mean",
         "context_max",
     )
+    # The inputs of a group with a single metric (one ``timestamp,value`` series): no other
+    # metric gives context, and the seasonal parts need weeks of a cycle a short training prefix
+    # does not have. On SKAB's sensors one by one (NAB-style score, every 4th experiment) the
+    # group set above scored 2.9 with 8 of 72 series left unscored; the trailing z of the value
+    # and of its change scored 17.1, with the 3-step change 20.2, calibrated without averaging
+    # 25.5 (reference baseline 27.0, random 16.8).
+    single_series_features: tuple[str, ...] = ("z_value", "z_diff", "step_z3")
     # One-hot metric columns: lets the forest isolate within a metric as well as across them.
     metric_identity: bool = False
+
+    def inputs_for(self, columns: int) -> tuple[str, ...]:
+        """The feature names the forest reads for a group of ``columns`` metrics."""
+        return self.single_series_features if columns == 1 else self.feature_names
 
 
 def _compress(x: np.ndarray) -> np.ndarray:
@@ -83,7 +95,8 @@ class IsolationForestDetector(Detector):
     def _features(self, frame: pd.DataFrame, start: int = 0) -> np.ndarray:
         """(rows, metrics, features); rows before ``start`` only lend their values (NaN)."""
         cfg: IsolationForestConfig = self.config
-        feats = group_features(frame, cfg.features, cfg.feature_names, start=start)
+        names = cfg.inputs_for(frame.shape[1])
+        feats = group_features(frame, cfg.features, names, start=start)
         if cfg.metric_identity:
             n, m = frame.shape
             onehot = np.broadcast_to(np.eye(m)[None, :, :], (n, m, m))
@@ -153,7 +166,14 @@ class IsolationForestDetector(Detector):
         self.forest = mlflow.sklearn.load_model(str(Path(directory) / SKLEARN_DIR))
 
     def _state(self) -> dict[str, Any]:
-        return {"feature_names": list(self.config.feature_names)}
+        return {"feature_names": list(self.config.inputs_for(len(self.columns)))}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        # A forest reads the features it was trained on: a single-series model saved before
+        # single_series_features existed was trained on the group set.
+        names = state.get("feature_names")
+        if names and len(self.columns) == 1:
+            self.config = replace(self.config, single_series_features=tuple(names))
 
 
 def _skops_requirement() -> str:

@@ -20,6 +20,7 @@ location imports this module and must load without them.
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,15 +44,19 @@ class LstmConfig(DetectorConfig):
     # Points scored per sequence pass; every point sees lookback .. lookback + block - 1 steps.
     block: int = 36
     units: int = 32
-    epochs: int = 30
-    batch_size: int = 32
-    patience: int = 4
+    # Short training: a backtest fits one model per series. On SKAB's sensors one by one
+    # (NAB-style, every 4th experiment; 170 training rows each) 12 epochs of batches of 64 with
+    # early stopping score 37.9 (z-score 50.5, reference baseline 27.0, random 16.8).
+    epochs: int = 12
+    batch_size: int = 64
+    patience: int = 3
     learning_rate: float = 3e-3
     # The last part of the training frame, by time: early stopping and the error scale use it.
     validation_split: float = 0.2
     # Training sequences are spread evenly over the frame up to this many (each carries ``block``
-    # targets per metric); more mostly repeats overlapping data and costs time.
-    max_train_sequences: int = 768
+    # targets per metric, and neighbours overlap by most of their length). 256 instead of 768
+    # halves a fit on 750 rows of one series (1.7 s instead of 3.1 s of CPU, 12 epochs).
+    max_train_sequences: int = 256
     # Squared loss up to this many typical one-step changes, linear beyond, so incidents inside
     # the training data do not dominate the fit.
     huber_delta: float = 2.0
@@ -118,25 +123,10 @@ class LstmDetector(Detector):
         validation = self._sequences(data, valid)
 
         tf, keras = _tensorflow(cfg.threads)
-        # Same seed, same weights and same shuffles: training is reproducible run to run.
-        keras.utils.set_random_seed(cfg.seed)
         # Process-wide (TensorFlow offers no narrower switch); on CPU it costs little here.
         tf.config.experimental.enable_op_determinism()
-        self.model = _build_model(keras, data.inputs.shape[1], len(self.columns), cfg.units)
-        self._predict_fn = None
-        # The loss needs one weight per (step, metric), gaps and short-context steps weighing 0;
-        # Keras weights a loss per element when that element is its own last axis.
-        trainer = keras.Sequential(
-            [
-                keras.Input((None, data.inputs.shape[1])),
-                self.model,
-                keras.layers.Reshape((-1, len(self.columns), 1)),
-            ]
-        )
-        trainer.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate, clipnorm=1.0),
-            loss=keras.losses.Huber(delta=cfg.huber_delta),
-        )
+        features = data.inputs.shape[1]
+        trainer = _trainer(keras, features, len(self.columns), cfg)
         has_validation = bool(len(validation[0])) and bool(validation[2].any())
         monitor = "val_loss" if has_validation else "loss"
         history = trainer.fit(
@@ -156,6 +146,10 @@ class LstmDetector(Detector):
                 )
             ],
         )
+        # The detector keeps its own copy: the trainer is reused by the next fit of this shape.
+        self.model = _build_model(keras, features, len(self.columns), cfg.units)
+        self.model.set_weights(trainer.layers[0].get_weights())
+        self._predict_fn = None
 
         # The error scale comes from the validation period: errors inside the period the model
         # was fitted on are smaller than what it will meet later.
@@ -221,7 +215,7 @@ class LstmDetector(Detector):
         for chunk in range(0, len(starts), cfg.score_batch_blocks):
             begin = starts[chunk : chunk + cfg.score_batch_blocks] - cfg.lookback
             batch = np.ascontiguousarray(windows[begin].transpose(0, 2, 1))
-            out = self._predict(batch).numpy()
+            out = self._predict(batch)
             deltas.append(out[:, cfg.lookback - 1 :, :].reshape(-1, columns))
         rows = np.arange(first, first + len(starts) * cfg.block)
         delta = np.concatenate(deltas)[rows < n]
@@ -229,17 +223,12 @@ class LstmDetector(Detector):
         forecast[rows] = data.last[rows - 1] + delta * self.diff_scale
         return forecast
 
-    def _predict(self, batch: np.ndarray) -> Any:
+    def _predict(self, batch: np.ndarray) -> np.ndarray:
+        """The model's output for ``batch`` (blocks, steps, features), computed in NumPy from its
+        weights: the same LSTM and Dense layer, without tracing a TensorFlow graph per model
+        (seconds each, and a backtest scores a new model per series)."""
         if self._predict_fn is None:
-            tf, _ = _tensorflow(self.config.threads)
-            model = self.model
-            shape = (None, self.config.lookback + self.config.block - 1, batch.shape[2])
-            # One fixed signature: frames of any length reuse one traced graph, where a plain
-            # predict_on_batch would retrace for each new batch size (~0.1 s each).
-            self._predict_fn = tf.function(
-                lambda x: model(x, training=False),
-                input_signature=[tf.TensorSpec(shape, tf.float32)],
-            )
+            self._predict_fn = _numpy_forecaster(self.model.get_weights())
         return self._predict_fn(batch)
 
     # -- arrays ------------------------------------------------------------------------------------
@@ -363,6 +352,44 @@ def _tensorflow(threads: int) -> tuple[Any, Any]:
     return tf, keras
 
 
+# Compiled trainers by shape and training settings. Building and tracing a Keras trainer costs
+# seconds (about 9 s of a 10 s fit on a one-second SKAB sensor with 170 training rows), the
+# training steps themselves a fraction of that; a backtest fits one model per series, so each
+# fit of a known shape reuses its trainer with freshly seeded weights and a reset optimizer.
+_TRAINERS: dict[tuple, tuple[Any, list[np.ndarray]]] = {}
+
+
+def _trainer(keras: Any, features: int, columns: int, cfg: LstmConfig) -> Any:
+    """A compiled trainer for this shape, its weights as a fresh model seeded with ``cfg.seed``
+    gets them and its optimizer as new: training is reproducible run to run and fit to fit."""
+    key = (features, columns, cfg.units, cfg.learning_rate, cfg.huber_delta)
+    # Same seed, same initial weights and same shuffles.
+    keras.utils.set_random_seed(cfg.seed)
+    fresh = _build_model(keras, features, columns, cfg.units)
+    if key not in _TRAINERS:
+        # The loss needs one weight per (step, metric), gaps and short-context steps weighing
+        # 0; Keras weights a loss per element when that element is its own last axis.
+        trainer = keras.Sequential(
+            [
+                keras.Input((None, features)),
+                _build_model(keras, features, columns, cfg.units),
+                keras.layers.Reshape((-1, columns, 1)),
+            ]
+        )
+        trainer.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate, clipnorm=1.0),
+            loss=keras.losses.Huber(delta=cfg.huber_delta),
+        )
+        trainer.optimizer.build(trainer.trainable_variables)
+        _TRAINERS[key] = (trainer, [v.numpy() for v in trainer.optimizer.variables])
+    trainer, optimizer_start = _TRAINERS[key]
+    trainer.layers[0].set_weights(fresh.get_weights())
+    for variable, value in zip(trainer.optimizer.variables, optimizer_start, strict=True):
+        variable.assign(value)
+    keras.utils.set_random_seed(cfg.seed)
+    return trainer
+
+
 def _build_model(keras: Any, features: int, columns: int, units: int) -> Any:
     inputs = keras.Input((None, features), name="inputs")
     hidden = keras.layers.LSTM(units, return_sequences=True, name="lstm")(inputs)
@@ -370,6 +397,33 @@ def _build_model(keras: Any, features: int, columns: int, units: int) -> Any:
     # change" is then the zero output, a sensible start for any metric.
     change = keras.layers.Dense(columns, name="change")(hidden)
     return keras.Model(inputs, change, name="lstm_forecaster")
+
+
+def _numpy_forecaster(weights: list[np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """The forward pass of :func:`_build_model`'s network from its weights: Keras' LSTM (gates
+    input, forget, cell, output; sigmoid gates, tanh cell and output) then the Dense layer."""
+    kernel, recurrent, bias, dense, dense_bias = (np.asarray(w, np.float32) for w in weights)
+    units = recurrent.shape[0]
+
+    def forward(batch: np.ndarray) -> np.ndarray:
+        blocks, steps, _ = batch.shape
+        projected = batch.astype(np.float32) @ kernel + bias  # (blocks, steps, 4 units)
+        h = np.zeros((blocks, units), np.float32)
+        c = np.zeros((blocks, units), np.float32)
+        hidden = np.empty((blocks, steps, units), np.float32)
+        for t in range(steps):
+            gates = projected[:, t] + h @ recurrent
+            i, f, g, o = np.split(gates, 4, axis=1)
+            c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+            h = _sigmoid(o) * np.tanh(c)
+            hidden[:, t] = h
+        return hidden @ dense + dense_bias
+
+    return forward
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)
 
 
 def _values(frame: pd.DataFrame) -> np.ndarray:

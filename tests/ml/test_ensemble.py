@@ -48,7 +48,18 @@ def test_rules_are_validated_and_survive_json():
         CombinerConfig("median")
     config = CombinerConfig("weighted_mean", weights=(("a", 2.0),))
     assert CombinerConfig.from_dict(config.to_dict()) == config
-    assert DEFAULT_COMBINER.rule == "weighted_mean"
+    assert DEFAULT_COMBINER.rule == "noisy_or"
+
+
+def test_noisy_or_weights_are_exponents_and_weight_zero_drops_a_member():
+    members = {"a": np.array([0.5, np.nan, 0.0]), "b": np.array([0.75, 0.9, np.nan])}
+    config = CombinerConfig("noisy_or", weights=(("a", 1.0), ("b", 0.5)))
+    assert np.allclose(combine_arrays(members, config), [1 - 0.5 * 0.5, 1 - 0.1**0.5, 0.0])
+    # A point where only weight-0 members scored has no ensemble score, as with a weighted mean.
+    only_a = CombinerConfig("noisy_or", weights=(("a", 1.0), ("b", 0.0)))
+    assert np.allclose(combine_arrays(members, only_a), [0.5, np.nan, 0.0], equal_nan=True)
+    # Members that all weigh 0 by default count equally rather than leaving no score.
+    assert only_a.for_members(["b"]).weights == (("b", 1.0),)
 
 
 def test_weights_follow_validation_quality_with_a_floor():
@@ -61,7 +72,7 @@ def test_frames_are_aligned_by_column_and_groups_by_key():
     index = pd.date_range("2026-01-05", periods=2, freq="5min", tz="UTC")
     one = pd.DataFrame({"x": [0.2, 0.4], "y": [0.6, 0.8]}, index=index)
     two = pd.DataFrame({"y": [0.0, 0.0]}, index=index)
-    combined = combine({"one": one, "two": two})
+    combined = combine({"one": one, "two": two}, CombinerConfig("mean"))
     assert combined["x"].tolist() == [0.2, 0.4]
     assert np.allclose(combined["y"], [0.3, 0.4])
     groups = combine_groups({"one": {("t", "s"): one}, "two": {("t", "s"): two, ("t", "u"): two}})

@@ -219,3 +219,23 @@ def test_training_is_reproducible_for_a_seed(single, group):
     again = LstmDetector(CONFIG).fit(frame.iloc[: TRAIN_DAYS * DAY])
     assert _close(again.raw_scores(frame), single.raw_scores(frame))
     assert again.training == single.training
+
+
+def test_the_numpy_forward_pass_is_the_keras_model(fitted, group):
+    # Scoring runs the network in NumPy from its weights (no graph traced per model); it must be
+    # the very network Keras trained and saves.
+    cfg = fitted.config
+    data = fitted._arrays(group)
+    length = cfg.lookback + cfg.block - 1
+    batch = np.stack([data.inputs[s : s + length] for s in (0, 500, 1200)])
+    keras_out = np.asarray(fitted.model(batch, training=False))
+    assert _close(pd.DataFrame(fitted._predict(batch).ravel()), pd.DataFrame(keras_out.ravel()))
+
+
+@pytest.mark.slow
+def test_a_fit_gives_the_same_model_after_fits_of_other_series(fitted, group):
+    # Fits reuse a compiled trainer per shape; its weights and optimizer start afresh each time.
+    LstmDetector(CONFIG).fit(group.iloc[DAY : (TRAIN_DAYS + 1) * DAY])
+    again = LstmDetector(CONFIG).fit(group.iloc[: TRAIN_DAYS * DAY])
+    assert _close(again.raw_scores(group), fitted.raw_scores(group))
+    assert again.training == fitted.training

@@ -1,0 +1,45 @@
+import numpy as np
+import pandas as pd
+
+from benchmarks.nab_proxy import nab_scores
+
+N = 200
+TS = pd.date_range("2026-01-01", periods=N, freq="1s", tz="UTC")
+LABELS = {"s": [[TS[100].isoformat(), TS[119].isoformat()]]}
+
+
+def _series(score: np.ndarray) -> dict[str, pd.DataFrame]:
+    return {
+        "s": pd.DataFrame(
+            {"timestamp": TS, "training": np.arange(N) < 30, "x_score": score, "is_anomaly": False}
+        )
+    }
+
+
+def _best(score: np.ndarray) -> float:
+    return float(nab_scores(_series(score), LABELS, ["x_score"]).loc["x_score", "best"])
+
+
+def test_a_detector_that_never_fires_scores_zero_and_an_early_hit_close_to_100():
+    assert _best(np.zeros(N)) == 0.0
+    early = np.zeros(N)
+    early[100] = 0.9
+    assert _best(early) > 98.0
+    late = np.zeros(N)
+    late[118] = 0.9
+    # A hit at the very end is worth about nothing, a miss costs 1: half-way between the two.
+    assert 50.0 < _best(late) < _best(early)
+    # The backtest's own decisions column: never flagged scores 0 too.
+    table = nab_scores(_series(np.zeros(N)), LABELS, ["x_score"])
+    assert table.loc["decisions", "best"] == 0.0
+
+
+def test_false_alarms_cost_and_training_steps_are_not_scored():
+    hit = np.zeros(N)
+    hit[100] = 0.9
+    noisy = hit.copy()
+    noisy[40:60] = 0.9
+    assert _best(noisy) < _best(hit)
+    in_training = hit.copy()
+    in_training[:30] = 0.9
+    assert _best(in_training) == _best(hit)
