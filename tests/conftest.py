@@ -12,6 +12,18 @@ import sqlalchemy as sa
 from monitoring_pipelines.devservices import ServiceUnavailable, temporary_database
 
 
+@pytest.fixture(autouse=True)
+def _no_closed_dagster_instance_behind():
+    """A Dagster instance registers its definitions-state storage in a context variable that it
+    leaves set when it is not closed; a later test that loads definitions would then reach a
+    garbage-collected instance ("Attempted to resolve undefined DagsterInstance weakref") or one
+    that belongs to another test. Each test starts without one."""
+    from dagster._core.storage.defs_state import base
+
+    base._current_storage.set(None)
+    yield
+
+
 @pytest.fixture(scope="session")
 def pg_url():
     """URL of a fresh PostgreSQL database for this test session, dropped afterwards."""

@@ -2,14 +2,14 @@
 
 Two questions, per series, each a plain function on arrays:
 
-- **Values** (:func:`value_drift`): the recent window's distribution against the same weekdays of
-  the training window (a Saturday is compared with the training Saturdays: weekly seasonality is
-  not drift), by the two-sample Kolmogorov-Smirnov test (scipy) and the population stability
-  index on the training window's deciles. A series drifts when both say so: the KS p-value is
-  below ``ks_pvalue`` with a statistic of at least ``ks_statistic`` (a quarter or more of the
-  distribution moved, not a two-hour incident or a slow growth trend) *and* the PSI is at least
-  ``psi``. KS alone flags tiny shifts on thousands of points; PSI alone has no notion of sample
-  size.
+- **Values** (:func:`value_drift`): the recent window's distribution against the same weekdays and
+  hours of the training window (a Saturday is compared with the training Saturdays, a morning still
+  arriving with the training mornings: daily and weekly seasonality are not drift), by the
+  two-sample Kolmogorov-Smirnov test (scipy) and the population stability index on the training
+  window's deciles. A series drifts when both say so: the KS p-value is below ``ks_pvalue`` with a
+  statistic of at least ``ks_statistic`` (a quarter or more of the distribution moved, not a
+  two-hour incident or a slow growth trend) *and* the PSI is at least ``psi``. KS alone flags tiny
+  shifts on thousands of points; PSI alone has no notion of sample size.
 - **Scores** (:func:`page_hinkley`): a Page-Hinkley test for a sustained rise of the ensemble score
   over its reference mean: the cumulative excess ``sum(x - mean - delta)`` above its running
   minimum must exceed ``ph_lambda``. A short incident adds a few points' excess and stays below
@@ -195,13 +195,33 @@ def _series_values(frame: pd.DataFrame, column: str) -> dict[str, np.ndarray]:
     return {name: rows[column].to_numpy(float) for name, rows in frame.groupby(names)}
 
 
+def _seconds_of_day(stamps: pd.DatetimeIndex) -> np.ndarray:
+    return (stamps - stamps.floor("D")).total_seconds().to_numpy()
+
+
+def comparable_reference(reference: pd.DataFrame, recent: pd.DataFrame) -> pd.DataFrame:
+    """The reference rows ``recent`` can be compared with: on its weekdays and within the hours of
+    the day it covers. A day still arriving (the morning of today) is compared with the same
+    hours of the training days, not with whole days whose evenings and nights differ."""
+    if recent.empty:
+        return reference.iloc[:0]
+    new = pd.DatetimeIndex(recent["ts"])
+    when = pd.DatetimeIndex(reference["ts"])
+    seconds, span = _seconds_of_day(when), _seconds_of_day(new)
+    keep = when.day_of_week.isin(set(new.day_of_week)) & (
+        (seconds >= span.min()) & (seconds <= span.max())
+    )
+    return reference[keep]
+
+
 def values_drift(
     wh: Warehouse, partition_keys: Iterable[str], config: DriftConfig, recent_days: int = 1
 ) -> DriftReport:
     """KS + PSI per series of each tenant: its newest ``recent_days`` clean days among
-    ``partition_keys`` against the same weekdays of the training window of its current models
-    (that of its alert policy, fitted with its champions). A tenant with no
-    trained models yet is skipped (nothing to drift from)."""
+    ``partition_keys`` against the same weekdays and hours of the day
+    (:func:`comparable_reference`) of the training window of its current models (that of its
+    alert policy, fitted with its champions). A tenant with no trained models yet is skipped
+    (nothing to drift from)."""
     report = DriftReport("ks+psi")
     for tenant, (start, end) in _recent_windows(partition_keys, recent_days).items():
         window = _training_window(wh, tenant)
@@ -216,10 +236,10 @@ def values_drift(
             "clean_metrics", tenant=tenant, start=window[0], end=window[1], columns=columns
         )
         report.windows[tenant] = _window_text(window, (start, end))
-        weekdays = set(pd.date_range(start, end, freq="D", inclusive="left").day_of_week)
-        reference = reference[pd.DatetimeIndex(reference["ts"]).day_of_week.isin(weekdays)]
-        ref = _series_values(reference[~reference["is_gap"].astype(bool)], "value")
-        new = _series_values(recent[~recent["is_gap"].astype(bool)], "value")
+        recent = recent[~recent["is_gap"].astype(bool)]
+        reference = comparable_reference(reference[~reference["is_gap"].astype(bool)], recent)
+        ref = _series_values(reference, "value")
+        new = _series_values(recent, "value")
         for name in sorted(set(ref) & set(new)):
             figures = value_drift(ref[name], new[name], config)
             if figures is not None:

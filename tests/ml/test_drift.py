@@ -1,10 +1,12 @@
 """Drift statistics on small arrays: what moves them past their thresholds and what does not."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from monitoring_pipelines.ml.drift import (
     DriftConfig,
+    comparable_reference,
     page_hinkley,
     psi,
     score_drift,
@@ -68,3 +70,26 @@ def test_thresholds_come_from_the_environment_and_bad_ones_name_the_variable():
     assert (config.psi, config.min_points, config.ks_statistic) == (0.5, 10, 0.3)
     with pytest.raises(ValueError, match=r"^MONITORING_DRIFT_PH_LAMBDA='high': not a float$"):
         DriftConfig.from_env({"MONITORING_DRIFT_PH_LAMBDA": "high"})
+
+
+def test_a_morning_still_arriving_is_compared_with_the_training_mornings():
+    """A daily cycle: low at night, high in the day. Today's first six hours look like the training
+    days' first six hours, not like whole training days."""
+
+    def days(start: str, count: int, hours: int = 24) -> pd.DataFrame:
+        ts = pd.date_range(start, periods=count * 288, freq="5min", tz="UTC")
+        ts = ts[ts.hour < hours]
+        cycle = 40 + 30 * np.sin(np.pi * ts.hour.to_numpy() / 24)
+        return pd.DataFrame({"ts": ts, "value": cycle + RNG.normal(0, 2, len(ts))})
+
+    training = days("2026-11-02", 21)  # three weeks, Monday to Sunday
+    morning = days("2026-11-30", 1, hours=6)  # a Monday, until 06:00
+    reference = comparable_reference(training, morning)
+    when = pd.DatetimeIndex(reference["ts"])
+    assert set(when.day_of_week) == {0} and when.hour.max() == 5
+    assert len(reference) == 3 * 72
+    assert not value_drift(reference["value"], morning["value"], DriftConfig())["drifted"]
+    # Against whole training Mondays, the same morning would drift.
+    mondays = training[pd.DatetimeIndex(training["ts"]).day_of_week == 0]
+    assert value_drift(mondays["value"], morning["value"], DriftConfig())["drifted"]
+    assert comparable_reference(training, morning.iloc[:0]).empty
