@@ -104,7 +104,7 @@ def test_ingest_record_round_trip(warehouse):
 def test_scores_round_trip_with_gaps_flags_and_time_filters_as_sqlalchemy_binds_them(
     warehouse, monkeypatch
 ):
-    import monitoring_pipelines.warehouse as module
+    import monitoring_pipelines.warehouse.rows as module
 
     ts = pd.date_range("2026-10-01T23:00:00.000250Z", periods=30, freq="5min")
     scores = pd.DataFrame(
@@ -125,7 +125,7 @@ def test_scores_round_trip_with_gaps_flags_and_time_filters_as_sqlalchemy_binds_
     found = {}
     for path in ("fast", "sqlalchemy"):
         if path == "sqlalchemy":
-            monkeypatch.setattr(module, "_sqlite_rows", lambda *args: None)
+            monkeypatch.setattr(module, "sqlite_rows", lambda *args: None)
         warehouse.replace_partition("anomaly_scores", "acme", DAY1, DAY3, scores)
         # A filter on time must cut where the timestamps are, whatever wrote them.
         found[path] = warehouse.read_records("anomaly_scores", tenant="acme", start=DAY2)
