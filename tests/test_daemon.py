@@ -74,14 +74,16 @@ def _process(args: list[str], env: dict, log: Path):
             proc.wait()
 
 
-def _live_file(path: Path, now: pd.Timestamp) -> None:
+def _live_file(path: Path, now: pd.Timestamp, start: str) -> None:
     """Today's metrics of acme's api up to ``now``, one latency series far off from 50 minutes
-    ago: an incident still firing."""
+    ago: an incident still firing. The day continues the history that began on ``start`` (its
+    weekly growth included), so only the incident is new, not the level of every series."""
+    first = pd.Timestamp(start, tz="UTC")
     config = DemoConfig(
         tenants=("acme",),
         services=("api",),
-        start=now.floor("D").strftime("%Y-%m-%dT00:00:00Z"),
-        days=1,
+        start=first.strftime("%Y-%m-%dT00:00:00Z"),
+        days=(now.floor("D") - first).days + 1,
         incidents=False,
         gaps=False,
         bad_rows=False,
@@ -89,7 +91,7 @@ def _live_file(path: Path, now: pd.Timestamp) -> None:
     )
     records = generate(config).records
     ts = pd.to_datetime(records["ts"], utc=True)
-    records = records[ts <= now].copy()
+    records = records[(ts >= now.floor("D")) & (ts <= now)].copy()
     ts = pd.to_datetime(records["ts"], utc=True)
     hot = (records["metric"] == HOT_METRIC) & (ts >= now - pd.Timedelta(minutes=50))
     assert hot.sum() >= 5
@@ -172,8 +174,8 @@ def _live_page(hook: RecordingServer, day: str) -> dict | None:
     return None
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def backend(request, tmp_path):
+@contextlib.contextmanager
+def backend_env(name: str, tmp_path: Path):
     """Environment of the CLI and the servers: a home under ``tmp_path``; on PostgreSQL, both the
     warehouse and the Dagster instance storage in fresh databases."""
     home = tmp_path / "home"
@@ -189,18 +191,30 @@ def backend(request, tmp_path):
         DAGSTER_HOME=str(dagster_home),
         MONITORING_TENANTS="acme",
         MONITORING_DETECTORS="zscore",
+        # The drift checks judge nothing here: the generated platform grows a few percent a week,
+        # which is real drift from a training window that ends two weeks before today, and its
+        # retrain would be one more run. Drift retraining is tested in tests/test_retraining.py.
+        MONITORING_DRIFT_MIN_POINTS="1000000",
         PYTHONUNBUFFERED="1",
     )
     with contextlib.ExitStack() as stack:
         storage = ""
-        if request.param == "postgresql":
+        if name == "postgresql":
             warehouse_url = stack.enter_context(temporary_database(prefix="mp_daemon_wh"))
             dagster_url = stack.enter_context(temporary_database(prefix="mp_daemon_dg"))
             env["MONITORING_WAREHOUSE_URL"] = warehouse_url
             storage = f"storage:\n  postgres:\n    postgres_url: {dagster_url}\n"
         # What `prepare_home` writes, plus the storage: the queued coordinator is under test too.
         (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML + storage)
-        yield request.param, home, env
+        yield name, home, env
+
+
+@pytest.fixture
+def backend(tmp_path):
+    """SQLite here; tests/test_daemon_postgresql.py runs the same test on the PostgreSQL server,
+    in a file of its own so pytest-xdist gives the two backends different workers."""
+    with backend_env("sqlite", tmp_path) as found:
+        yield found
 
 
 def test_a_dropped_file_pages_with_only_the_daemon_and_history_starts_nothing(backend):
@@ -264,7 +278,7 @@ def test_a_dropped_file_pages_with_only_the_daemon_and_history_starts_nothing(ba
             day = now.strftime("%Y-%m-%d")
             live = pd.Timestamp(datetime.now(UTC))
             dropped = time.time()
-            _live_file(home / "drop" / "live" / f"acme-{day}.parquet", live)
+            _live_file(home / "drop" / "live" / f"acme-{day}.parquet", live, start)
             page = _wait("the live page", lambda: _live_page(hook, day), CHAIN_TIMEOUT, 2.0)
             paged = time.time()
             assert page is not None
