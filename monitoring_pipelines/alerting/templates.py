@@ -200,6 +200,19 @@ class Message:
 
 
 @functools.cache
+def _labels(t) -> dict[str, str]:
+    """The message templates' fixed words in the notification's locale."""
+    return {
+        "locale": t.locale,
+        "label_summary": t("label.summary"),
+        "label_metrics": t("label.metrics"),
+        "label_next_step": t("label.next_step"),
+        "label_links": t("label.links"),
+        "label_points": t("label.points"),
+        "colon": t("colon"),
+    }
+
+
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
@@ -288,13 +301,7 @@ def render(
         "next_step": next_step,
         "footer": footer,
         "color": color,
-        "locale": t.locale,
-        "label_summary": t("label.summary"),
-        "label_metrics": t("label.metrics"),
-        "label_next_step": t("label.next_step"),
-        "label_links": t("label.links"),
-        "label_points": t("label.points"),
-        "colon": t("colon"),
+        **_labels(t),
     }
     env = _environment()
     return Message(
@@ -479,13 +486,7 @@ def render_digest(payload: dict, locale: str = DEFAULT_LOCALE, *, strict: bool =
         "next_step": next_step,
         "footer": footer,
         "color": REPORT_COLOR,
-        "locale": t.locale,
-        "label_summary": t("label.summary"),
-        "label_metrics": t("label.metrics"),
-        "label_next_step": t("label.next_step"),
-        "label_links": t("label.links"),
-        "label_points": t("label.points"),
-        "colon": t("colon"),
+        **_labels(t),
     }
     env = _environment()
     return Message(
