@@ -3,7 +3,8 @@
 - ``retrain_schedule`` runs ``training_job`` for every tenant on the settings' cron
   (``MONITORING_RETRAIN_CRON``, default weekly, Monday 02:00 UTC) over the rolling window.
 - Two drift checks run with the assets they watch: ``values_drift`` on ``clean_metrics`` (KS and
-  PSI of each series' newest day against the same weekdays of its models' training window) and
+  PSI of each series' newest day against the same weekdays and hours of its models' training
+  window) and
   ``scores_drift`` on ``anomaly_scores`` (Page-Hinkley on each series' ensemble scores); see
   :mod:`monitoring_pipelines.ml.drift` for the statistics and their thresholds. Their per-series
   figures are in the check metadata.
@@ -74,10 +75,10 @@ def _result(report, config) -> dg.AssetCheckResult:
 @dg.asset_check(
     asset=clean_metrics,
     name=VALUES_DRIFT_CHECK,
-    description="Per series, the newest clean day against the same weekdays of the training "
-    "window of the tenant's models: fails (warning) when the Kolmogorov-Smirnov test and the "
-    "population stability index both find the distribution moved; a failure starts retraining "
-    "of the tenant. Figures per series in the metadata.",
+    description="Per series, the newest clean day against the same weekdays and hours of the day "
+    "of the training window of the tenant's models: fails (warning) when the Kolmogorov-Smirnov "
+    "test and the population stability index both find the distribution moved; a failure starts "
+    "retraining of the tenant. Figures per series in the metadata.",
 )
 def clean_metrics_drift(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
