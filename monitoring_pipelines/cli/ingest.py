@@ -139,6 +139,9 @@ def _day_ranges(keys: list[str]) -> list[str]:
 def _blocked_checks(keys: list[str], states) -> dict[str, list[str]]:
     """The blocking checks that failed with ERROR on each blocked partition, latest evaluation."""
     import dagster as dg
+    from dagster._core.storage.asset_check_execution_record import (
+        AssetCheckExecutionRecordStatus,
+    )
 
     from monitoring_pipelines.quality.checks import CHECK_SPECS
 
@@ -148,8 +151,11 @@ def _blocked_checks(keys: list[str], states) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     instance = dagster_instance()
     for spec in (s for s in CHECK_SPECS if s.blocking):
+        # Failed evaluations only: a blocked partition's is rarely among the latest of a backfill.
         records = instance.event_log_storage.get_asset_check_execution_history(
-            dg.AssetCheckKey(dg.AssetKey("raw_metrics"), spec.name), limit=len(blocked) * 4 + 50
+            dg.AssetCheckKey(dg.AssetKey("raw_metrics"), spec.name),
+            limit=len(blocked) * 4 + 50,
+            status={AssetCheckExecutionRecordStatus.FAILED},
         )
         seen = set()
         for record in records:
