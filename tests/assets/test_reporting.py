@@ -41,20 +41,7 @@ def test_schedules_report_the_period_that_just_ended(env, name, tick, partition)
 
 
 def test_weekly_report_asset_writes_every_tenant_and_shows_the_summary(env):
-    from monitoring_pipelines.assets.reporting import weekly_report
-    from monitoring_pipelines.definitions import build_resources
-    from monitoring_pipelines.settings import load_settings
-
-    with dg.DagsterInstance.ephemeral() as instance:
-        result = dg.materialize(
-            [weekly_report],
-            partition_key="2026-10-19",
-            resources=build_resources(load_settings()),
-            instance=instance,
-        )
-    assert result.success
-    (mat,) = result.asset_materializations_for_node("weekly_report")
-    meta = mat.metadata
+    meta = _materialize_week()
     assert meta["reports"].value == 3 and meta["has_data"].value is True
     assert meta["incidents"].value == 11  # 6 of zephyrcorp + 5 of quillbank
     assert "| Incidents | 11 |" in meta["summary"].value
