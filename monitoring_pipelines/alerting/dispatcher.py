@@ -14,7 +14,7 @@
   for a resolve to a receiver that was never sent a trigger, repeat or escalation of the incident
   (its incident was history, silenced, or the trigger died).
 - **history digests**: a ``digest`` row is sent with the figures of every incident of its tenant
-  held back as history for its receiver and not summarised yet (:func:`outbox.fold_history`),
+  held back as history for its receiver and not summarised yet (:func:`history.fold_history`),
   which are then marked as summarised by it; with none left it is cancelled.
 
 A dispatcher killed mid-send leaves its rows leased; once the lease expires they are sent again,
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from monitoring_pipelines.alerting import outbox, templates, types
+from monitoring_pipelines.alerting import history, outbox, templates, types
 from monitoring_pipelines.alerting.outbox import Claimed
 from monitoring_pipelines.alerting.receivers import DeliveryError, Receiver
 from monitoring_pipelines.alerting.redaction import redact
@@ -221,7 +221,7 @@ def _prepare(
     """Cancel follow-ups of handled incidents and resolves of incidents whose receiver was never
     sent a trigger; fill in history digests' figures; group the rest by receiver with thread
     keys."""
-    statuses, thread_keys, opened = outbox.follow_up_context(
+    statuses, thread_keys, opened = history.follow_up_context(
         warehouse, {r.notification.fingerprint for r in rows}
     )
     groups: dict[str, list[tuple[Claimed, str | None]]] = {}
@@ -235,7 +235,7 @@ def _prepare(
             # Nobody there heard of it: held back as history, silenced, or never delivered.
             reason = f"resolve cancelled: {stored.receiver} was never sent this incident"
         elif stored.event == types.DIGEST:
-            figures = outbox.fold_history(warehouse, stored.tenant, stored.receiver)
+            figures = history.fold_history(warehouse, stored.tenant, stored.receiver)
             if figures["count"]:
                 payload = {**stored.payload, "digest": {**stored.digest, **figures}}
                 row = replace(row, notification=replace(stored, payload=payload))
@@ -297,7 +297,7 @@ def _deliver_group(
         recorded = outbox.finish(warehouse, row.key, token, **values)
         if recorded and outcome == "sent" and row.notification.event == types.DIGEST:
             digest = row.notification.digest
-            outbox.mark_summarised(warehouse, receiver_name, digest["fingerprints"], row.key)
+            history.mark_summarised(warehouse, receiver_name, digest["fingerprints"], row.key)
         with lock:
             done.add(row.key)
             if error is not None:

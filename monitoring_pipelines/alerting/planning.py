@@ -74,7 +74,7 @@ def plan_notifications(
     ``previous`` maps fingerprints to the stored state read *before* this run's incidents were
     written (``store.load_states``; an :class:`Incident` works too). ``paged`` maps fingerprints
     to the receivers that were paged about them (a trigger or escalation queued, not held back as
-    history: ``outbox.paged_receivers``); None counts every receiver the previous state routed
+    history: ``history.paged_receivers``); None counts every receiver the previous state routed
     to as paged. Per incident and receiver:
 
     - TRIGGER when the incident is new, or to receivers it newly routes to (e.g. it became
@@ -91,7 +91,7 @@ def plan_notifications(
     History: an incident whose last anomalous point is older than ``now - page_lookback`` (the
     tenant's) was found while scoring the past (a backfill, a new tenant, the demo). Its
     notifications are ``suppressed`` with the reason ``history``: stored, never sent; the
-    dispatcher sends one digest per tenant and receiver instead (``outbox.fold_history``). A
+    dispatcher sends one digest per tenant and receiver instead (``history.fold_history``). A
     resolve of an incident that was paged live is still sent. An incident nobody was paged about
     (history) that fires again within ``page_lookback``, unacknowledged, is paged as if it were
     new, under keys of its own (sequence 1), since the held ones are stored already.
@@ -284,8 +284,8 @@ def plan_history_digests(
     """One ``digest`` notification per tenant and receiver of these triggers held back as
     history (receivers that take no reports, such as PagerDuty, get none: a summary is not a
     page). Its key depends on the first held trigger, so re-planning the same history plans the
-    same digest; the outbox keeps one waiting per tenant and receiver (``outbox.hold_digests``)
-    and the dispatcher fills in the figures when it sends it (``outbox.fold_history``)."""
+    same digest; the outbox keeps one waiting per tenant and receiver (``history.hold_digests``)
+    and the dispatcher fills in the figures when it sends it (``history.fold_history``)."""
     out: dict[tuple[str, str], Notification] = {}
     for note in sorted(held, key=lambda n: n.idempotency_key):
         if note.event != types.TRIGGER or note.reason != types.HISTORY:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from monitoring_pipelines.alerting import dispatcher, outbox, store, types
+from monitoring_pipelines.alerting import dispatcher, history, outbox, store, types
 from monitoring_pipelines.alerting.incidents import detect_incidents
 from monitoring_pipelines.alerting.planning import (
     plan_history_digests,
@@ -94,12 +94,12 @@ def _record(wh: Warehouse, policy, incidents, *, now, dagster_url) -> RaiseOutco
     with wh.engine.begin() as conn:
         _serialise(conn, wh.dialect)
         previous = store.load_states(wh, fingerprints, conn=conn)
-        paged = outbox.paged_receivers(wh, fingerprints, conn=conn)
+        paged = history.paged_receivers(wh, fingerprints, conn=conn)
         notes = plan_notifications(incidents, previous, policy, now, dagster_url, paged)
         outcome.written = store.upsert_incidents(wh, incidents, conn=conn)
         new = set(outbox.enqueue_new(wh, notes, conn=conn, now=now))
         held = [n for n in notes if n.idempotency_key in new and n.reason == types.HISTORY]
-        outbox.hold_digests(conn, plan_history_digests(held, policy, dagster_url), now)
+        history.hold_digests(conn, plan_history_digests(held, policy, dagster_url), now)
     outcome.queued = sum(1 for n in notes if n.status == outbox.PENDING)
     outcome.history = sum(1 for n in notes if n.reason == types.HISTORY)
     outcome.suppressed = len(notes) - outcome.queued

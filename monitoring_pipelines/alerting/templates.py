@@ -8,7 +8,7 @@ up raw in a message: the English text is used, and the test suite fails on any c
 not have exactly the English keys and placeholders.
 
 A history digest (event ``digest``: the incidents of a tenant found in past data and not paged,
-see ``outbox.fold_history``) renders through the same templates as an incident, with its counts
+see ``history.fold_history``) renders through the same templates as an incident, with its counts
 by severity as facts (:func:`render_digest`).
 
 A weekly or monthly report (event ``report``) renders differently (:func:`render_report`): its

@@ -170,7 +170,7 @@ class Notification:
 
     @property
     def digest(self) -> dict:
-        """A history digest's figures (see ``outbox.fold_history``); else {}."""
+        """A history digest's figures (see ``history.fold_history``); else {}."""
         return self.payload.get("digest") or {}
 
     @property

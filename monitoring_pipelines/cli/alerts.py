@@ -29,7 +29,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 def _list(args, settings, warehouse) -> int:
     from datetime import UTC, datetime
 
-    from monitoring_pipelines.alerting import outbox, store
+    from monitoring_pipelines.alerting import store
+    from monitoring_pipelines.alerting.history import history_only
 
     since = datetime.fromisoformat(args.since).replace(tzinfo=UTC) if args.since else None
     status = None if args.status == "all" else args.status
@@ -39,7 +40,7 @@ def _list(args, settings, warehouse) -> int:
     if not rows:
         print("no alerts match")
     shown = rows[-args.limit :]
-    history = outbox.history_only(warehouse, [s.fingerprint for s in shown])
+    history = history_only(warehouse, [s.fingerprint for s in shown])
     for stored in shown:
         print(incident_line(stored, history=stored.fingerprint in history))
     if len(rows) > args.limit:

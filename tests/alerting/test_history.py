@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from monitoring_pipelines.alerting import outbox, service, store, templates, types
+from monitoring_pipelines.alerting import history, outbox, service, store, templates, types
 from monitoring_pipelines.alerting.planning import plan_notifications
 from monitoring_pipelines.alerting.policy import PolicyError, loads_policy
 from monitoring_pipelines.alerting.types import Incident, MetricEvidence, Severity
@@ -131,9 +131,9 @@ def test_a_day_by_day_backfill_pages_nobody_and_sends_one_summary_per_tenant(
     assert {n["reason"] for n in held} == {types.HISTORY}
     assert {n["event"] for n in held} == {types.TRIGGER, types.RESOLVE}
     # Once history stopped arriving for the settle time, one digest per tenant is due.
-    assert outbox.pending_count(warehouse, now=at + outbox.DIGEST_SETTLE) == 2
+    assert outbox.pending_count(warehouse, now=at + history.DIGEST_SETTLE) == 2
 
-    report = service.deliver(warehouse, policy, now=at + outbox.DIGEST_SETTLE)
+    report = service.deliver(warehouse, policy, now=at + history.DIGEST_SETTLE)
     assert report.sent == 2 and report.dead == 0
     assert hook.errors == [] and pager.requests == []  # a summary is not a page
     bodies = {r.json["tenant"]: r.json for r in hook.requests}
@@ -441,7 +441,7 @@ route:
     # Nobody acknowledges it: the escalation pages PagerDuty after 15 minutes.
     assert service.deliver(warehouse, policy, now=now + timedelta(minutes=16)).sent == 2
     ended = replace(firing, status=types.RESOLVED, resolved_at=now + timedelta(minutes=30))
-    paged = outbox.paged_receivers(warehouse, [firing.fingerprint])
+    paged = history.paged_receivers(warehouse, [firing.fingerprint])
     assert paged == {firing.fingerprint: {"hook", "pager"}}
     resolves = plan_notifications(
         [ended], {firing.fingerprint: firing}, policy, now, DAGSTER, paged
