@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from monitoring_pipelines.alerting import history, outbox, service, store, templates, types
+from monitoring_pipelines.alerting import history, outbox, service, store, templates, types, wording
 from monitoring_pipelines.alerting.planning import plan_notifications
 from monitoring_pipelines.alerting.policy import PolicyError, loads_policy
 from monitoring_pipelines.alerting.types import Incident, MetricEvidence, Severity
@@ -308,7 +308,7 @@ def test_a_digest_renders_in_every_locale(locale):
         assert not raw_key.search(text), (locale, text)
     assert "12" in message.title and "acme" in message.title
     assert "2026-09-28 10:00 UTC" in message.text and "2h" in message.intro
-    assert dict(message.facts)[templates.Translator(locale)("severity.critical")] == "2"
+    assert dict(message.facts)[wording.Translator(locale)("severity.critical")] == "2"
     assert message.links[0][1] == f"{DAGSTER}/assets/alerts"
 
 

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from monitoring_pipelines.alerting import templates, types
+from monitoring_pipelines.alerting import templates, types, wording
 from tests.alerting.servers import sample_incident
 
 LOCALES = templates.LOCALES
@@ -17,9 +17,9 @@ def payload(event="trigger", **kwargs):
 
 
 def test_every_catalog_has_exactly_the_english_keys_and_placeholders():
-    reference = templates.catalog("en")
+    reference = wording.catalog("en")
     for locale in LOCALES:
-        messages = templates.catalog(locale)
+        messages = wording.catalog(locale)
         assert set(messages) == set(reference), (
             f"{locale}: missing {sorted(set(reference) - set(messages))}, "
             f"extra {sorted(set(messages) - set(reference))}"
@@ -33,16 +33,16 @@ def test_every_catalog_has_exactly_the_english_keys_and_placeholders():
 
 
 def test_translations_are_translations():
-    english = templates.catalog("en")
+    english = wording.catalog("en")
     for locale in ("fr", "de", "es", "it"):
-        messages = templates.catalog(locale)
+        messages = wording.catalog(locale)
         for key in english:
             if key.startswith(("severity.", "event.", "next_step.", "intro.", "link.")):
                 assert messages[key] != english[key], f"{locale}: {key} is still English"
-    assert templates.catalog("de")["severity.critical"] == "Kritisch"
-    assert templates.catalog("fr")["event.resolve"] == "Résolu"
-    assert templates.catalog("es")["severity.high"] == "Alta"
-    assert templates.catalog("it")["event.escalate"] == "Escalato"
+    assert wording.catalog("de")["severity.critical"] == "Kritisch"
+    assert wording.catalog("fr")["event.resolve"] == "Résolu"
+    assert wording.catalog("es")["severity.high"] == "Alta"
+    assert wording.catalog("it")["event.escalate"] == "Escalato"
 
 
 @pytest.mark.parametrize("locale", LOCALES)
@@ -64,9 +64,9 @@ def test_every_event_and_kind_renders_strictly_without_raw_keys(locale):
 
 def test_missing_key_raises_instead_of_showing_it():
     with pytest.raises(templates.MissingTranslation):
-        templates.Translator("fr", strict=True)("next_step.nonexistent")
+        wording.Translator("fr", strict=True)("next_step.nonexistent")
     with pytest.raises(templates.MissingTranslation):
-        templates.Translator("fr")("next_step.nonexistent")
+        wording.Translator("fr")("next_step.nonexistent")
 
 
 def test_message_carries_its_provenance():
@@ -141,7 +141,7 @@ def test_resolve_is_green_and_says_resolved_in_every_locale():
     for locale, word in words.items():
         message = templates.render(payload("resolve", status="resolved"), locale)
         assert message.title.startswith(f"[{word}]")
-        assert message.color == templates.RESOLVED_COLOR
+        assert message.color == wording.RESOLVED_COLOR
 
 
 def test_locale_variants_fall_back_sensibly():
