@@ -231,26 +231,11 @@ def view(report: dict) -> dict:
     period = report["period"]
     kind = report["report"]
     tz = period["timezone"]
-    scope = (
-        t("report.all_tenants")
-        if report["tenant"] is None
-        else t("report.tenant", tenant=report["tenant"])
-    )
-    ops, health, det, dq, models, fc, charts = (
-        s["operations"],
-        s["health"],
-        s["detection"],
-        s["data_quality"],
-        s["models"],
-        s["forecast"],
-        s["charts"],
-    )
+    single = report["tenant"] is not None
+    scope = t("report.tenant", tenant=report["tenant"]) if single else t("report.all_tenants")
     headline_names = {}
     for sec, name in HEADLINES:
         headline_names.setdefault(sec, set()).add(name)
-    headlines = [f for sec, name in HEADLINES for f in figures(t, s[sec], {name})]
-    single = report["tenant"] is not None
-    fc_items = fc["series"] if single else [i for i in fc["series"] if i["may_cross_at"]][:6]
     return {
         "t": t,
         "lang": t.locale,
@@ -265,18 +250,32 @@ def view(report: dict) -> dict:
         ),
         "versus": t("report.versus_week" if period["kind"] == "week" else "report.versus_month"),
         "has_data": report["has_data"],
-        "headlines": headlines,
+        "headlines": [f for sec, name in HEADLINES for f in figures(t, s[sec], {name})],
         # The headline figures are not repeated in their section.
         "sections": {
             name: figures(t, s[name], skip=headline_names.get(name, frozenset()))
             for name in ("operations", "health", "detection", "data_quality", "models", "forecast")
         },
-        "ops": ops,
-        "health": health,
-        "det": det,
-        "dq": dq,
-        "models": models,
-        "fc": fc,
+        "ops": s["operations"],
+        "health": s["health"],
+        "det": s["detection"],
+        "dq": s["data_quality"],
+        "models": s["models"],
+        "fc": s["forecast"],
+        **_chart_views(t, s, single, tz),
+        "footer": t("report.generated_by", report=t(f"report.{kind}"), period_key=period["key"]),
+        "tz": tz,
+    }
+
+
+def _chart_views(t: Translator, s: dict, single: bool, tz: str) -> dict:
+    """The report's pictures: forecasts (every series of one tenant; of all tenants, the first six
+    that may cross their limit), the top incidents, the heat map and each tenant's sparklines."""
+    charts = s["charts"]
+    fc_items = s["forecast"]["series"]
+    if not single:
+        fc_items = [i for i in fc_items if i["may_cross_at"]][:6]
+    return {
         "fc_items": fc_items,
         "fc_charts": [
             forecast_chart(
@@ -311,8 +310,6 @@ def view(report: dict) -> dict:
             }
             for row in charts["sparklines"]
         ],
-        "footer": t("report.generated_by", report=t(f"report.{kind}"), period_key=period["key"]),
-        "tz": tz,
     }
 
 
