@@ -44,63 +44,30 @@ def build(ctx: Context, period: Period, step_seconds: int = DEFAULT_STEP_SECONDS
     days = day_starts(period)
     day_keys = [d.date().isoformat() for d in days[:-1]]
     known = ctx.cached("known_tenants", lambda: data.known_tenants(wh, ctx.scope))
-    accepted = data.accepted_per_day(wh, known, days)
-    gridded = data.gridded_per_day(wh, known, days)
-    steps = data.grid_steps_per_day(wh, known, days)
-    quarantined = data.read_quarantine(wh, ctx.scope, day_keys)
-    series = data.metric_names(wh, ctx.scope, period.start, period.end)
-    newest = data.newest_metric(wh, ctx.scope, period.end)
     dq = in_period(incidents(ctx, period), period)
-    dq = dq[dq["kind"] == DATA_QUALITY]
-
+    read = {
+        "accepted": data.accepted_per_day(wh, known, days),
+        "gridded": data.gridded_per_day(wh, known, days),
+        "steps": data.grid_steps_per_day(wh, known, days),
+        "quarantined": data.read_quarantine(wh, ctx.scope, day_keys),
+        "series": data.metric_names(wh, ctx.scope, period.start, period.end),
+        "newest": data.newest_metric(wh, ctx.scope, period.end),
+        "dq": dq[dq["kind"] == DATA_QUALITY],
+        "day_keys": day_keys,
+        "per_day_steps": 86400 // step_seconds,
+        "end": data.utc(period.end),
+    }
     tenants = sorted(
-        set(accepted["tenant"]) | set(quarantined["tenant"].dropna()) | set(series["tenant"])
+        set(read["accepted"]["tenant"])
+        | set(read["quarantined"]["tenant"].dropna())
+        | set(read["series"]["tenant"])
     )
     if ctx.scope.tenant is not None:
         tenants = [t for t in tenants if t == ctx.scope.tenant]
-    per_day_steps = 86400 // step_seconds
-    rows = []
-    for tenant in tenants:
-        acc = accepted[accepted["tenant"] == tenant]
-        quar = quarantined[quarantined["tenant"] == tenant]
-        grid_days = set(steps.loc[(steps["tenant"] == tenant) & (steps["rows"] > 0), "day"])
-        blocked = {
-            (pk or "").split("|")[0]
-            for pk in dq.loc[dq["tenant"] == tenant, "partition_key"]
-            if (pk or "").split("|")[0] in day_keys
-        }
-        blocked |= {d for d in acc.loc[acc["rows"] > 0, "day"] if d not in grid_days}
-        n_series = int((series["tenant"] == tenant).sum())
-        expected = n_series * per_day_steps * len(day_keys)
-        valued = int(gridded.loc[gridded["tenant"] == tenant, "rows"].sum())
-        fresh = newest.get(tenant)
-        lag_hours = (
-            round((data.utc(period.end) - fresh).total_seconds() / 3600, 1) if fresh else None
-        )
-        reasons = pd.Series(
-            [reason_name(f, r) for f, r in zip(quar["field"], quar["reason"], strict=True)],
-            dtype=object,
-        ).value_counts()
-        rows.append(
-            {
-                "tenant": tenant,
-                "rows_in": int(acc["rows"].sum()) + len(quar),
-                "accepted": int(acc["rows"].sum()),
-                "quarantined": len(quar),
-                "quarantined_by_reason": {
-                    k: int(v) for k, v in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
-                },
-                "blocked_partitions": sorted(blocked),
-                "series": n_series,
-                "completeness": round(valued / expected, 4) if expected else None,
-                "newest_point": fresh.isoformat() if fresh is not None else None,
-                "freshness_lag_hours": lag_hours,
-            }
-        )
+    rows = [_tenant_row(tenant, read) for tenant in tenants]
     frame = pd.DataFrame(rows)
-    total_in = int(frame["rows_in"].sum()) if rows else 0
     figures = {
-        "rows_in": total_in,
+        "rows_in": int(frame["rows_in"].sum()) if rows else 0,
         "accepted": int(frame["accepted"].sum()) if rows else 0,
         "quarantined": int(frame["quarantined"].sum()) if rows else 0,
         "blocked_partitions": int(sum(len(r["blocked_partitions"]) for r in rows)),
@@ -111,3 +78,44 @@ def build(ctx: Context, period: Period, step_seconds: int = DEFAULT_STEP_SECONDS
         ),
     }
     return {"figures": figures, "tenants": rows}
+
+
+def _tenant_row(tenant: str, read: dict) -> dict:
+    """One tenant's row: rows in, accepted and quarantined (by reason), the days blocked (a data
+    quality incident, or accepted rows never gridded), completeness of its grid and freshness."""
+    day_keys = read["day_keys"]
+    acc = read["accepted"][read["accepted"]["tenant"] == tenant]
+    quar = read["quarantined"][read["quarantined"]["tenant"] == tenant]
+    steps = read["steps"]
+    grid_days = set(steps.loc[(steps["tenant"] == tenant) & (steps["rows"] > 0), "day"])
+    dq = read["dq"]
+    blocked = {
+        (pk or "").split("|")[0]
+        for pk in dq.loc[dq["tenant"] == tenant, "partition_key"]
+        if (pk or "").split("|")[0] in day_keys
+    }
+    blocked |= {d for d in acc.loc[acc["rows"] > 0, "day"] if d not in grid_days}
+    n_series = int((read["series"]["tenant"] == tenant).sum())
+    expected = n_series * read["per_day_steps"] * len(day_keys)
+    gridded = read["gridded"]
+    valued = int(gridded.loc[gridded["tenant"] == tenant, "rows"].sum())
+    fresh = read["newest"].get(tenant)
+    lag_hours = round((read["end"] - fresh).total_seconds() / 3600, 1) if fresh else None
+    reasons = pd.Series(
+        [reason_name(f, r) for f, r in zip(quar["field"], quar["reason"], strict=True)],
+        dtype=object,
+    ).value_counts()
+    return {
+        "tenant": tenant,
+        "rows_in": int(acc["rows"].sum()) + len(quar),
+        "accepted": int(acc["rows"].sum()),
+        "quarantined": len(quar),
+        "quarantined_by_reason": {
+            k: int(v) for k, v in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+        },
+        "blocked_partitions": sorted(blocked),
+        "series": n_series,
+        "completeness": round(valued / expected, 4) if expected else None,
+        "newest_point": fresh.isoformat() if fresh is not None else None,
+        "freshness_lag_hours": lag_hours,
+    }

@@ -120,24 +120,12 @@ def build(ctx: Context, period: Period) -> dict:
         hourly = group.set_index("ts")["value"].sort_index().resample("1h").mean().dropna()
         if len(hourly) < 48:
             continue
-        source, frame = "fitted", None
-        if ctx.registry is not None:
-            if tenant not in champions:
-                champions[tenant] = ctx.registry.prophet_champion(tenant)
-            champ = champions[tenant]
-            forecaster, column = (
-                _champion_for(champ["detector"], tenant, service, metric)
-                if champ is not None
-                else (None, None)
-            )
-            if forecaster is not None:
-                frame = _from_champion(forecaster, column, future, memo)
-                if frame is not None and frame.notna().all().all():
-                    source = f"prophet v{champ['version']}"
-                else:
-                    frame = None
+        if ctx.registry is not None and tenant not in champions:
+            champions[tenant] = ctx.registry.prophet_champion(tenant)
+        key = (tenant, service, metric)
+        source, frame = _champion_forecast(champions.get(tenant), key, future, memo)
         if frame is None:
-            frame = fitted(hourly, future)
+            source, frame = "fitted", fitted(hourly, future)
         limit = ctx.config.capacity_limit(tenant, service, metric)
         recent = hourly[hourly.index >= end - timedelta(days=7)]
         out.append(
@@ -150,21 +138,7 @@ def build(ctx: Context, period: Period) -> dict:
                 "forecast_mean": round(float(frame["yhat"].mean()), 3),
                 "forecast_peak_upper": round(float(frame["upper"].max()), 3),
                 **crossing(frame, limit),
-                "history": [
-                    [ts.isoformat(), round(float(v), 4)]
-                    for ts, v in hourly[
-                        hourly.index >= end - timedelta(days=period.horizon_days)
-                    ].items()
-                ],
-                "points": [
-                    [
-                        ts.isoformat(),
-                        round(float(r.yhat), 4),
-                        round(float(r.lower), 4),
-                        round(float(r.upper), 4),
-                    ]
-                    for ts, r in zip(frame.index, frame.itertuples(), strict=True)
-                ],
+                **_chart_points(hourly, frame, end - timedelta(days=period.horizon_days)),
             }
         )
     figures = {
@@ -177,4 +151,36 @@ def build(ctx: Context, period: Period) -> dict:
         "horizon_days": period.horizon_days,
         "from": end.isoformat(),
         "series": out,
+    }
+
+
+def _champion_forecast(champ: dict | None, key: tuple, future, memo: dict):
+    """(source, forecast frame) from the tenant's Prophet champion for this series; (None, None)
+    when there is no champion, it does not model the series or its forecast has gaps."""
+    if champ is None:
+        return None, None
+    forecaster, column = _champion_for(champ["detector"], *key)
+    if forecaster is None:
+        return None, None
+    frame = _from_champion(forecaster, column, future, memo)
+    if frame is None or not frame.notna().all().all():
+        return None, None
+    return f"prophet v{champ['version']}", frame
+
+
+def _chart_points(hourly: pd.Series, frame: pd.DataFrame, since) -> dict:
+    """The chart's history (hourly means since ``since``) and forecast points with their band."""
+    return {
+        "history": [
+            [ts.isoformat(), round(float(v), 4)] for ts, v in hourly[hourly.index >= since].items()
+        ],
+        "points": [
+            [
+                ts.isoformat(),
+                round(float(r.yhat), 4),
+                round(float(r.lower), 4),
+                round(float(r.upper), 4),
+            ]
+            for ts, r in zip(frame.index, frame.itertuples(), strict=True)
+        ],
     }
