@@ -118,32 +118,8 @@ def line_chart(
         f'font-size="11">',
         f'<text x="{left}" y="14" fill="{INK}" font-weight="600">{_t(title)}</text>',
     ]
-    for tick in _ticks(f.y0, f.y1):
-        y = f.y(tick)
-        out.append(
-            f'<line x1="{left}" x2="{left + f.width}" y1="{y:.1f}" y2="{y:.1f}" '
-            f'stroke="{GRID}"/>'
-            f'<text x="{left - 4}" y="{y + 3:.1f}" text-anchor="end" fill="{MUTED}">'
-            f"{_fmt(tick)}</text>"
-        )
-    if window:
-        a, b = f.x(max(_epoch(window[0]), f.x0)), f.x(min(_epoch(window[1]), f.x1))
-        out.append(
-            f'<rect x="{a:.1f}" y="{top}" width="{max(b - a, 1.5):.1f}" height="{f.height}" '
-            f'fill="{WINDOW}" opacity="0.6"/>'
-        )
-    if band:
-        upper = [(f.x(_epoch(ts)), f.y(hi)) for ts, _, hi in band]
-        lower = [(f.x(_epoch(ts)), f.y(lo)) for ts, lo, _ in reversed(band)]
-        pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in upper + lower)
-        out.append(f'<polygon points="{pts}" fill="{BAND}" opacity="0.45"/>')
-    for value, label, colour in hlines:
-        y = f.y(value)
-        out.append(
-            f'<line x1="{left}" x2="{left + f.width}" y1="{y:.1f}" y2="{y:.1f}" stroke="{colour}" '
-            f'stroke-dasharray="4 3"/><text x="{left + f.width}" y="{y - 3:.1f}" '
-            f'text-anchor="end" fill="{colour}">{_t(label)}</text>'
-        )
+    out += _y_grid(f, left)
+    out += _overlays(f, left, top, window, band, hlines)
     for s in series:
         d = _path([(f.x(_epoch(ts)), None if v is None else f.y(v)) for ts, v in s["points"]])
         dash = ' stroke-dasharray="5 3"' if s.get("dash") else ""
@@ -163,6 +139,45 @@ def line_chart(
         f'stroke="{MUTED}"/></svg>'
     )
     return "".join(out)
+
+
+def _y_grid(f: Frame, left: int) -> list[str]:
+    """Horizontal grid lines with their value on the left axis."""
+    out = []
+    for tick in _ticks(f.y0, f.y1):
+        y = f.y(tick)
+        out.append(
+            f'<line x1="{left}" x2="{left + f.width}" y1="{y:.1f}" y2="{y:.1f}" '
+            f'stroke="{GRID}"/>'
+            f'<text x="{left - 4}" y="{y + 3:.1f}" text-anchor="end" fill="{MUTED}">'
+            f"{_fmt(tick)}</text>"
+        )
+    return out
+
+
+def _overlays(f: Frame, left: int, top: int, window, band, hlines) -> list[str]:
+    """What a line chart draws under its lines: the shaded window, the band and the dashed
+    horizontal lines with their labels."""
+    out = []
+    if window:
+        a, b = f.x(max(_epoch(window[0]), f.x0)), f.x(min(_epoch(window[1]), f.x1))
+        out.append(
+            f'<rect x="{a:.1f}" y="{top}" width="{max(b - a, 1.5):.1f}" height="{f.height}" '
+            f'fill="{WINDOW}" opacity="0.6"/>'
+        )
+    if band:
+        upper = [(f.x(_epoch(ts)), f.y(hi)) for ts, _, hi in band]
+        lower = [(f.x(_epoch(ts)), f.y(lo)) for ts, lo, _ in reversed(band)]
+        pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in upper + lower)
+        out.append(f'<polygon points="{pts}" fill="{BAND}" opacity="0.45"/>')
+    for value, label, colour in hlines:
+        y = f.y(value)
+        out.append(
+            f'<line x1="{left}" x2="{left + f.width}" y1="{y:.1f}" y2="{y:.1f}" stroke="{colour}" '
+            f'stroke-dasharray="4 3"/><text x="{left + f.width}" y="{y - 3:.1f}" '
+            f'text-anchor="end" fill="{colour}">{_t(label)}</text>'
+        )
+    return out
 
 
 def _empty(title: str, width: int, height: int) -> str:

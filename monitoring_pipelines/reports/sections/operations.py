@@ -70,20 +70,9 @@ def build(ctx: Context, period: Period) -> dict:
     frame = in_period(everything, period)
     end = data.utc(period.end)
     still_open = everything[everything["resolved_at"].isna() | (everything["resolved_at"] >= end)]
-    acked = frame[frame["acknowledged_at"].notna()]
+    mtta = _minutes_since_start(frame[frame["acknowledged_at"].notna()], "acknowledged_at")
     resolved = frame[frame["resolved_at"].notna() & (frame["resolved_at"] < end)]
-    mtta = stats(
-        [
-            (a - s).total_seconds() / 60
-            for a, s in zip(acked["acknowledged_at"], acked["started_at"], strict=True)
-        ]
-    )
-    mttr = stats(
-        [
-            (r - s).total_seconds() / 60
-            for r, s in zip(resolved["resolved_at"], resolved["started_at"], strict=True)
-        ]
-    )
+    mttr = _minutes_since_start(resolved, "resolved_at")
     notes = data.read_notifications(ctx.warehouse, frame["fingerprint"])
     pages = notes[notes["event"].isin(PAGE_EVENTS) & (notes["status"] == "sent")]
     local = local_times(frame["started_at"], period)
@@ -128,3 +117,13 @@ def build(ctx: Context, period: Period) -> dict:
             frame[frame["kind"] == "anomaly"], ctx.config.flap_minutes, ctx.config.top_series
         ),
     }
+
+
+def _minutes_since_start(frame: pd.DataFrame, column: str) -> dict:
+    """The statistics of the minutes from each incident's start to ``column`` (MTTA, MTTR)."""
+    return stats(
+        [
+            (t - s).total_seconds() / 60
+            for t, s in zip(frame[column], frame["started_at"], strict=True)
+        ]
+    )
