@@ -194,6 +194,27 @@ def _cut(text: str) -> str:
     return text if len(text) <= _TAG_CHARS else text[: _TAG_CHARS - 3] + "..."
 
 
+def _record_drift(drifts: dict[str, dict[str, dict]], record_id: int, evaluation) -> None:
+    """Note what one drift check evaluation said of each tenant: its drifted series, the strongest
+    one's statistic and strength; a tenant the check passes is dropped from that check."""
+    metadata = evaluation.metadata
+    drifted = metadata["drifted"].value if "drifted" in metadata else {}
+    figures = metadata["series"].value if "series" in metadata else {}
+    for tenant in metadata["tenants"].value if "tenants" in metadata else []:
+        names = drifted.get(tenant)
+        if not names:
+            drifts.get(tenant, {}).pop(evaluation.check_name, None)
+            continue
+        strongest = max(names, key=lambda n: _strength(figures[f"{tenant}/{n}"]))
+        drifts.setdefault(tenant, {})[evaluation.check_name] = {
+            "series": names,
+            "strength": _strength(figures[f"{tenant}/{strongest}"]),
+            "statistic": f"{strongest} "
+            + _statistic(evaluation.check_name, figures[f"{tenant}/{strongest}"]),
+            "evaluation": record_id,
+        }
+
+
 @dg.sensor(
     job_name=TRAINING_JOB,
     minimum_interval_seconds=60,
@@ -215,22 +236,7 @@ def drift_retrain_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
     acted: dict[str, str] = cursor["acted"]
     for record_id, evaluation in _evaluations(instance, cursor["after"]):
         cursor["after"] = record_id
-        metadata = evaluation.metadata
-        drifted = metadata["drifted"].value if "drifted" in metadata else {}
-        figures = metadata["series"].value if "series" in metadata else {}
-        for tenant in metadata["tenants"].value if "tenants" in metadata else []:
-            names = drifted.get(tenant)
-            if not names:
-                drifts.get(tenant, {}).pop(evaluation.check_name, None)
-                continue
-            strongest = max(names, key=lambda n: _strength(figures[f"{tenant}/{n}"]))
-            drifts.setdefault(tenant, {})[evaluation.check_name] = {
-                "series": names,
-                "strength": _strength(figures[f"{tenant}/{strongest}"]),
-                "statistic": f"{strongest} "
-                + _statistic(evaluation.check_name, figures[f"{tenant}/{strongest}"]),
-                "evaluation": record_id,
-            }
+        _record_drift(drifts, record_id, evaluation)
     requests, skipped = [], []
     for tenant in sorted(drifts):
         by_check = drifts[tenant]
