@@ -50,11 +50,14 @@ def scrape_job(name: str, target: str, labels: dict[str, str] | None = None) -> 
       - targets: ['{target}']{extra}"""
 
 
-def config(jobs: list[str], interval: str = "1s") -> str:
-    """A configuration scraping ``jobs`` (from :func:`scrape_job`) every ``interval``."""
+def config(jobs: list[str], interval: str = "1s", rule_files: tuple[Path, ...] = ()) -> str:
+    """A configuration scraping ``jobs`` (from :func:`scrape_job`) every ``interval`` and
+    evaluating the rules of ``rule_files`` as often."""
+    rules = "".join(f"\n  - '{path}'" for path in rule_files)
     return f"""global:
   scrape_interval: {interval}
   evaluation_interval: {interval}
+rule_files:{rules or " []"}
 scrape_configs:{"".join(jobs)}
 """
 

@@ -13,7 +13,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from monitoring_pipelines.alerting import types
@@ -109,8 +114,12 @@ def model_families(figures: ModelFigures, now: float) -> list[Metric]:
 
 
 def run_families(failures: dict[str, int]) -> list[Metric]:
-    family = GaugeMetricFamily(
-        f"{NS}_failed_runs", "Runs in the Dagster instance that failed, by job.", labels=["job"]
+    # A counter: runs are only added to the instance (deleting runs by hand reads as a reset).
+    # The label is not ``job``: Prometheus gives every series its scrape job under that name.
+    family = CounterMetricFamily(
+        f"{NS}_failed_runs",
+        "Runs in the Dagster instance that failed, by Dagster job.",
+        labels=["dagster_job"],
     )
     for job, n in sorted(failures.items()):
         family.add_metric([job], n)
