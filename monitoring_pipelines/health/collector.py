@@ -56,7 +56,7 @@ def warehouse_families(figures: WarehouseFigures, now: float) -> list[Metric]:
         return {r: sum(by_status.get((r, s), 0) for s in statuses) for r in receivers}
 
     return [
-        _gauge("ingested_rows", "Rows staged from sources (files, queries, the demo), by tenant.",
+        _gauge("ingested_rows", "Rows read from sources: accepted plus quarantined.",
                ["tenant"], figures.ingested_rows),
         _gauge("accepted_rows", "Rows accepted into the metrics table by the quality gate.",
                ["tenant"], figures.accepted_rows),

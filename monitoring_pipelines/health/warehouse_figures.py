@@ -16,7 +16,6 @@ from monitoring_pipelines.warehouse import (
     alerts,
     anomaly_scores,
     clean_metrics,
-    landing,
     metrics,
     notifications,
     partition_states,
@@ -53,9 +52,7 @@ class WarehouseFigures:
 
     @property
     def tenants(self) -> list[str]:
-        known = set(self.accepted_rows) | set(self.ingested_rows) | set(self.newest_gridded)
-        known |= set(self.blocked_partitions)
-        return sorted(known)
+        return sorted(set(self.accepted_rows) | set(self.blocked_partitions))
 
     def scoring_lag(self, tenant: str) -> float | None:
         """Seconds the newest scored point is behind the newest gridded one (the whole grid when
@@ -80,33 +77,39 @@ def read_warehouse_figures(
     engine: sa.Engine, known_tenants: tuple[str, ...] = ()
 ) -> WarehouseFigures:
     """Every warehouse figure of one scrape, in one connection. ``known_tenants`` (the configured
-    ones) keep their name on quarantined rows even before any of their rows was accepted."""
+    ones) keep their name on quarantined rows even before any of their rows was accepted.
+
+    Only the accepted rows are counted by a scan (of the ``(tenant, ts)`` index); newest and
+    oldest times are one index lookup per tenant and table, and rows in are accepted plus
+    quarantined, as ``monitoring-pipelines ingest`` counts them.
+    """
     figures = WarehouseFigures()
     with engine.connect() as conn:
-        figures.ingested_rows = _count_by_tenant(conn, landing)
         figures.accepted_rows = _count_by_tenant(conn, metrics)
         figures.blocked_partitions = _blocked(conn)
-        for table, newest in (
-            (metrics, figures.newest_accepted),
-            (clean_metrics, figures.newest_gridded),
-            (anomaly_scores, figures.newest_scored),
-        ):
-            newest.update(_times_by_tenant(conn, table, sa.func.max))
-        figures.oldest_gridded = _times_by_tenant(conn, clean_metrics, sa.func.min)
+        for tenant in figures.accepted_rows:
+            for table, how, into in (
+                (metrics, sa.func.max, figures.newest_accepted),
+                (clean_metrics, sa.func.max, figures.newest_gridded),
+                (clean_metrics, sa.func.min, figures.oldest_gridded),
+                (anomaly_scores, sa.func.max, figures.newest_scored),
+            ):
+                ts = conn.execute(sa.select(how(table.c.ts)).where(table.c.tenant == tenant))
+                if (value := epoch(ts.scalar())) is not None:
+                    into[tenant] = value
         figures.quarantined_rows = _quarantined(conn, {*figures.tenants, *known_tenants})
         figures.open_incidents = _open_incidents(conn)
         _read_notifications(conn, figures)
+    ingested = defaultdict(int, figures.accepted_rows)
+    for (tenant, _, _), n in figures.quarantined_rows.items():
+        ingested[tenant] += n
+    figures.ingested_rows = dict(ingested)
     return figures
 
 
 def _count_by_tenant(conn: sa.Connection, table: sa.Table) -> dict[str, int]:
     query = sa.select(table.c.tenant, sa.func.count()).group_by(table.c.tenant)
     return {tenant: int(n) for tenant, n in conn.execute(query)}
-
-
-def _times_by_tenant(conn: sa.Connection, table: sa.Table, how) -> dict[str, float]:
-    query = sa.select(table.c.tenant, how(table.c.ts)).group_by(table.c.tenant)
-    return {tenant: epoch(ts) for tenant, ts in conn.execute(query) if ts is not None}
 
 
 def _blocked(conn: sa.Connection) -> dict[str, int]:
