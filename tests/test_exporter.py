@@ -46,7 +46,6 @@ ALLOWED_LABELS = {
     "source",
     "le",
 }
-pytestmark = pytest.mark.slow
 
 
 def _day_file(path: Path) -> None:
@@ -227,6 +226,7 @@ def _by(url: str, promql: str, label: str) -> dict[str, float]:
     return {r["metric"][label]: float(r["value"][1]) for r in query(url, promql)}
 
 
+@pytest.mark.slow
 def test_prometheus_reads_back_the_rows_partitions_and_freshness(prometheus, state):
     assert (
         _value(prometheus, 'sum(monitoring_pipelines_quarantined_rows{tenant="acme"})')
@@ -257,6 +257,7 @@ def test_prometheus_reads_back_the_rows_partitions_and_freshness(prometheus, sta
     )
 
 
+@pytest.mark.slow
 def test_prometheus_reads_back_incidents_and_notifications(prometheus, state):
     severities = _by(
         prometheus, "sum by (severity) (monitoring_pipelines_open_incidents)", "severity"
@@ -280,6 +281,7 @@ def test_prometheus_reads_back_incidents_and_notifications(prometheus, state):
     }
 
 
+@pytest.mark.slow
 def test_prometheus_reads_back_champions_retrains_and_failed_runs(prometheus, state):
     labels = '{tenant="acme",kind="zscore"}'
     assert _value(prometheus, f"monitoring_pipelines_champion_version{labels}") == 1
@@ -304,6 +306,7 @@ def test_prometheus_reads_back_champions_retrains_and_failed_runs(prometheus, st
     }
 
 
+@pytest.mark.slow
 def test_the_alert_rules_are_valid_and_fire_on_this_state(prometheus):
     promtool = prometheus_binary("promtool")
     checked = subprocess.run(
@@ -332,6 +335,7 @@ def test_the_alert_rules_are_valid_and_fire_on_this_state(prometheus):
     assert not any(name == "PipelineRunsFailing" for name, _ in active)
 
 
+@pytest.mark.slow
 def test_exposition_parses_has_no_series_labels_and_survives_mlflow_down(state, caplog):
     """In process, on the same state, with the MLflow server gone: the registry's figures are
     missing and its source reads as down, everything else is served, and the log line names
@@ -371,3 +375,53 @@ def test_exposition_parses_has_no_series_labels_and_survives_mlflow_down(state, 
     [line] = [r.getMessage() for r in caplog.records if r.name.startswith("monitoring_pipelines")]
     assert line.startswith("mlflow (http://exporter:***@127.0.0.1:") and "s3cret" not in line
     assert "\n" not in line
+
+
+def _points(tenant: str, start: str, n: int) -> pd.DataFrame:
+    ts = pd.date_range(start, periods=n, freq="5min", tz="UTC")
+    return pd.DataFrame(
+        {"tenant": tenant, "service": "api", "metric": "cpu_percent", "ts": ts, "value": 1.0}
+    )
+
+
+def test_warehouse_figures_on_every_backend(warehouse):
+    """The warehouse's figures straight from the reader, on SQLite and PostgreSQL: counts,
+    newest and oldest points by tenant, scoring lag, blocked days, quarantine labels kept few."""
+    from monitoring_pipelines.health.warehouse_figures import read_warehouse_figures
+
+    start, end = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC)
+    for tenant, n in (("acme", 20), ("acme-eu", 5)):
+        rows = _points(tenant, "2026-11-01", n)
+        warehouse.replace_partition("metrics", tenant, start, end, rows.assign(tags="", source="f"))
+        grid = rows.assign(is_gap=False, n_raw=1)
+        warehouse.replace_partition("clean_metrics", tenant, start, end, grid)
+    scored = _points("acme", "2026-11-01", 8).assign(is_anomaly=False, model_versions="{}")
+    warehouse.replace_partition("anomaly_scores", "acme", start, end, scored)
+    warehouse.bump_partitions(["2026-11-02|acme-eu"])
+    warehouse.record_gated("2026-11-02|acme-eu", 1, blocked=True)
+    bad = pd.DataFrame(
+        {
+            "source": "f",
+            "source_row": [1, 2, 3],
+            "tenant": ["acme", "no such tenant", None],
+            "ts": ["x", "y", "z"],
+            "field": ["ts", "tenant", "tenant"],
+            "reason": ["ts: 'x' is not a time", "tenant: bad", "tenant: missing"],
+            "raw": "{}",
+        }
+    )
+    warehouse.replace_quarantine(bad, stage="parse", source="f")
+
+    figures = read_warehouse_figures(warehouse.engine, known_tenants=("globex",))
+    assert figures.accepted_rows == {"acme": 20, "acme-eu": 5}
+    assert figures.ingested_rows == {"acme": 21, "acme-eu": 5, "unknown": 2}
+    assert figures.quarantined_rows == {
+        ("acme", "parse", "ts"): 1,
+        ("unknown", "parse", "tenant"): 2,
+    }
+    assert figures.blocked_partitions == {"acme-eu": 1}
+    first = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
+    assert figures.newest_accepted == {"acme": first + 19 * 300, "acme-eu": first + 4 * 300}
+    assert figures.scoring_lag("acme") == (19 - 7) * 300
+    assert figures.scoring_lag("acme-eu") == 4 * 300  # nothing scored: the whole grid
+    assert figures.scoring_lag("globex") is None
