@@ -74,13 +74,15 @@ def warehouse_families(figures: WarehouseFigures, now: float) -> list[Metric]:
                ["tenant"], {t: lag for t, lag in lags.items() if lag is not None}),
         _gauge("open_incidents", "Incidents firing or acknowledged (not resolved).",
                ["tenant", "severity", "kind"], figures.open_incidents),
-        _gauge("outbox_depth", "Notifications not delivered yet (pending or being sent).",
+        _gauge("outbox_depth",
+               "Notifications not delivered yet (pending, escalations waiting included, or being "
+               "sent).",
                ["receiver"], status_total((types.PENDING, types.SENDING))),
         _gauge("dead_notifications", "Notifications given up on after their retries.",
                ["receiver"], status_total((types.DEAD,))),
         _gauge("oldest_undelivered_notification_age_seconds",
-               "Age of the oldest notification not delivered yet.", ["receiver"],
-               {r: now - at for r, at in figures.oldest_undelivered.items()}),
+               "Seconds the oldest notification due and not delivered yet has waited.",
+               ["receiver"], {r: now - at for r, at in figures.oldest_due_undelivered.items()}),
         _delivery_histogram(figures.delivery_seconds),
     ]  # fmt: skip
 
@@ -149,7 +151,7 @@ class PipelineHealthCollector(Collector):
             Source(
                 WAREHOUSE,
                 redact_url(s.warehouse_url),
-                lambda now: warehouse_families(self._warehouse_figures(), now),
+                lambda now: warehouse_families(self._warehouse_figures(now), now),
             ),
             Source(
                 MLFLOW,
@@ -163,14 +165,14 @@ class PipelineHealthCollector(Collector):
             ),
         ]
 
-    def _warehouse_figures(self) -> WarehouseFigures:
+    def _warehouse_figures(self, now: float) -> WarehouseFigures:
         # Tables are created once, by the first scrape that reaches the warehouse (as every
         # command does), so a pipeline that has not run yet reads as empty, not as down, and a
         # warehouse that is down at start does not stop the exporter.
         if not self._schema_ready:
             metadata.create_all(self.engine)
             self._schema_ready = True
-        return read_warehouse_figures(self.engine, self.settings.tenants)
+        return read_warehouse_figures(self.engine, now, self.settings.tenants)
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(

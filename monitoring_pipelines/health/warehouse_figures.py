@@ -46,7 +46,8 @@ class WarehouseFigures:
     open_incidents: dict[tuple[str, str, str], int] = field(default_factory=dict)
     # (receiver, status) -> notifications
     notifications: dict[tuple[str, str], int] = field(default_factory=dict)
-    oldest_undelivered: dict[str, float] = field(default_factory=dict)
+    # receiver -> when the oldest notification due and not delivered yet was due
+    oldest_due_undelivered: dict[str, float] = field(default_factory=dict)
     # receiver -> seconds from due to sent, one per notification sent
     delivery_seconds: dict[str, list[float]] = field(default_factory=dict)
 
@@ -74,7 +75,7 @@ def epoch(value: object) -> float | None:
 
 
 def read_warehouse_figures(
-    engine: sa.Engine, known_tenants: tuple[str, ...] = ()
+    engine: sa.Engine, now: float, known_tenants: tuple[str, ...] = ()
 ) -> WarehouseFigures:
     """Every warehouse figure of one scrape, in one connection. ``known_tenants`` (the configured
     ones) keep their name on quarantined rows even before any of their rows was accepted.
@@ -99,7 +100,7 @@ def read_warehouse_figures(
                     into[tenant] = value
         figures.quarantined_rows = _quarantined(conn, {*figures.tenants, *known_tenants})
         figures.open_incidents = _open_incidents(conn)
-        _read_notifications(conn, figures)
+        _read_notifications(conn, figures, now)
     ingested = defaultdict(int, figures.accepted_rows)
     for (tenant, _, _), n in figures.quarantined_rows.items():
         ingested[tenant] += n
@@ -142,24 +143,30 @@ def _open_incidents(conn: sa.Connection) -> dict[tuple[str, str, str], int]:
     return {(tenant, sev, kind): int(n) for tenant, sev, kind, n in conn.execute(query)}
 
 
-def _read_notifications(conn: sa.Connection, figures: WarehouseFigures) -> None:
+def _read_notifications(conn: sa.Connection, figures: WarehouseFigures, now: float) -> None:
     n = notifications
     by_status = sa.select(n.c.receiver, n.c.status, sa.func.count()).group_by(
         n.c.receiver, n.c.status
     )
     figures.notifications = {(r, s): int(c) for r, s, c in conn.execute(by_status)}
-    oldest = (
-        sa.select(n.c.receiver, sa.func.min(n.c.created_at))
-        .where(n.c.status.in_(UNDELIVERED))
-        .group_by(n.c.receiver)
+    # The outbox is short (what is not delivered yet), so its rows are read as they are.
+    waiting = sa.select(n.c.receiver, n.c.created_at, n.c.not_before).where(
+        n.c.status.in_(UNDELIVERED)
     )
-    figures.oldest_undelivered = {r: epoch(at) for r, at in conn.execute(oldest)}
+    for receiver, created, not_before in conn.execute(waiting):
+        due = _due(created, not_before)
+        if due <= now and due < figures.oldest_due_undelivered.get(receiver, now):
+            figures.oldest_due_undelivered[receiver] = due
     sent = sa.select(n.c.receiver, n.c.created_at, n.c.not_before, n.c.sent_at).where(
         n.c.status == types.SENT, n.c.sent_at.is_not(None)
     )
     latencies: dict[str, list[float]] = defaultdict(list)
     for receiver, created, not_before, sent_at in conn.execute(sent):
-        # Due when it was written, or at its deadline for an escalation that waited on purpose.
-        due = max(epoch(created), epoch(not_before) or 0.0)
-        latencies[receiver].append(max(epoch(sent_at) - due, 0.0))
+        latencies[receiver].append(max(epoch(sent_at) - _due(created, not_before), 0.0))
     figures.delivery_seconds = dict(latencies)
+
+
+def _due(created: object, not_before: object) -> float:
+    """When a notification was due: when it was written, or at its deadline for one that waits
+    on purpose (an escalation)."""
+    return max(epoch(created), epoch(not_before) or 0.0)
