@@ -375,3 +375,18 @@ def test_exposition_parses_has_no_series_labels_and_survives_mlflow_down(state, 
     [line] = [r.getMessage() for r in caplog.records if r.name.startswith("monitoring_pipelines")]
     assert line.startswith("mlflow (http://exporter:***@127.0.0.1:") and "s3cret" not in line
     assert "\n" not in line
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:s3cret@db:notaport/x", "nosuch://u:s3cret@db/x"])
+def test_a_bad_warehouse_url_is_one_line_without_its_password(home, url):
+    out = subprocess.run(
+        [sys.executable, "-m", "monitoring_pipelines.cli", "exporter", "--port", "0"],
+        env={**os.environ, "MONITORING_WAREHOUSE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith("monitoring-pipelines: error: MONITORING_WAREHOUSE_URL: ")
+    assert "s3cret" not in out.stdout + out.stderr

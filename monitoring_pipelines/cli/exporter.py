@@ -11,7 +11,9 @@ import os
 import signal
 import threading
 
-from monitoring_pipelines.cli.common import prepare_home
+import sqlalchemy as sa
+
+from monitoring_pipelines.cli.common import CliError, prepare_home
 from monitoring_pipelines.settings import load_settings, redact_url
 
 DEFAULT_PORT = 9464
@@ -34,13 +36,21 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     settings = load_settings()
     prepare_home(settings)
-    collector = PipelineHealthCollector(settings)
+    try:
+        collector = PipelineHealthCollector(settings)
+    except (sa.exc.ArgumentError, ValueError):
+        # Not the error's text: it can quote the whole URL, password included.
+        url = redact_url(settings.warehouse_url)
+        raise CliError(f"MONITORING_WAREHOUSE_URL: {url} is not a database URL to open") from None
     # A first read before serving: the libraries are imported and a source that cannot be read
     # is named in the log right away, not at the first scrape.
     list(collector.collect())
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-    server, _ = start_http_server(args.port, addr=args.host, registry=registry)
+    try:
+        server, _ = start_http_server(args.port, addr=args.host, registry=registry)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

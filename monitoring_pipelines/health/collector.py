@@ -8,6 +8,7 @@ sources' figures are still served, and the exporter keeps running. Nothing is ke
 scrapes: the figures are always the sources' current ones.
 """
 
+import bisect
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -94,7 +95,8 @@ def _delivery_histogram(latencies: dict[str, list[float]]) -> HistogramMetricFam
         labels=["receiver"],
     )
     for receiver, values in sorted(latencies.items()):
-        buckets = [(str(float(le)), sum(v <= le for v in values)) for le in DELIVERY_BUCKETS]
+        values = sorted(values)
+        buckets = [(str(float(le)), bisect.bisect_right(values, le)) for le in DELIVERY_BUCKETS]
         buckets.append(("+Inf", len(values)))
         family.add_metric([receiver], buckets, sum(values))
     return family
