@@ -9,14 +9,9 @@ import http.server
 import itertools
 import json
 import math
-import os
-import shutil
-import socket
-import subprocess
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -29,49 +24,14 @@ from monitoring_pipelines.sources.prometheus import (
     PromQuery,
 )
 from monitoring_pipelines.sources.records import FRAME_COLUMNS
+from tests.prometheus_server import config, free_port, prometheus_server, scrape_job
 
-ENSURE_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "ensure-system-packages.sh"
 JOBS = {
     "acme-self": ("acme", "prometheus"),
     "globex-self": ("globex", "prometheus"),
     "bad-self": ("bad tenant!", "prometheus"),
 }
 SECOND = pd.Timedelta(seconds=1)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _prometheus_binary() -> str:
-    found = shutil.which("prometheus") or "/usr/bin/prometheus"
-    if not os.access(found, os.X_OK) and os.geteuid() == 0 and ENSURE_SCRIPT.exists():
-        subprocess.run(["bash", str(ENSURE_SCRIPT)], check=False)
-        found = shutil.which("prometheus") or "/usr/bin/prometheus"
-    if not os.access(found, os.X_OK):
-        pytest.fail(
-            "the prometheus binary is missing: run `make system-packages` "
-            "(scripts/ensure-system-packages.sh) or `apt-get install prometheus`"
-        )
-    return found
-
-
-def _config(port: int) -> str:
-    jobs = "".join(
-        f"""
-  - job_name: {job}
-    static_configs:
-      - targets: ['127.0.0.1:{port}']
-        labels: {{tenant: '{tenant}', service: '{service}'}}"""
-        for job, (tenant, service) in JOBS.items()
-    )
-    return f"""global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:{jobs}
-"""
 
 
 def _first_scrape(url: str) -> float | None:
@@ -81,54 +41,27 @@ def _first_scrape(url: str) -> float | None:
     return max(firsts) if len(firsts) == len(JOBS) else None
 
 
+def _every_job_scraped(url: str) -> bool:
+    return _first_scrape(url) is not None
+
+
 _covered_since: list[float] = []
 
 
 @pytest.fixture(scope="session")
 def prometheus_url(tmp_path_factory):
-    binary = _prometheus_binary()
+    """The server scrapes itself under the three jobs of JOBS."""
+    port = free_port()
+    jobs = [
+        scrape_job(job, f"127.0.0.1:{port}", {"tenant": tenant, "service": service})
+        for job, (tenant, service) in JOBS.items()
+    ]
     workdir = tmp_path_factory.mktemp("prometheus")
-    port = _free_port()
-    (workdir / "prometheus.yml").write_text(_config(port))
-    log = (workdir / "prometheus.log").open("w")
-    process = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={workdir / 'prometheus.yml'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            "--log.level=warn",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                tail = (workdir / "prometheus.log").read_text()[-2000:]
-                pytest.fail(f"prometheus exited with {process.returncode}: {tail}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"prometheus on {url} was not ready with samples within 60 s")
-            try:
-                ready = requests.get(f"{url}/-/ready", timeout=1).status_code == 200
-                first = _first_scrape(url) if ready else None
-                if first is not None:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.25)
-        _covered_since[:] = [first]
+    with prometheus_server(
+        workdir, port, config(jobs), lambda url: _first_scrape(url) is not None
+    ) as url:
+        _covered_since[:] = [_first_scrape(url)]
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        log.close()
 
 
 def _recent_window(seconds: int) -> tuple[datetime, datetime]:
@@ -306,7 +239,7 @@ def test_bad_promql_is_a_one_line_error_naming_the_query(prometheus_url):
 
 
 def test_dead_port_is_a_one_line_connection_error():
-    port = _free_port()
+    port = free_port()
     source = PrometheusSource(
         f"http://127.0.0.1:{port}",
         [PromQuery("up", "up", "up")],
