@@ -28,7 +28,7 @@ from monitoring_pipelines.ml.training import (
     slice_frames,
     validate,
 )
-from monitoring_pipelines.warehouse import Warehouse
+from monitoring_pipelines.warehouse import Warehouse, audit
 
 # Live days a challenger is scored in shadow before its promotion check, unless settings say.
 DEFAULT_SHADOW_DAYS = 1
@@ -45,6 +45,10 @@ class TrainingOutcome:
     groups: int
     skipped: dict[str, str]
     metrics: dict[str, float]
+    # The audit action of the decision (promote, keep the champion, challenger) and the champion
+    # in place before it.
+    action: str = ""
+    previous_champion: int | None = None
 
     def summary(self) -> str:
         return f"{self.registered_name} v{self.version}: {'; '.join(self.reasons)}"
@@ -88,9 +92,26 @@ def train_tenant(
     tags: Mapping[str, str] | None = None,
     shadow_days: int = DEFAULT_SHADOW_DAYS,
 ) -> TrainingOutcome:
-    """:func:`train_and_promote` on the tenant's rolling window (:func:`tenant_history`)."""
+    """:func:`train_and_promote` on the tenant's rolling window (:func:`tenant_history`); the
+    decision goes to the audit trail (actor ``pipeline``)."""
     plan, frames, windows = tenant_history(warehouse, tenant, labels_file, step_seconds)
-    return train_and_promote(kind, tenant, plan, frames, windows, models, tags, shadow_days)
+    outcome = train_and_promote(kind, tenant, plan, frames, windows, models, tags, shadow_days)
+    audit.record(
+        warehouse.engine,
+        actor=audit.PIPELINE,
+        action=outcome.action,
+        tenant=tenant,
+        target=f"{outcome.registered_name} v{outcome.version}",
+        before={"champion": outcome.previous_champion},
+        after={
+            "champion": outcome.version if outcome.promoted else outcome.previous_champion,
+            "candidate": outcome.version,
+            "metrics": outcome.metrics,
+            "reasons": outcome.reasons,
+        },
+        reason="; ".join(outcome.reasons),
+    )
+    return outcome
 
 
 def train_and_promote(
@@ -177,6 +198,14 @@ def train_and_promote(
         groups=len(candidate),
         skipped={"/".join(k): r for k, r in candidate.skipped.items()},
         metrics={k: float(v) for k, v in judged.metrics.items()},
+        action=(
+            audit.PROMOTE
+            if decision.promoted
+            else audit.CHALLENGER
+            if champion is not None and shadow_days > 0
+            else audit.KEEP_CHAMPION
+        ),
+        previous_champion=decision.previous_champion,
     )
 
 
@@ -237,6 +266,19 @@ def review_challengers(
         reviews.append(
             Review(kind, challengers[kind], decision.promoted, list(decision.reasons), feedback)
         )
+        audit.record(
+            warehouse.engine,
+            actor=audit.PIPELINE,
+            action=audit.PROMOTE if decision.promoted else audit.KEEP_CHAMPION,
+            tenant=tenant,
+            target=f"{kind} v{challengers[kind]} (challenger)",
+            before={"champion": champions[kind], "challenger": challengers[kind]},
+            after={
+                "champion": challengers[kind] if decision.promoted else champions[kind],
+                "feedback": feedback,
+            },
+            reason="; ".join(decision.reasons),
+        )
     if any(r.promoted for r in reviews):
         fit_detection_policy(warehouse, models, tenant, plan, frames, windows)
     return reviews
@@ -291,6 +333,32 @@ def operator_feedback(
         ):
             challenger[verdict].append(incident.fingerprint)
     return champion, challenger
+
+
+def rollback_champion(
+    warehouse: Warehouse,
+    models: Any,
+    kind: str,
+    tenant: str,
+    to_version: int | None = None,
+    *,
+    by: str,
+    reason: str,
+) -> tuple[int, int]:
+    """Put an earlier ``champion`` back (:func:`~.registry.promotion.rollback`) and record who did
+    it and why in the audit trail; returns ``(from_version, to_version)``."""
+    before, after = models.rollback(kind, tenant, to_version, reason=reason)
+    audit.record(
+        warehouse.engine,
+        actor=by,
+        action=audit.ROLLBACK,
+        tenant=tenant,
+        target=f"{kind} champion",
+        before={"champion": before},
+        after={"champion": after},
+        reason=reason,
+    )
+    return before, after
 
 
 @dataclass
