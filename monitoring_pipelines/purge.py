@@ -212,14 +212,38 @@ def _dagster(tenant: str, report: PurgeReport) -> None:
         report.counts["dagster.materialized_partitions"] = sum(len(v) for v in wiped.values())
         if report.dry_run:
             return
-        for key, partitions in wiped.items():
-            instance.wipe_asset_partitions(key, partitions)
-        for run_id in runs:
+        for run_id in runs:  # their events, materializations included, go with them
             instance.delete_run(run_id)
+        for key in wiped:
+            left = [k for k in instance.get_materialized_partitions(key) if _of_tenant(k, tenant)]
+            if left:
+                _wipe_partitions(instance, key, left)
         if known:
             instance.delete_dynamic_partition(TENANTS, tenant)
     finally:
         instance.dispose()
+
+
+def _wipe_partitions(instance, key, partitions: list[str]) -> None:
+    """Forget the events of these partitions of an asset that no deleted run held (reported
+    without a run, or from a run that also covered other tenants)."""
+    try:
+        instance.wipe_asset_partitions(key, partitions)
+        return
+    except NotImplementedError:
+        pass
+    # Dagster 1.13's SQL event logs (SQLite, PostgreSQL) do not implement the partition wipe:
+    # delete the partitions' events from the index (and the run-less shard) directly.
+    from dagster._core.instance.utils import RUNLESS_RUN_ID
+    from dagster._core.storage.event_log.schema import SqlEventLogStorageTable as events
+
+    storage = instance.event_log_storage
+    where = (events.c.asset_key == key.to_string(), events.c.partition.in_(partitions))
+    with storage.index_connection() as conn:
+        conn.execute(events.delete().where(*where))
+    with storage.run_connection(RUNLESS_RUN_ID) as conn:
+        conn.execute(events.delete().where(*where))
+    storage.wipe_asset_cached_status(key)
 
 
 def _mlflow(settings: Settings, tenant: str, report: PurgeReport) -> None:
