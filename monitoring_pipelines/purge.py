@@ -24,7 +24,14 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from monitoring_pipelines.settings import Settings
-from monitoring_pipelines.warehouse import Warehouse, audit, ingests, metadata, partition_states
+from monitoring_pipelines.warehouse import (
+    Warehouse,
+    audit,
+    ingests,
+    metadata,
+    partition_states,
+    quarantine,
+)
 
 
 @dataclass
@@ -101,6 +108,12 @@ def _ingests(conn: sa.Connection, tenant: str, report: PurgeReport, drop_dir: Pa
                 )
             continue
         forgotten += 1
+        # Rows refused while reading the file may carry no tenant: they go with their file.
+        orphans = (quarantine.c.source == row.source) & quarantine.c.tenant.is_(None)
+        n = conn.execute(sa.select(sa.func.count()).select_from(quarantine).where(orphans))
+        report.counts["warehouse.quarantine"] += int(n.scalar())
+        if not report.dry_run:
+            conn.execute(quarantine.delete().where(orphans))
         path = (drop_dir / row.source).resolve()
         if path.is_file() and path.is_relative_to(drop_dir.resolve()):
             report.files.append(path)

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from monitoring_pipelines.cli import main
 from monitoring_pipelines.quality.report import folder_name
 from monitoring_pipelines.settings import load_settings
-from monitoring_pipelines.warehouse import Warehouse, audit, ingests, partition_states
+from monitoring_pipelines.warehouse import Warehouse, audit, ingests, partition_states, quarantine
 from tests.governance_rows import count, insert, row_for, tenant_tables
 
 GONE, KEPT = "acme", "acme-eu"
@@ -34,6 +34,8 @@ def _warehouse(settings) -> None:
             ingests,
             [row_for(ingests, t, DAY, source=f"{t}.csv", partitions=keys, pending=None)],
         )
+        # A row refused while reading the file, before its tenant was known.
+        insert(wh.engine, quarantine, [row_for(quarantine, None, DAY, source=f"{t}.csv")])
     wh.dispose()
 
 
@@ -112,6 +114,12 @@ def _state(settings) -> dict[str, dict]:
                     wh.engine, partition_states, partition_states.c.partition_key.endswith(f"|{t}")
                 ),
                 "ingests": count(wh.engine, ingests, ingests.c.source == f"{t}.csv"),
+                "file's quarantine": count(
+                    wh.engine,
+                    quarantine,
+                    quarantine.c.source == f"{t}.csv",
+                    quarantine.c.tenant.is_(None),
+                ),
                 "notification lines": notes.count(f'"tenant": "{t}"'),
                 "labels": sum(k.startswith(f"{t}/") for k in labels),
                 "dagster partition": int(t in partitions),

@@ -29,6 +29,11 @@ def cmd_tenant(args: argparse.Namespace) -> int:
         raise CliError(str(exc).splitlines()[0]) from None
     for line in report.lines():
         print(line)
+    if args.tenant in settings.tenants:
+        print(
+            f"note: {args.tenant} is in MONITORING_TENANTS: remove it there, or the sensors and "
+            "commands give it its partitions again"
+        )
     if report.dry_run:
         print(
             f"dry run: nothing removed; to remove it: monitoring-pipelines tenant purge "
