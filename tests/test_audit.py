@@ -98,7 +98,7 @@ def _clean_history(warehouse, days: int = 35) -> None:
     )
 
 
-@pytest.mark.slow  # two z-score trainings logged to MLflow: about 40 s on the shared machine
+@pytest.mark.slow  # two z-score trainings logged to MLflow: about 27 s on the shared machine
 def test_training_decisions_and_rollback_are_audited(home):
     from monitoring_pipelines.ml.registry import ModelRegistry
     from monitoring_pipelines.ml.train_and_promote import rollback_champion, train_tenant
