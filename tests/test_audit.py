@@ -100,8 +100,9 @@ def _clean_history(warehouse, days: int = 35) -> None:
 
 @pytest.mark.slow  # two z-score trainings logged to MLflow: about 27 s on the shared machine
 def test_training_decisions_and_rollback_are_audited(home):
+    from monitoring_pipelines.ml.model_audit import rollback_champion
     from monitoring_pipelines.ml.registry import ModelRegistry
-    from monitoring_pipelines.ml.train_and_promote import rollback_champion, train_tenant
+    from monitoring_pipelines.ml.train_and_promote import train_tenant
 
     home.mkdir(parents=True)
     warehouse = Warehouse(f"sqlite:///{home / 'warehouse.db'}")

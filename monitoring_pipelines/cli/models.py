@@ -89,7 +89,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     if not args.kind or not args.tenant:
         raise CliError("models rollback needs --kind and --tenant")
-    from monitoring_pipelines.ml.train_and_promote import rollback_champion
+    from monitoring_pipelines.ml.model_audit import rollback_champion
     from monitoring_pipelines.warehouse import Warehouse
 
     warehouse = Warehouse(settings.warehouse_url)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from monitoring_pipelines.ml import model_audit
 from monitoring_pipelines.ml.evaluation import parse_windows
 from monitoring_pipelines.ml.frames import group_frames
 from monitoring_pipelines.ml.training import (
@@ -96,21 +97,7 @@ def train_tenant(
     decision goes to the audit trail (actor ``pipeline``)."""
     plan, frames, windows = tenant_history(warehouse, tenant, labels_file, step_seconds)
     outcome = train_and_promote(kind, tenant, plan, frames, windows, models, tags, shadow_days)
-    audit.record(
-        warehouse.engine,
-        actor=audit.PIPELINE,
-        action=outcome.action,
-        tenant=tenant,
-        target=f"{outcome.registered_name} v{outcome.version}",
-        before={"champion": outcome.previous_champion},
-        after={
-            "champion": outcome.version if outcome.promoted else outcome.previous_champion,
-            "candidate": outcome.version,
-            "metrics": outcome.metrics,
-            "reasons": outcome.reasons,
-        },
-        reason="; ".join(outcome.reasons),
-    )
+    model_audit.record_training(warehouse, tenant, outcome)
     return outcome
 
 
@@ -266,18 +253,8 @@ def review_challengers(
         reviews.append(
             Review(kind, challengers[kind], decision.promoted, list(decision.reasons), feedback)
         )
-        audit.record(
-            warehouse.engine,
-            actor=audit.PIPELINE,
-            action=audit.PROMOTE if decision.promoted else audit.KEEP_CHAMPION,
-            tenant=tenant,
-            target=f"{kind} v{challengers[kind]} (challenger)",
-            before={"champion": champions[kind], "challenger": challengers[kind]},
-            after={
-                "champion": challengers[kind] if decision.promoted else champions[kind],
-                "feedback": feedback,
-            },
-            reason="; ".join(decision.reasons),
+        model_audit.record_review(
+            warehouse, tenant, kind, champions[kind], challengers[kind], decision, feedback
         )
     if any(r.promoted for r in reviews):
         fit_detection_policy(warehouse, models, tenant, plan, frames, windows)
@@ -333,32 +310,6 @@ def operator_feedback(
         ):
             challenger[verdict].append(incident.fingerprint)
     return champion, challenger
-
-
-def rollback_champion(
-    warehouse: Warehouse,
-    models: Any,
-    kind: str,
-    tenant: str,
-    to_version: int | None = None,
-    *,
-    by: str,
-    reason: str,
-) -> tuple[int, int]:
-    """Put an earlier ``champion`` back (:func:`~.registry.promotion.rollback`) and record who did
-    it and why in the audit trail; returns ``(from_version, to_version)``."""
-    before, after = models.rollback(kind, tenant, to_version, reason=reason)
-    audit.record(
-        warehouse.engine,
-        actor=by,
-        action=audit.ROLLBACK,
-        tenant=tenant,
-        target=f"{kind} champion",
-        before={"champion": before},
-        after={"champion": after},
-        reason=reason,
-    )
-    return before, after
 
 
 @dataclass
