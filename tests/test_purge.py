@@ -140,9 +140,22 @@ def _state(settings) -> dict[str, dict]:
     return state
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def warehouse_env(request, home, monkeypatch) -> None:
+    """The warehouse on SQLite under the home, or on a fresh PostgreSQL schema."""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_url")
+        engine = sa.create_engine(url)
+        from monitoring_pipelines.warehouse import metadata
+
+        metadata.drop_all(engine)
+        engine.dispose()
+        monkeypatch.setenv("MONITORING_WAREHOUSE_URL", url)
+
+
 @pytest.mark.slow  # MLflow's store and a Dagster instance: 17 s warm, about 55 s from cold imports
 def test_purge_removes_one_tenant_everywhere_and_leaves_its_prefix_sibling(
-    home, tmp_path, monkeypatch, capsys
+    home, warehouse_env, tmp_path, monkeypatch, capsys
 ):
     from monitoring_pipelines.cli.common import prepare_home
 
