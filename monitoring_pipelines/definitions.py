@@ -37,6 +37,7 @@ from monitoring_pipelines.resources import (
     PipelineSettingsResource,
     WarehouseResource,
 )
+from monitoring_pipelines.retention import retention_job, retention_schedule
 from monitoring_pipelines.retraining import (
     DRIFT_ASSET_CHECKS,
     build_retrain_schedule,
@@ -117,6 +118,7 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
             delivery_job,
             weekly_report_job,
             monthly_report_job,
+            retention_job,
         ],
         sensors=[
             file_drop_sensor,
@@ -131,6 +133,7 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
             weekly_report_schedule,
             monthly_report_schedule,
             build_retrain_schedule(settings.retrain_cron),
+            retention_schedule,
         ],
         resources=build_resources(settings),
     )

@@ -254,16 +254,20 @@ def pull_configured_sources(wh: Warehouse, sources_file: Path, keys: list[str]) 
     landing (rows a source could not read go to quarantine); returns ``source@day`` keys pulled."""
     if not sources_file.exists():
         return []
+    from monitoring_pipelines.sources import pseudonyms
     from monitoring_pipelines.sources.config import load_sources
 
+    pseudonymiser = pseudonyms.from_environment()
     pulled = []
     for day, source in ((d, s) for d in days_of(keys) for s in load_sources(sources_file)):
         result = source.fetch(day.start.to_pydatetime(), day.end.to_pydatetime(), tenant=day.tenant)
-        for name, rows in result.records.groupby("source", sort=True):
+        records = pseudonyms.apply(pseudonymiser, result.records)
+        rejected = pseudonyms.apply_rejected(pseudonymiser, result.rejected)
+        for name, rows in records.groupby("source", sort=True):
             key = f"{name}@{day.key}"
             wh.replace_source("landing", key, rows.assign(source=key))
             pulled.append(key)
-        for name, rows in result.rejected.groupby("source", sort=True):
+        for name, rows in rejected.groupby("source", sort=True):
             key = f"{name}@{day.key}"
             wh.replace_quarantine(rows.assign(source=key), stage="parse", source=key)
     return pulled

@@ -7,7 +7,8 @@ before, and records the ingest as "staged" with its fingerprint. A crash while s
 the previous state whole. The quality gate then runs over those partitions in the
 ``raw_metrics`` asset; only when each of them is gated (and gridded, or recorded as blocked) is
 the ingest marked "ingested", and only "ingested" content is skipped as unchanged.
-Invariant: ``rows_in == staged + quarantined``.
+Invariant: ``rows_in == staged + quarantined``. Personal tag values are pseudonymised
+(:mod:`.sources.pseudonyms`) before any row is written.
 """
 
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from monitoring_pipelines.faults import crash_point
+from monitoring_pipelines.sources import pseudonyms
 from monitoring_pipelines.sources.files import (
     InputFileError,
     file_fingerprint,
@@ -81,6 +83,7 @@ def stage_file(
     Raises :class:`InputFileError` (one line) for a file that cannot be read at all; the failure is
     recorded on the ingest so the sensor does not retry the same content forever.
     """
+    pseudonymiser = pseudonyms.from_environment()  # refuses before anything is read or written
     path = Path(path)
     source = source_name(path, root)
     now = now or datetime.now(UTC)
@@ -115,10 +118,10 @@ def stage_file(
 
     def accepted_chunks() -> Iterator[pd.DataFrame]:
         for chunk in read_metric_file(path, root=root, layout_root=layout_root):
-            records = chunk.records
+            records = pseudonyms.apply(pseudonymiser, chunk.records)
             counts["rows_in"] += len(records) + len(chunk.rejected)
             if len(chunk.rejected):
-                rejected.append(chunk.rejected)
+                rejected.append(pseudonyms.apply_rejected(pseudonymiser, chunk.rejected))
             outside = (records["ts"] < lower) | (records["ts"] >= upper)
             if outside.any():
                 rejected.append(_out_of_window(records[outside], lower, upper))

@@ -51,6 +51,10 @@ class Settings:
     # The detector kinds training_job trains (MONITORING_DETECTORS, comma-separated); empty: every
     # catalogued kind. Fewer kinds train faster on small machines and in tests.
     detectors: tuple[str, ...] = ()
+    # Days kept per store (MONITORING_RETENTION over warehouse.retention.DEFAULT_DAYS).
+    retention: tuple[tuple[str, int], ...] = ()
+    # Tag keys holding personal data, pseudonymised at ingest (MONITORING_PERSONAL_TAGS).
+    personal_tags: tuple[str, ...] = ()
 
     @property
     def reports_dir(self) -> Path:
@@ -135,7 +139,17 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         retrain_cron=env.get("MONITORING_RETRAIN_CRON") or DEFAULT_RETRAIN_CRON,
         shadow_days=int(env.get("MONITORING_SHADOW_DAYS") or DEFAULT_SHADOW_DAYS),
         detectors=_detectors(env.get("MONITORING_DETECTORS") or ""),
+        retention=_retention(env.get("MONITORING_RETENTION") or ""),
+        personal_tags=tuple(
+            t.strip() for t in (env.get("MONITORING_PERSONAL_TAGS") or "").split(",") if t.strip()
+        ),
     )
+
+
+def _retention(text: str) -> tuple[tuple[str, int], ...]:
+    from monitoring_pipelines.warehouse.retention import parse_retention
+
+    return parse_retention(text)
 
 
 def _detectors(text: str) -> tuple[str, ...]:

@@ -25,7 +25,19 @@ def _cli(*args):
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["demo"], ["ingest"], ["backtest"], ["models"], ["quarantine"], ["report"], ["ui"]],
+    [
+        [],
+        ["demo"],
+        ["ingest"],
+        ["backtest"],
+        ["models"],
+        ["quarantine"],
+        ["report"],
+        ["ui"],
+        ["tenant"],
+        ["audit"],
+        ["exporter"],
+    ],
 )
 def test_every_command_has_help(command):
     out = _cli(*command, "--help")

@@ -56,6 +56,7 @@ def test_code_location_lists_assets_checks_jobs_sensors_and_schedule(home):
         "delivery_job",
         "weekly_report_job",
         "monthly_report_job",
+        "retention_job",
     }
     assert {s.name for s in repo.sensor_defs} == {
         "file_drop_sensor",
@@ -70,6 +71,7 @@ def test_code_location_lists_assets_checks_jobs_sensors_and_schedule(home):
         "weekly_report_schedule",
         "monthly_report_schedule",
         "retrain_schedule",
+        "retention_schedule",
     }
 
 

@@ -231,6 +231,14 @@ def test_drift_starts_one_retraining_whose_challenger_is_judged_with_feedback(en
     assert main(["models", "rollback", "--kind", "zscore", "--tenant", "acme"]) == 0
     assert "champion v2 -> v1" in capsys.readouterr().out
     assert models.champion_versions("acme") == {"zscore": 1}
+    # The review and the rollback are in the audit trail.
+    from monitoring_pipelines.warehouse import audit
+
+    (reviewed,) = [e for e in audit.read(wh.engine) if e.target == "zscore v2 (challenger)"]
+    assert (reviewed.action, reviewed.actor) == (audit.PROMOTE, "pipeline")
+    assert reviewed.after["feedback"]["champion"]["false_positive"] == [false_positive]
+    (rolled,) = audit.read(wh.engine, action=audit.ROLLBACK)
+    assert (rolled.before, rolled.after) == ({"champion": 2}, {"champion": 1})
 
 
 def test_retrain_schedule_runs_every_tenant_weekly_or_on_the_configured_cron(home, monkeypatch):

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from monitoring_pipelines.alerting import dispatcher, history, outbox, store, types
+from monitoring_pipelines.alerting import dispatcher, history, outbox, policy_audit, store, types
 from monitoring_pipelines.alerting.incidents import detect_incidents
 from monitoring_pipelines.alerting.planning import (
     plan_history_digests,
@@ -121,7 +121,9 @@ def raise_incidents(
     """Turn the tenant's anomaly scores in ``[start, end)`` into incidents and queue who is told.
 
     Idempotent: re-running the same span finds the same fingerprints and the same idempotency
-    keys, so nothing is raised or queued twice."""
+    keys, so nothing is raised or queued twice. A policy that changed since the last run is
+    recorded in the audit trail first (:func:`policy_audit.note_policy`)."""
+    policy_audit.note_policy(wh, policy)
     start, end = types.utc(start), types.utc(end)
     scores = wh.read_records(
         "anomaly_scores", tenant=tenant, start=start - LOOKBACK, end=end, columns=SCORE_COLUMNS
@@ -194,7 +196,8 @@ def deliver(
     """Send what is due in the outbox to the policy's receivers (:func:`dispatcher.dispatch`),
     retrying failures for the policy's ``give_up_after``; then raise or resolve the incidents
     of receivers failing longer than ``receiver_failing_after`` (named in the report's
-    ``failing_receivers`` and ``recovered_receivers``)."""
+    ``failing_receivers`` and ``recovered_receivers``). A changed policy is audited first."""
+    policy_audit.note_policy(wh, policy)
     options.setdefault("give_up_after", policy.give_up_after)
     report = dispatcher.dispatch(wh, receivers(policy), now=now, **options)
     at = types.utc(now) or datetime.now(UTC)

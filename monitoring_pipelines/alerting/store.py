@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from monitoring_pipelines.alerting import types
 from monitoring_pipelines.alerting.types import Incident
-from monitoring_pipelines.warehouse import Warehouse, alerts
+from monitoring_pipelines.warehouse import Warehouse, alerts, audit
 
 MIN_PREFIX = 6
 FALSE_POSITIVE = "false_positive"
@@ -251,11 +251,19 @@ def find_fingerprint(warehouse: Warehouse, fingerprint: str, conn=None) -> str:
     return found[0]
 
 
-def _change(warehouse: Warehouse, fingerprint: str, action) -> StoredIncident:
+# What an operator's change touched, recorded before and after in the audit trail.
+_AUDITED = ("status", "acknowledged_by", "resolved_by", "feedback", "feedback_note")
+
+
+def _change(
+    warehouse: Warehouse, fingerprint: str, action, *, audit_action: str, by: str
+) -> StoredIncident:
+    """Apply ``action`` to one incident and append the change to the audit trail, in one
+    transaction (an unchanged incident is recorded too: someone asked for it)."""
     with warehouse.engine.begin() as conn:
         full = find_fingerprint(warehouse, fingerprint, conn)
-        row = conn.execute(sa.select(alerts).where(alerts.c.fingerprint == full)).one()
-        values = action(row)
+        before = conn.execute(sa.select(alerts).where(alerts.c.fingerprint == full)).one()
+        values = action(before)
         if values:
             conn.execute(
                 alerts.update()
@@ -263,6 +271,16 @@ def _change(warehouse: Warehouse, fingerprint: str, action) -> StoredIncident:
                 .values(**values, updated_at=_now())
             )
         row = conn.execute(sa.select(alerts).where(alerts.c.fingerprint == full)).one()
+        audit.record(
+            conn,
+            actor=by,
+            action=audit_action,
+            tenant=row.tenant,
+            target=f"incident {full}",
+            before={k: getattr(before, k) for k in _AUDITED},
+            after={k: getattr(row, k) for k in _AUDITED},
+            reason=row.feedback_note if audit_action == audit.FALSE_POSITIVE else None,
+        )
     return _from_row(row)
 
 
@@ -278,7 +296,7 @@ def acknowledge(warehouse: Warehouse, fingerprint: str, by: str) -> StoredIncide
             return {}
         return {"status": types.ACKNOWLEDGED, "acknowledged_by": who, "acknowledged_at": _now()}
 
-    return _change(warehouse, fingerprint, action)
+    return _change(warehouse, fingerprint, action, audit_action=audit.ACKNOWLEDGE, by=who)
 
 
 def resolve(warehouse: Warehouse, fingerprint: str, by: str) -> StoredIncident:
@@ -290,15 +308,20 @@ def resolve(warehouse: Warehouse, fingerprint: str, by: str) -> StoredIncident:
             return {}
         return {"status": types.RESOLVED, "resolved_by": who, "resolved_at": _now()}
 
-    return _change(warehouse, fingerprint, action)
+    return _change(warehouse, fingerprint, action, audit_action=audit.RESOLVE, by=who)
 
 
-def mark_false_positive(warehouse: Warehouse, fingerprint: str, note: str) -> StoredIncident:
-    """Record that the incident was not a real problem (for the reports and model reviews)."""
+def mark_false_positive(
+    warehouse: Warehouse, fingerprint: str, note: str, by: str = audit.PIPELINE
+) -> StoredIncident:
+    """Record that the incident was not a real problem (for the reports and model reviews);
+    ``by`` is who says so (the audit trail's actor)."""
     return _change(
         warehouse,
         fingerprint,
         lambda row: {"feedback": FALSE_POSITIVE, "feedback_note": (note or "").strip() or None},
+        audit_action=audit.FALSE_POSITIVE,
+        by=_who(by),
     )
 
 

@@ -9,11 +9,11 @@ one is a module and a line in :data:`COMMAND_GROUPS`.
 import argparse
 import sys
 
-from monitoring_pipelines.cli import alerts, demo, exporter, ingest, models, reports, ui
+from monitoring_pipelines.cli import admin, alerts, demo, exporter, ingest, models, reports, ui
 from monitoring_pipelines.cli.common import CliError
 from monitoring_pipelines.cli.runner import backfill_ranges, quiet_libraries
 
-COMMAND_GROUPS = (demo, ingest, models, alerts, reports, ui, exporter)
+COMMAND_GROUPS = (demo, ingest, models, alerts, reports, ui, admin, exporter)
 __all__ = ["CliError", "backfill_ranges", "build_parser", "main"]
 
 

@@ -107,7 +107,7 @@ def _change(args, settings, warehouse) -> int:
     action = {
         "ack": lambda fp: store.acknowledge(warehouse, fp, by),
         "resolve": lambda fp: store.resolve(warehouse, fp, by),
-        "false-positive": lambda fp: store.mark_false_positive(warehouse, fp, args.note or ""),
+        "false-positive": lambda fp: store.mark_false_positive(warehouse, fp, args.note or "", by),
     }[args.action]
     print(incident_line(action(args.fingerprint)))
     return 0
@@ -137,7 +137,11 @@ def register(sub) -> None:
     alerts.add_argument("--severity", choices=["critical", "high", "medium", "low"])
     alerts.add_argument("--since", help="only incidents seen since this UTC date or time")
     alerts.add_argument("--limit", type=int, default=50)
-    alerts.add_argument("--by", help="who acknowledges or resolves (default: $USER)")
+    alerts.add_argument(
+        "--by",
+        help="who acknowledges, resolves or marks a false positive (default: $USER); recorded "
+        "in the audit trail",
+    )
     alerts.add_argument("--note", help="why it is a false positive")
     alerts.add_argument("--receiver", help="retry: only dead notifications to this receiver")
     alerts.set_defaults(func=cmd_alerts)

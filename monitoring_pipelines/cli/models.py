@@ -1,6 +1,7 @@
 """``backtest`` and ``models``: judge detectors on labelled history; list or roll back champions."""
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -88,12 +89,24 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     if not args.kind or not args.tenant:
         raise CliError("models rollback needs --kind and --tenant")
+    from monitoring_pipelines.ml.model_audit import rollback_champion
+    from monitoring_pipelines.warehouse import Warehouse
+
+    warehouse = Warehouse(settings.warehouse_url)
     try:
-        before, after = models.rollback(
-            args.kind, args.tenant[0], args.to_version, reason=args.reason
+        before, after = rollback_champion(
+            warehouse,
+            models,
+            args.kind,
+            args.tenant[0],
+            args.to_version,
+            by=args.by or os.environ.get("USER") or "cli",
+            reason=args.reason,
         )
     except ModelNotFound as exc:
         raise CliError(str(exc)) from None
+    finally:
+        warehouse.dispose()
     name = registered_model_name(args.kind, args.tenant[0])
     print(f"{name}: champion v{before} -> v{after}")
     return 0
@@ -142,4 +155,5 @@ def register(sub) -> None:
     models.add_argument("--tenant", action="append", help="tenant (repeat for list)")
     models.add_argument("--to-version", type=int, help="default: the previous champion")
     models.add_argument("--reason", default="manual rollback from the command line")
+    models.add_argument("--by", help="who rolls back (default: $USER); in the audit trail")
     models.set_defaults(func=cmd_models)

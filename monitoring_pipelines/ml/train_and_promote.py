@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from monitoring_pipelines.ml import model_audit
 from monitoring_pipelines.ml.evaluation import parse_windows
 from monitoring_pipelines.ml.frames import group_frames
 from monitoring_pipelines.ml.training import (
@@ -28,7 +29,7 @@ from monitoring_pipelines.ml.training import (
     slice_frames,
     validate,
 )
-from monitoring_pipelines.warehouse import Warehouse
+from monitoring_pipelines.warehouse import Warehouse, audit
 
 # Live days a challenger is scored in shadow before its promotion check, unless settings say.
 DEFAULT_SHADOW_DAYS = 1
@@ -45,6 +46,10 @@ class TrainingOutcome:
     groups: int
     skipped: dict[str, str]
     metrics: dict[str, float]
+    # The audit action of the decision (promote, keep the champion, challenger) and the champion
+    # in place before it.
+    action: str = ""
+    previous_champion: int | None = None
 
     def summary(self) -> str:
         return f"{self.registered_name} v{self.version}: {'; '.join(self.reasons)}"
@@ -88,9 +93,12 @@ def train_tenant(
     tags: Mapping[str, str] | None = None,
     shadow_days: int = DEFAULT_SHADOW_DAYS,
 ) -> TrainingOutcome:
-    """:func:`train_and_promote` on the tenant's rolling window (:func:`tenant_history`)."""
+    """:func:`train_and_promote` on the tenant's rolling window (:func:`tenant_history`); the
+    decision goes to the audit trail (actor ``pipeline``)."""
     plan, frames, windows = tenant_history(warehouse, tenant, labels_file, step_seconds)
-    return train_and_promote(kind, tenant, plan, frames, windows, models, tags, shadow_days)
+    outcome = train_and_promote(kind, tenant, plan, frames, windows, models, tags, shadow_days)
+    model_audit.record_training(warehouse, tenant, outcome)
+    return outcome
 
 
 def train_and_promote(
@@ -177,6 +185,14 @@ def train_and_promote(
         groups=len(candidate),
         skipped={"/".join(k): r for k, r in candidate.skipped.items()},
         metrics={k: float(v) for k, v in judged.metrics.items()},
+        action=(
+            audit.PROMOTE
+            if decision.promoted
+            else audit.CHALLENGER
+            if champion is not None and shadow_days > 0
+            else audit.KEEP_CHAMPION
+        ),
+        previous_champion=decision.previous_champion,
     )
 
 
@@ -236,6 +252,9 @@ def review_challengers(
         )
         reviews.append(
             Review(kind, challengers[kind], decision.promoted, list(decision.reasons), feedback)
+        )
+        model_audit.record_review(
+            warehouse, tenant, kind, champions[kind], challengers[kind], decision, feedback
         )
     if any(r.promoted for r in reviews):
         fit_detection_policy(warehouse, models, tenant, plan, frames, windows)

@@ -71,6 +71,9 @@ class Warehouse(IngestStates, ScoreStore):
         if create:
             metadata.create_all(self.engine)
             self._add_missing_columns()
+            from monitoring_pipelines.warehouse.audit import forbid_changes
+
+            forbid_changes(self.engine)
 
     def _add_missing_columns(self) -> None:
         """Columns added since a home was created (``create_all`` adds tables, not columns): every

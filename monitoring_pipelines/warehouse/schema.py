@@ -244,6 +244,26 @@ partition_states = sa.Table(
     sa.Column("updated_at", TS, nullable=False),
 )
 
+# Who did what, when, to what, and why: acknowledgements, resolves, false positives, model
+# promotions and rollbacks, tenant purges, alerting policy changes, retention runs. Append-only:
+# warehouse/audit.py offers insert and read only (on PostgreSQL a trigger refuses UPDATE and
+# DELETE). ``before`` and ``after`` are JSON.
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("at", TS, nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("tenant", sa.String(64), nullable=True),
+    sa.Column("target", sa.String(512), nullable=True),
+    sa.Column("before", sa.Text, nullable=True),
+    sa.Column("after", sa.Text, nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Index("ix_audit_tenant_at", "tenant", "at"),
+    sa.Index("ix_audit_action_at", "action", "at"),
+)
+
 RECORD_TABLES = {
     "landing": landing,
     "metrics": metrics,
