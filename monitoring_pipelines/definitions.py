@@ -97,6 +97,17 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     }
 
 
+def celery_executor_config(settings: Settings) -> dict:
+    """The celery executor's config: the broker, results over the broker, the workers' settings."""
+    # The broker URL may carry a password: from the environment, it stays out of run configs.
+    broker = (
+        {"env": "MONITORING_CELERY_BROKER_URL"}
+        if os.environ.get("MONITORING_CELERY_BROKER_URL")
+        else settings.celery_broker_url
+    )
+    return {"broker": broker, "backend": "rpc://", "config_source": CELERY_CONFIG_SOURCE}
+
+
 def heavy_job_executor(settings: Settings) -> dg.ExecutorDefinition | None:
     """The executor of ingest, training and scoring runs: ``None`` (the location's in-process
     default) unless ``MONITORING_EXECUTOR=celery``, then Dagster's celery executor, one celery
@@ -105,16 +116,7 @@ def heavy_job_executor(settings: Settings) -> dg.ExecutorDefinition | None:
         return None
     from dagster_celery import celery_executor
 
-    # The broker URL may carry a password: from the environment, it stays out of run configs.
-    broker = (
-        {"env": "MONITORING_CELERY_BROKER_URL"}
-        if os.environ.get("MONITORING_CELERY_BROKER_URL")
-        else settings.celery_broker_url
-    )
-    return celery_executor.configured(
-        {"broker": broker, "backend": "rpc://", "config_source": CELERY_CONFIG_SOURCE},
-        name="celery",
-    )
+    return celery_executor.configured(celery_executor_config(settings), name="celery")
 
 
 def heavy_jobs(settings: Settings) -> dict:
