@@ -131,6 +131,12 @@ def heavy_jobs(settings: Settings) -> dict:
     return {job.name: job for job in jobs}
 
 
+def _starting(instigator, job):
+    """A sensor or schedule that starts ingest_job, pointed at ``job`` (its celery copy under
+    MONITORING_EXECUTOR=celery: Dagster refuses two objects of one name); unchanged otherwise."""
+    return instigator if job is ingest_job else instigator.with_updated_job(job)
+
+
 def build_defs(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     heavy = heavy_jobs(settings)
@@ -164,14 +170,14 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
         ],
         sensors=[
             file_drop_sensor,
-            staged_file_sensor.with_updated_job(heavy["ingest_job"]),
+            _starting(staged_file_sensor, heavy["ingest_job"]),
             automation_condition_sensor,
             outbox_sensor,
             run_failure_alert_sensor,
             drift_retrain_sensor,
         ],
         schedules=[
-            ingest_schedule.with_updated_job(heavy["ingest_job"]),
+            _starting(ingest_schedule, heavy["ingest_job"]),
             weekly_report_schedule,
             monthly_report_schedule,
             build_retrain_schedule(settings.retrain_cron),
