@@ -3,10 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# MONITORING_PROFILE=prod (and prod-up, prod-down): the settings come from deploy/prod.env.
+ifneq ($(MONITORING_PROFILE),prod)
+ifeq ($(filter prod-up prod-down,$(MAKECMDGOALS)),)
 export MONITORING_HOME ?= $(CURDIR)/.monitoring
 export DAGSTER_HOME ?= $(MONITORING_HOME)/dagster
+endif
+endif
 
-.PHONY: demo test ui bench bench-detection lint format system-packages clean
+.PHONY: demo test ui bench bench-detection lint format system-packages clean prod-up prod-down
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +42,14 @@ bench: $(STAMP) system-packages
 # Detection quality per member and ensemble: SKAB (../shared/datasets/skab, when present), then the demo.
 bench-detection: $(STAMP)
 	$(BIN)/python -m benchmarks.detection
+
+# The production stack of deploy/ on this machine (PostgreSQL, RabbitMQ, webserver, daemon, celery
+# workers, MLflow server) in the background; prod-down stops every process prod-up started.
+prod-up: $(STAMP)
+	bash deploy/prod.sh up
+
+prod-down:
+	bash deploy/prod.sh down
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

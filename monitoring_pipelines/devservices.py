@@ -64,3 +64,55 @@ def temporary_database(admin_url: str = PG_ADMIN_URL, prefix: str = "mp_test") -
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def ensure_rabbitmq(host: str = "127.0.0.1", port: int = 5672) -> None:
+    """Start the machine's RabbitMQ (``rabbitmq-server -detached``) if it does not answer."""
+    if answers(host, port):
+        return
+    if shutil.which("rabbitmq-server") is None:
+        raise ServiceUnavailable(
+            f"RabbitMQ is not answering on {host}:{port} and cannot be started"
+        )
+    subprocess.run(["rabbitmq-server", "-detached"], check=False)
+    for _ in range(120):
+        if answers(host, port):
+            return
+        time.sleep(0.5)
+    raise ServiceUnavailable(f"RabbitMQ did not start on {host}:{port}")
+
+
+def ensure_database(url: str, admin_url: str = PG_ADMIN_URL) -> None:
+    """Create the database ``url`` names on the admin URL's server if it does not exist."""
+    ensure_postgres(admin_url)
+    name = sa.engine.make_url(url).database
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            found = conn.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+            ).first()
+            if not found:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def temporary_vhost(prefix: str = "mp_test", host: str = "127.0.0.1", port: int = 5672):
+    """A fresh RabbitMQ virtual host for guest, deleted on exit; yields its broker URL. Workers
+    and executors on it see no other test's (or the local production stack's) tasks."""
+    ensure_rabbitmq(host, port)
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True, capture_output=True)
+    try:
+        subprocess.run(
+            ["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+            check=True,
+            capture_output=True,
+        )
+        yield f"pyamqp://guest:guest@{host}:{port}/{name}"
+    finally:
+        subprocess.run(
+            ["rabbitmqctl", "-q", "delete_vhost", name], check=False, capture_output=True
+        )

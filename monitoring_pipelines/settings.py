@@ -22,6 +22,21 @@ DEFAULT_REPORT_TIMEZONE = "UTC"
 # Every tenant's detectors retrain weekly, Monday 02:00 UTC, over the rolling window.
 DEFAULT_RETRAIN_CRON = "0 2 * * 1"
 DEFAULT_SHADOW_DAYS = 1
+# Where heavy jobs run their steps: in the run's own process, or on celery workers (production).
+EXECUTORS = ("in_process", "celery")
+DEFAULT_CELERY_BROKER_URL = "pyamqp://guest@127.0.0.1:5672//"
+# The checkout's deploy/ folder: MONITORING_PROFILE=prod reads its env file.
+DEPLOY_DIR = Path(__file__).resolve().parents[1] / "deploy"
+PROFILES = {"prod": DEPLOY_DIR / "prod.env"}
+# Variables of a profile that hold paths: a relative one is relative to the checkout.
+PATH_VARIABLES = (
+    "MONITORING_HOME",
+    "DAGSTER_HOME",
+    "MONITORING_DROP_DIR",
+    "DAGSTER_STORAGE_DIR",
+    "DAGSTER_COMPUTE_LOGS_DIR",
+    "MLFLOW_ARTIFACT_ROOT",
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,10 @@ class Settings:
     retention: tuple[tuple[str, int], ...] = ()
     # Tag keys holding personal data, pseudonymised at ingest (MONITORING_PERSONAL_TAGS).
     personal_tags: tuple[str, ...] = ()
+    # MONITORING_EXECUTOR: `in_process` (default) or `celery` for ingest, training and scoring.
+    executor: str = "in_process"
+    # MONITORING_CELERY_BROKER_URL: the broker the celery executor and its workers share.
+    celery_broker_url: str = DEFAULT_CELERY_BROKER_URL
 
     @property
     def reports_dir(self) -> Path:
@@ -111,8 +130,45 @@ def _start_date(env, home: Path) -> str:
     return start
 
 
+def read_env_file(path: Path) -> dict[str, str]:
+    """``NAME=value`` lines (``#`` comments, blank lines and ``export`` allowed); paths that are
+    relative in the file are relative to the checkout, as honcho and make read them from there."""
+    values = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.removeprefix("export ").partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise ValueError(f"{path}:{number}: expected NAME=value")
+        values[name.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def profile_environ(env) -> dict[str, str]:
+    """The variables ``MONITORING_PROFILE`` adds (none set already is replaced); empty if unset."""
+    name = env.get("MONITORING_PROFILE") or ""
+    if not name:
+        return {}
+    if name not in PROFILES:
+        raise ValueError(f"MONITORING_PROFILE: unknown profile {name!r} (known: prod)")
+    values = read_env_file(PROFILES[name])
+    for key in PATH_VARIABLES:
+        if key in values and not Path(values[key]).is_absolute():
+            values[key] = str(DEPLOY_DIR.parent / values[key])
+    return {k: v for k, v in values.items() if not env.get(k)}
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    env = os.environ if environ is None else environ
+    """The settings of ``environ`` (default: the process environment). With
+    ``MONITORING_PROFILE=prod`` the profile's variables fill what is unset; for the process
+    environment they are set in it, since Dagster (``DAGSTER_HOME`` and the variables its
+    ``dagster.yaml`` names) and MLflow read it themselves."""
+    if environ is None:
+        os.environ.update(profile_environ(os.environ))
+        env = os.environ
+    else:
+        env = {**environ, **profile_environ(environ)}
     home = Path(env.get("MONITORING_HOME") or ".monitoring").expanduser().resolve()
     tenants = tuple(
         t.strip() for t in (env.get("MONITORING_TENANTS") or ",".join(DEFAULT_TENANTS)).split(",")
@@ -143,6 +199,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         personal_tags=tuple(
             t.strip() for t in (env.get("MONITORING_PERSONAL_TAGS") or "").split(",") if t.strip()
         ),
+        executor=_executor(env.get("MONITORING_EXECUTOR") or "in_process"),
+        celery_broker_url=env.get("MONITORING_CELERY_BROKER_URL") or DEFAULT_CELERY_BROKER_URL,
     )
 
 
@@ -150,6 +208,12 @@ def _retention(text: str) -> tuple[tuple[str, int], ...]:
     from monitoring_pipelines.warehouse.retention import parse_retention
 
     return parse_retention(text)
+
+
+def _executor(name: str) -> str:
+    if name not in EXECUTORS:
+        raise ValueError(f"MONITORING_EXECUTOR: {name!r} is not one of {', '.join(EXECUTORS)}")
+    return name
 
 
 def _detectors(text: str) -> tuple[str, ...]:
