@@ -73,13 +73,13 @@ def test_the_workers_config_is_the_executors():
     assert workers["backend"] == "rpc://"
 
 
-def test_the_procfile_starts_webserver_daemon_worker_and_mlflow():
+def test_the_procfile_starts_webserver_daemon_worker_mlflow_and_exporter():
     names = [
         line.split(":", 1)[0]
         for line in (DEPLOY_DIR / "Procfile").read_text().splitlines()
         if line and not line.startswith("#")
     ]
-    assert names == ["webserver", "daemon", "worker", "mlflow"]
+    assert names == ["webserver", "daemon", "worker", "mlflow", "exporter"]
 
 
 @pytest.mark.postgres
