@@ -7,8 +7,9 @@ service from a record file, or one ``timestamp,value`` series), each detector is
 ``refit_every`` the detectors are refitted every so many steps on the data before that point only
 (a model fitted once and frozen decays as the series moves on). Members' calibrated scores are
 combined into the ensemble score, which the alert policy turns into alert events; thresholds come
-from the training prefix or a fixed global level (the backtest's own,
-:data:`~monitoring_pipelines.ml.thresholds.BACKTEST_RULE_LEVELS`), never from the scored part.
+from the training prefix or a fixed global level (for single series the backtest's own,
+:data:`~monitoring_pipelines.ml.thresholds.BACKTEST_RULE_LEVELS`; for a tenant's services from
+records the pipeline's), never from the scored part.
 
 Early and once: the output's ``ensemble_score`` is the ensemble after
 :func:`~monitoring_pipelines.ml.ensemble.refractory` (a point keeps its score only above every
@@ -195,7 +196,10 @@ def run_backtest(
     if len(set(kinds)) != len(kinds):
         raise ValueError(f"each detector kind may appear once, got {kinds}")
     combiner = combiner.for_members(kinds)
-    threshold_config = config_for(kinds, threshold_config, combiner, backtest=True)
+    # Single series get the backtest's level (measured on single real metrics); a tenant's
+    # services from records get the pipeline's.
+    single = not is_records(data)
+    threshold_config = config_for(kinds, threshold_config, combiner, backtest=single)
     windows = parse_windows(labels or {})
     groups, row_maps = _groups(data, train_fraction, max_train_points, step_seconds)
     fit = {"refit_every": refit_every, "max_train_points": max_train_points}
