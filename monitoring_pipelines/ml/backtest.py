@@ -90,9 +90,8 @@ class BacktestResult:
     ``series[name]`` has one row per input row of that series, in input order: ``timestamp``,
     ``value``, ``<kind>_score`` per detector, ``ensemble_score`` (after the refractory step),
     ``is_anomaly`` (that score reached the series' threshold), ``alert`` (an alert event starts
-    here) and
-    ``training`` (the step was in the training prefix: scored, never evaluated). ``rows`` is the
-    same for a record input as one frame aligned with the input records.
+    here) and ``training`` (the step was in the training prefix: scored, never evaluated).
+    ``rows`` is the same for a record input as one frame aligned with the input records.
     """
 
     series: dict[str, pd.DataFrame]

@@ -51,7 +51,7 @@ MEMBER_LEVELS: dict[str, float] = {"zscore": 0.575}
 # 0.7 (0.042 false alarms per series-week), 0.870 at 0.8; on SKAB (every experiment one service)
 # 0.7 gives point F1 0.58 at a false-alarm rate of 15%.
 RULE_LEVELS: dict[str, float] = {"noisy_or": 0.7}
-# The backtest's one level for every series (its default, ``thresholds="global"``), on the
+# The backtest's one level for all single series (its default, ``thresholds="global"``), on the
 # ensemble score after :func:`~monitoring_pipelines.ml.ensemble.refractory`: a user's history
 # judged like a benchmark of single metrics (early detection paid, every flagged point outside an
 # incident charged). Measured on SKAB's 272 sensors one by one (NAB-style, 150 refractory steps):
