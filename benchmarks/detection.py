@@ -4,8 +4,9 @@
   when absent): the backtest as a user runs it (``--train-fraction 0.4 --max-train-points 400``,
   every catalogued kind and the pipeline's ensemble), judged by SKAB's own point-wise scorer
   (F1, false-alarm rate FAR, missed-alarm rate MAR) on each member's score at its default level and
-  on the ensemble's decisions, and by this project's event-level figures (precision, recall, F1,
-  median delay).
+  on the ensemble's decisions (``is_anomaly``: early and once, after the refractory step), on the
+  undamped ensemble at the pipeline's level (what SKAB's point-wise metric asks for), and by this
+  project's event-level figures (precision, recall, F1, median delay).
 - **SKAB's sensors one by one** (:mod:`benchmarks.nab_proxy`): the proxy of the held-out
   benchmark of single production metrics, each sensor a ``timestamp,value`` series backtested
   with ``--train-fraction 0.15 --max-train-points 750``, scored NAB-style (0 never fires, 100
@@ -31,11 +32,16 @@ import pandas as pd
 
 from monitoring_pipelines.ml.baseline import RollingZScoreBaseline
 from monitoring_pipelines.ml.catalogue import KINDS, detector_class, parse_kinds
-from monitoring_pipelines.ml.ensemble import DEFAULT_COMBINER
-from monitoring_pipelines.ml.thresholds import DEFAULT_THRESHOLD, MEMBER_LEVELS
+from monitoring_pipelines.ml.ensemble import DEFAULT_COMBINER, combine_arrays
+from monitoring_pipelines.ml.thresholds import DEFAULT_THRESHOLD, MEMBER_LEVELS, default_level
 
 SKAB = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "skab"
 ENSEMBLE = "ensemble"
+# The pipeline's ensemble score before the backtest's refractory step, at the pipeline's level:
+# what the warehouse's is_anomaly holds, and what SKAB's point-wise metric (every point of a
+# fault flagged) asks for.
+PIPELINE = "pipeline"
+UNDAMPED = f"{ENSEMBLE} undamped"
 BASELINE = RollingZScoreBaseline.kind
 SKAB_TARGET = {"f1": 0.80, "far": 15.0}
 DEMO_TARGET = {"f1": 0.90, "false_alarms_per_series_week": 1.0}
@@ -81,7 +87,10 @@ def skab(kinds: list[str]) -> tuple[pd.DataFrame, float]:
     with tempfile.TemporaryDirectory() as tmp:
         out, ref_out = Path(tmp) / "members", Path(tmp) / "baseline"
         for name, frame in result.series.items():
-            write_series(out, name, frame, result.detectors)
+            members = {k: frame[f"{k}_score"].to_numpy(dtype="float64") for k in kinds}
+            undamped = combine_arrays(members, result.combiner)
+            frame = frame.assign(**{f"{PIPELINE}_score": undamped})
+            write_series(out, name, frame, [*result.detectors, PIPELINE])
         for name, frame in reference.series.items():
             write_series(ref_out, name, frame, reference.detectors)
         for kind in kinds:
@@ -98,6 +107,8 @@ def skab(kinds: list[str]) -> tuple[pd.DataFrame, float]:
             **_skab_points(out, "is_anomaly", None),
             **_event_row(result.summary),
         }
+        level = default_level(kinds, result.combiner)
+        rows[UNDAMPED] = _skab_points(out, f"{PIPELINE}_score", level)
     return pd.DataFrame.from_dict(rows, orient="index"), seconds
 
 
@@ -158,9 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         table, seconds = skab(kinds)
         print(f"SKAB (34 real experiments; every kind and the ensemble in {seconds:.0f} s):")
         print(table.to_string(**fmt))
-        ens = table.loc[ENSEMBLE]
+        ens = table.loc[UNDAMPED]
         print(
-            f"  target ensemble F1 >= {SKAB_TARGET['f1']} at FAR <= {SKAB_TARGET['far']}%: "
+            f"  target ensemble (undamped) F1 >= {SKAB_TARGET['f1']} "
+            f"at FAR <= {SKAB_TARGET['far']}%: "
             + _verdict(
                 ens["f1"] >= SKAB_TARGET["f1"] and ens["far"] <= SKAB_TARGET["far"],
                 f"F1 {ens['f1']:.3f} at FAR {ens['far']:.1f}%",

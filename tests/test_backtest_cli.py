@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from monitoring_pipelines.ml.catalogue import KINDS
-from monitoring_pipelines.ml.ensemble import DEFAULT_COMBINER
+from monitoring_pipelines.ml.ensemble import DEFAULT_COMBINER, combine_arrays, refractory
 
 
 def _series_file(path, *, spike_at, naive=True, n=3000):
@@ -119,7 +119,13 @@ def test_without_detectors_the_backtest_runs_every_kind_and_the_pipelines_ensemb
     assert DEFAULT_COMBINER.rule == "noisy_or"
     quiet = np.prod([(1.0 - later[f"{k}_score"]) ** weights.get(k, 1.0) for k in used], axis=0)
     expected = 1.0 - quiet
-    assert np.allclose(later["ensemble_score"], expected, equal_nan=True)
+    members_of = {k: scored[f"{k}_score"].to_numpy(dtype="float64") for k in KINDS}
+    undamped = combine_arrays(members_of, DEFAULT_COMBINER)
+    assert np.allclose(undamped[later.index], expected, equal_nan=True)
+    # The output is early and once: that ensemble after the refractory step.
+    damped = refractory(undamped)
+    assert np.allclose(scored["ensemble_score"], damped, equal_nan=True)
+    assert (scored["ensemble_score"].iloc[800:] == 0.0).mean() > 0.5
 
 
 def test_labels_that_match_no_series_are_named_in_one_warning(tmp_path):

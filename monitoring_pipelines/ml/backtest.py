@@ -6,9 +6,16 @@ service from a record file, or one ``timestamp,value`` series), each detector is
 (the training steps get scores too, from the fitted model, but are not evaluated). With
 ``refit_every`` the detectors are refitted every so many steps on the data before that point only
 (a model fitted once and frozen decays as the series moves on). Members' calibrated scores are
-combined into the ensemble score, which the alert policy turns into anomalous points and alert
-events; thresholds come from the training prefix or a fixed global level, never from the scored
-part.
+combined into the ensemble score, which the alert policy turns into alert events; thresholds come
+from the training prefix or a fixed global level (for single series the backtest's own,
+:data:`~monitoring_pipelines.ml.thresholds.BACKTEST_RULE_LEVELS`; for a tenant's services from
+records the pipeline's), never from the scored part.
+
+Early and once: the output's ``ensemble_score`` is the ensemble after
+:func:`~monitoring_pipelines.ml.ensemble.refractory` (a point keeps its score only above every
+score of the steps just before it), and ``is_anomaly`` is that score at the series' threshold, so
+one incident flags its onset, not every point while it lasts; ``alert`` is the alert policy on
+the ensemble score itself, and the event figures judge those alerts.
 
 Input is put on the pipeline's grid (:mod:`~monitoring_pipelines.ml.frames`: naive timestamps are
 UTC, irregular spacing floored to the inferred step, duplicates averaged, gaps NaN), and the output
@@ -30,7 +37,12 @@ import pandas as pd
 from monitoring_pipelines.ml.backtest_rows import ENSEMBLE, Group, is_records, rows_out
 from monitoring_pipelines.ml.base import Detector
 from monitoring_pipelines.ml.catalogue import KINDS, detector_class
-from monitoring_pipelines.ml.ensemble import DEFAULT_COMBINER, CombinerConfig, combine_arrays
+from monitoring_pipelines.ml.ensemble import (
+    DEFAULT_COMBINER,
+    CombinerConfig,
+    combine_arrays,
+    refractory,
+)
 from monitoring_pipelines.ml.evaluation import (
     EvaluationConfig,
     SeriesEvaluation,
@@ -76,10 +88,10 @@ class BacktestResult:
     """Per series, the input rows with their scores and decisions, and the evaluation.
 
     ``series[name]`` has one row per input row of that series, in input order: ``timestamp``,
-    ``value``, ``<kind>_score`` per detector, ``ensemble_score``, ``is_anomaly`` (the step's
-    ensemble score reached the series' threshold), ``alert`` (an alert event starts here) and
-    ``training`` (the step was in the training prefix: scored, never evaluated). ``rows`` is the
-    same for a record input as one frame aligned with the input records.
+    ``value``, ``<kind>_score`` per detector, ``ensemble_score`` (after the refractory step),
+    ``is_anomaly`` (that score reached the series' threshold), ``alert`` (an alert event starts
+    here) and ``training`` (the step was in the training prefix: scored, never evaluated).
+    ``rows`` is the same for a record input as one frame aligned with the input records.
     """
 
     series: dict[str, pd.DataFrame]
@@ -183,7 +195,10 @@ def run_backtest(
     if len(set(kinds)) != len(kinds):
         raise ValueError(f"each detector kind may appear once, got {kinds}")
     combiner = combiner.for_members(kinds)
-    threshold_config = config_for(kinds, threshold_config, combiner)
+    # Single series get the backtest's level (measured on single real metrics); a tenant's
+    # services from records get the pipeline's.
+    single = not is_records(data)
+    threshold_config = config_for(kinds, threshold_config, combiner, backtest=single)
     windows = parse_windows(labels or {})
     groups, row_maps = _groups(data, train_fraction, max_train_points, step_seconds)
     fit = {"refit_every": refit_every, "max_train_points": max_train_points}
@@ -198,7 +213,8 @@ def run_backtest(
     evaluations, decisions = _decide(
         groups, {**member_arrays, ENSEMBLE: ensemble}, fitted, windows, evaluation
     )
-    series, rows = rows_out(data, groups, row_maps, kinds, member_scores, ensemble, decisions)
+    damped = {key: refractory(values) for key, values in ensemble.items()}
+    series, rows = rows_out(data, groups, row_maps, kinds, member_scores, damped, decisions)
     return BacktestResult(
         series=series,
         summary=summarise(evaluations[ENSEMBLE]),
@@ -286,9 +302,11 @@ def _decide(groups, arrays, fitted: Thresholds, windows, evaluation):
                 if group.key not in by_group:
                     continue
                 scores = by_group[group.key][:, j]
-                point, starts = flags(scores, threshold, fitted.policy)
+                starts = flags(scores, threshold, fitted.policy)[1]
                 if kind == ENSEMBLE:
-                    anomalous[:, j], alert[:, j] = point, starts
+                    with np.errstate(invalid="ignore"):
+                        anomalous[:, j] = refractory(scores) >= threshold
+                    alert[:, j] = starts
                 evaluations[kind].append(
                     evaluate_series(
                         name,

@@ -174,6 +174,36 @@ def combine_arrays(
     return np.clip(out, 0.0, 1.0)
 
 
+# Steps after a peak during which the ensemble score is held at 0 unless it rises above that peak
+# (:func:`refractory`). Measured on SKAB's 272 sensors one by one (NAB-style, one level for all
+# series; the undamped ensemble 59.1 at its best level 0.40): 100 steps 73.3 (at 0.35), 150 71.8,
+# 200 68.8, 300 63.0; with label windows cut to NAB's layout (10% of the series around each onset,
+# the rest of a lasting fault counted as outside): undamped 16.5, 100 steps 31.4, 150 33.1, 200
+# 34.1, 300 36.4. 150 keeps most of both. (Figures from a prototype reading gaps as 0; this
+# function gives 72.2 and 32.7 at 150.)
+REFRACTORY_STEPS = 150
+
+
+def refractory(scores: np.ndarray, steps: int = REFRACTORY_STEPS) -> np.ndarray:
+    """Early and once: each point keeps its score only if it is higher than every score of the
+    ``steps`` steps before it, else 0 (gaps stay NaN). Along axis 0, causal.
+
+    One incident then gives one early peak instead of a plateau: a level that flags the onset of
+    a fault flags nothing more while it lasts (or while a level shift becomes the new normal),
+    unless the fault grows beyond its first peak. A benchmark or operator that pays for the first
+    detection and charges for every flagged point outside an incident's window rewards exactly
+    that. ``steps <= 0`` returns the scores unchanged.
+    """
+    values = np.asarray(scores, dtype="float64")
+    if steps <= 0 or values.shape[0] == 0:
+        return values.copy()
+    filled = pd.DataFrame(np.where(np.isnan(values), -np.inf, values).reshape(len(values), -1))
+    before = filled.shift(1).rolling(steps, min_periods=1).max().to_numpy().reshape(values.shape)
+    before = np.where(np.isnan(before), -np.inf, before)
+    out = np.where(values > before, values, 0.0)
+    return np.where(np.isnan(values), np.nan, out)
+
+
 def combine(
     members: Mapping[str, pd.DataFrame], config: CombinerConfig = DEFAULT_COMBINER
 ) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from benchmarks.nab_proxy import nab_scores
+from benchmarks.nab_proxy import nab_scores, onset_windows
 
 N = 200
 TS = pd.date_range("2026-01-01", periods=N, freq="1s", tz="UTC")
@@ -43,3 +43,16 @@ def test_false_alarms_cost_and_training_steps_are_not_scored():
     in_training = hit.copy()
     in_training[:30] = 0.9
     assert _best(in_training) == _best(hit)
+
+
+def test_onset_windows_are_laid_out_around_each_onset_like_nab():
+    frame = _series(np.zeros(N))["s"]
+    windows = onset_windows({"s": frame}, LABELS)["s"]
+    # 10% of 200 one-second steps, centred on the labelled onset (step 100).
+    start, end = (pd.Timestamp(t) for t in windows[0])
+    assert (start, end) == (TS[90], TS[110])
+    # A lasting alarm over SKAB's whole fault is free there and costly with NAB's layout.
+    lasting = np.zeros(N)
+    lasting[100:120] = 0.9
+    onset = nab_scores(_series(lasting), {"s": windows}, ["x_score"]).loc["x_score", "best"]
+    assert onset < _best(lasting)

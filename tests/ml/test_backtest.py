@@ -159,6 +159,20 @@ def test_one_output_row_per_input_row_in_input_order_with_duplicates_and_jitter(
     assert out["training"].sum() == pytest.approx(0.15 * len(ts), abs=2)
 
 
+def test_a_lasting_shift_flags_its_onset_not_every_point_while_it_lasts():
+    ts, values = series()
+    values[2500:] += 20.0  # a level shift that stays: the new normal after a while
+    result = run_backtest({"s": (ts, values)}, LABELS, detectors=[ZScoreDetector], progress=False)
+    out = result.series["s"]
+    level = result.thresholds.for_series("s")
+    flagged = out.index[out["is_anomaly"] & ~out["training"]]
+    # The undamped score stays up for a long stretch after the onset; is_anomaly flags the onset
+    # (inside the label window) and only new peaks after it, and ensemble_score says the same.
+    assert (out["zscore_score"].iloc[2500:] >= level).sum() >= 20
+    assert 1 <= len(flagged) <= 5 and flagged[0] in range(2500, 2506)
+    assert (out["ensemble_score"] >= level).eq(out["is_anomaly"]).all()
+
+
 def test_the_backtest_finds_the_labelled_jump_without_false_alarms():
     ts, values = series()
     result = run_backtest({"s": (ts, values)}, LABELS, detectors=FAST, progress=False)

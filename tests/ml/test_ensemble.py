@@ -10,6 +10,7 @@ from monitoring_pipelines.ml.ensemble import (
     combine,
     combine_arrays,
     combine_groups,
+    refractory,
     weights_from_validation,
 )
 from monitoring_pipelines.ml.isolation_forest import IsolationForestConfig, IsolationForestDetector
@@ -195,3 +196,41 @@ def test_learned_weights_drop_a_member_that_hurts():
     weights, report = learn_weights({"good": helpful, "noise": noise}, labels)
     assert dict(weights)["noise"] == 0.0
     assert report["learned"] >= report["good alone"] > report["noise alone"]
+
+
+def test_refractory_keeps_each_incident_s_onset_and_nothing_while_it_lasts():
+    quiet, fault = np.full(30, 0.1), np.r_[0.6, 0.8, np.full(40, 0.8), 0.95]
+    scores = np.r_[quiet, fault, quiet, np.nan, fault]
+    damped = refractory(scores, steps=50)
+    flagged = np.flatnonzero(damped >= 0.5)
+    # The onset, the rise to 0.8, the growth to 0.95; the second fault, starting 32 steps after
+    # that peak, flags only at its own 0.95, 74 steps after it; a gap stays a gap.
+    assert flagged.tolist() == [30, 31, 72, 146]
+    assert np.isnan(damped[103])
+    # Causal: a prefix is damped exactly like the whole, and columns independently.
+    assert np.array_equal(refractory(scores[:80], 50), damped[:80], equal_nan=True)
+    both = refractory(np.c_[scores, scores[::-1]], 50)
+    assert np.array_equal(both[:, 0], damped, equal_nan=True)
+    assert np.array_equal(refractory(scores, 0), scores, equal_nan=True)
+
+
+def test_no_warm_up_pages_right_after_a_fit():
+    """Issue 9 item 6: the default ensemble's first hours after its members' fit on one day, with
+    the history of the fit as context or none at all, stay below the pipeline's level on quiet
+    data (the calibrators have little history there; the pipeline fits on three weeks)."""
+    from monitoring_pipelines.ml.pca import PcaDetector
+    from monitoring_pipelines.ml.thresholds import RULE_LEVELS
+
+    rng = np.random.default_rng(0)
+    n, day = 288 * 2, 288
+    index = pd.date_range("2026-01-05", periods=n, freq="5min", tz="UTC")
+    wave = np.sin(2 * np.pi * np.arange(n) / day)
+    frame = pd.DataFrame(
+        {m: 50 + 10 * np.roll(wave, k) + rng.normal(0, 1, n) for k, m in enumerate("abc")},
+        index=index,
+    )
+    members = [ZScoreDetector().fit(frame.iloc[:day]), PcaDetector().fit(frame.iloc[:day])]
+    for scored in (frame.iloc[day:], frame):
+        first_hours = combine({d.kind: d.score(scored).iloc[-day:][:24] for d in members})
+        assert first_hours.iloc[12:].notna().to_numpy().all()
+        assert first_hours.max().max() < RULE_LEVELS[DEFAULT_COMBINER.rule]
