@@ -91,6 +91,12 @@ def _by_day(frame: pd.DataFrame, days: list[Day]) -> list[pd.DataFrame]:
     return [frame[(floor == d.start).to_numpy()].reset_index(drop=True) for d in days]
 
 
+def _series(frame: pd.DataFrame) -> set[tuple[str, str, str]]:
+    """The distinct (tenant, service, metric) of ``frame``, deduplicated before leaving pandas."""
+    keys = frame[["tenant", "service", "metric"]].drop_duplicates()
+    return set(keys.itertuples(index=False, name=None))
+
+
 def gate_days(
     wh: Warehouse,
     keys: list[str],
@@ -111,9 +117,7 @@ def gate_days(
         kept = [i for i, f in enumerate(frames) if len(f) or not clear_empty]
         todo = [(stretch[i], frames[i]) for i in kept]
         out += [GatedDay(d, None) for i, d in enumerate(stretch) if i not in kept]
-        series_today = [
-            set(zip(f["tenant"], f["service"], f["metric"], strict=True)) for _, f in todo
-        ]
+        series_today = [_series(f) for _, f in todo]
 
         def expected(
             i: int,
@@ -128,8 +132,7 @@ def gate_days(
             if day.start == first:
                 seen = before
             elif i > 0 and todo[i - 1][0].end == day.start and previous is not None:
-                acc = previous.accepted
-                seen = set(zip(acc["tenant"], acc["service"], acc["metric"], strict=True))
+                seen = _series(previous.accepted)
             else:
                 seen = set()
             return len(series[i] | seen)
@@ -184,9 +187,7 @@ def grid_days(
             if state is not None and state.blocked:
                 out.append(GriddedDay(day, None, None, blocked=True))
                 continue
-            series = sorted(
-                set(zip(previous["tenant"], previous["service"], previous["metric"], strict=True))
-            )
+            series = sorted(_series(previous))
             grid, summary = regular_grid(
                 frame,
                 start=day.start,
