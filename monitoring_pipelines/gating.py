@@ -2,9 +2,10 @@
 ``clean_metrics``.
 
 A run covers a range of days (a dropped file's days in one run). Per tenant and stretch of
-consecutive days, landing is read once, the Great Expectations suite runs once over every row
-(:func:`~monitoring_pipelines.quality.gate.run_gates`) and each partition is judged on its own
-rows. All partitions of the run are written in one transaction, together with the partition
+consecutive days, landing is read once; the Great Expectations suite runs once over every row of
+the run, all tenants together (:func:`~monitoring_pipelines.quality.gate.run_gates`: GX's fixed
+cost per validation is paid once), and each partition is judged on its own rows. All
+partitions of the run are written in one transaction, together with the partition
 version each was judged at (``partition_states``): a crash before the commit leaves every
 partition as it was and still pending, so a re-run redoes it; after the commit, nothing is
 pending that was not redone.
@@ -108,45 +109,42 @@ def gate_days(
     """Gate every partition of ``keys`` and write the outcome (see the module doc)."""
     states = wh.partition_states(keys)
     out: list[GatedDay] = []
+    # Every kept partition of every stretch, in stretch order, with the series accepted the day
+    # before the stretch for its first day: all of them go through ONE GX validation.
+    todo: list[tuple[Day, pd.DataFrame, set | None]] = []
     for stretch in stretches(days_of(keys)):
         tenant, first, last = stretch[0].tenant, stretch[0].start, stretch[-1].end
         landed = wh.read_records("landing", tenant=tenant, start=first, end=last)
         landed = landed.sort_values(["source", "source_row"], kind="stable")[list(FRAME_COLUMNS)]
-        frames = _by_day(landed, stretch)
         before = set(wh.series("metrics", tenant, first - DAY, first))
-        kept = [i for i, f in enumerate(frames) if len(f) or not clear_empty]
-        todo = [(stretch[i], frames[i]) for i in kept]
-        out += [GatedDay(d, None) for i, d in enumerate(stretch) if i not in kept]
-        series_today = [_series(f) for _, f in todo]
-
-        def expected(
-            i: int,
-            previous: GateResult | None,
-            todo=todo,
-            series=series_today,
-            first=first,
-            before=before,
-        ) -> int:
-            # The series landed today, and those accepted the day before (silent ones count).
-            day = todo[i][0]
-            if day.start == first:
-                seen = before
-            elif i > 0 and todo[i - 1][0].end == day.start and previous is not None:
-                seen = _series(previous.accepted)
+        for day, frame in zip(stretch, _by_day(landed, stretch), strict=True):
+            if len(frame) or not clear_empty:
+                todo.append((day, frame, before if day.start == first else None))
             else:
-                seen = set()
-            return len(series[i] | seen)
+                out.append(GatedDay(day, None))
+    series_today = [_series(f) for _, f, _ in todo]
 
-        gates = run_gates(
-            [f for _, f in todo],
-            [Window(d.tenant, d.start, d.end) for d, _ in todo],
-            now=now,
-            config=config,
-            expected_series=expected,
-        )
-        out += [
-            GatedDay(d, g, len(s)) for (d, _), g, s in zip(todo, gates, series_today, strict=True)
-        ]
+    def expected(i: int, previous: GateResult | None) -> int:
+        # The series landed today, and those accepted the day before (silent ones count).
+        day, _, before = todo[i]
+        if before is not None:
+            seen = before
+        elif i > 0 and todo[i - 1][0].tenant == day.tenant and todo[i - 1][0].end == day.start:
+            seen = _series(previous.accepted) if previous is not None else set()
+        else:
+            seen = set()
+        return len(series_today[i] | seen)
+
+    gates = run_gates(
+        [f for _, f, _ in todo],
+        [Window(d.tenant, d.start, d.end) for d, _, _ in todo],
+        now=now,
+        config=config,
+        expected_series=expected,
+    )
+    out += [
+        GatedDay(d, g, len(s)) for (d, _, _), g, s in zip(todo, gates, series_today, strict=True)
+    ]
     out.sort(key=lambda g: g.day.key)
     with wh.transaction() as conn:
         for i, gated in enumerate(out):
