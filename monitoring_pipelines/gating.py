@@ -3,12 +3,12 @@
 
 A run covers a range of days (a dropped file's days in one run). Per tenant and stretch of
 consecutive days, landing is read once; the Great Expectations suite runs once over every row of
-the run, all tenants together (:func:`~monitoring_pipelines.quality.gate.run_gates`: GX's fixed
-cost per validation is paid once), and each partition is judged on its own rows. All
-partitions of the run are written in one transaction, together with the partition
-version each was judged at (``partition_states``): a crash before the commit leaves every
-partition as it was and still pending, so a re-run redoes it; after the commit, nothing is
-pending that was not redone.
+the run, all tenants together up to :data:`MAX_VALIDATION_ROWS` rows
+(:func:`~monitoring_pipelines.quality.gate.run_gates`: GX's fixed cost is paid once), and each
+partition is judged on its own rows. All partitions of the run are written in one transaction,
+together with the partition version each was judged at (``partition_states``): a crash before
+the commit leaves every partition as it was and still pending, so a re-run redoes it; after the
+commit, nothing is pending that was not redone.
 
 A partition with no landed row (a corrected file no longer has that day) and no configured
 source is cleared rather than gated: its metrics, quality quarantine and grid are deleted, as if
@@ -98,30 +98,38 @@ def _series(frame: pd.DataFrame) -> set[tuple[str, str, str]]:
     return set(keys.itertuples(index=False, name=None))
 
 
-def gate_days(
-    wh: Warehouse,
-    keys: list[str],
-    *,
-    config: GateConfig,
-    now: datetime,
-    clear_empty: bool = True,
-) -> list[GatedDay]:
-    """Gate every partition of ``keys`` and write the outcome (see the module doc)."""
-    states = wh.partition_states(keys)
-    out: list[GatedDay] = []
-    # Every kept partition of every stretch, in stretch order, with the series accepted the day
-    # before the stretch for its first day: all of them go through ONE GX validation.
-    todo: list[tuple[Day, pd.DataFrame, set | None]] = []
+# Rows of one GX validation at most: a run's stretches share one validation up to this size (GX's
+# fixed cost, ~0.25 s, paid once), beyond it memory would grow with the run.
+MAX_VALIDATION_ROWS = 1_000_000
+
+# A partition to gate: its day, landed rows, and for the first day of a stretch the series
+# accepted the day before (None for the other days: the previous day's result tells).
+Todo = tuple[Day, pd.DataFrame, set | None]
+
+
+def _plan(wh: Warehouse, keys: list[str], clear_empty: bool) -> tuple[list[list[Todo]], list]:
+    """The partitions to gate, read per tenant stretch and batched for validation by whole
+    stretches, and the partitions cleared for having no landed row."""
+    batches: list[list[Todo]] = [[]]
+    cleared: list[GatedDay] = []
     for stretch in stretches(days_of(keys)):
         tenant, first, last = stretch[0].tenant, stretch[0].start, stretch[-1].end
         landed = wh.read_records("landing", tenant=tenant, start=first, end=last)
         landed = landed.sort_values(["source", "source_row"], kind="stable")[list(FRAME_COLUMNS)]
         before = set(wh.series("metrics", tenant, first - DAY, first))
+        rows = sum(len(f) for _, f, _ in batches[-1])
+        if rows and rows + len(landed) > MAX_VALIDATION_ROWS:
+            batches.append([])
         for day, frame in zip(stretch, _by_day(landed, stretch), strict=True):
             if len(frame) or not clear_empty:
-                todo.append((day, frame, before if day.start == first else None))
+                batches[-1].append((day, frame, before if day.start == first else None))
             else:
-                out.append(GatedDay(day, None))
+                cleared.append(GatedDay(day, None))
+    return [b for b in batches if b], cleared
+
+
+def _gate_batch(todo: list[Todo], *, config: GateConfig, now: datetime) -> list[GatedDay]:
+    """Gate ``todo`` with one GX validation, each partition judged on its own rows."""
     series_today = [_series(f) for _, f, _ in todo]
 
     def expected(i: int, previous: GateResult | None) -> int:
@@ -142,9 +150,24 @@ def gate_days(
         config=config,
         expected_series=expected,
     )
-    out += [
+    return [
         GatedDay(d, g, len(s)) for (d, _, _), g, s in zip(todo, gates, series_today, strict=True)
     ]
+
+
+def gate_days(
+    wh: Warehouse,
+    keys: list[str],
+    *,
+    config: GateConfig,
+    now: datetime,
+    clear_empty: bool = True,
+) -> list[GatedDay]:
+    """Gate every partition of ``keys`` and write the outcome (see the module doc)."""
+    states = wh.partition_states(keys)
+    batches, out = _plan(wh, keys, clear_empty)
+    for todo in batches:
+        out += _gate_batch(todo, config=config, now=now)
     out.sort(key=lambda g: g.day.key)
     with wh.transaction() as conn:
         for i, gated in enumerate(out):
