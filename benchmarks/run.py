@@ -30,7 +30,7 @@ FLOOR_IMPORT = "import dagster, pandas, sqlalchemy"
 LOAD_CODE = "import monitoring_pipelines.definitions as d; d.defs.get_repository_def()"
 # The executemany reference inserts at most this many rows: its rate is per row, and a plain
 # PostgreSQL executemany of 4M rows would take longer than the whole ingest.
-REFERENCE_ROWS = 200_000
+REFERENCE_ROWS = 50_000
 
 
 def _median(values: list[float]) -> float:
@@ -89,7 +89,7 @@ def _ingest_once(url: str, drop: Path, start: datetime, resolution: int) -> dict
         g1 = time.perf_counter()
         grid_days(warehouse, run, resolution_seconds=resolution, now=now)
         gate_s, grid_s = gate_s + g1 - g0, grid_s + time.perf_counter() - g1
-    reference = _executemany_reference(warehouse)
+    bare, indexed = _executemany_reference(warehouse)
     warehouse.dispose()
     return {
         "rows": rows,
@@ -97,34 +97,40 @@ def _ingest_once(url: str, drop: Path, start: datetime, resolution: int) -> dict
         "gate_rows_per_s": rows / gate_s,
         "grid_rows_per_s": rows / grid_s,
         "end_to_end_rows_per_s": rows / (t1 - t0 + gate_s + grid_s),
-        "executemany_rows_per_s": reference,
+        "executemany_rows_per_s": bare,
+        "executemany_indexed_rows_per_s": indexed,
     }
 
 
-def _executemany_reference(warehouse) -> float:
-    """A plain DBAPI ``executemany`` of the landed rows (up to :data:`REFERENCE_ROWS`) into an
-    empty copy of ``landing``."""
+def _executemany_reference(warehouse) -> tuple[float, float]:
+    """A plain DBAPI ``executemany`` of the landed rows (up to :data:`REFERENCE_ROWS`), rows per
+    second: into an empty copy of ``landing`` without keys or indexes, and into ``landing``
+    itself (emptied; its primary key and index are what staging pays for too)."""
     import sqlalchemy as sa
 
     with warehouse.engine.connect() as conn:
         query = sa.text(f"SELECT * FROM landing LIMIT {REFERENCE_ROWS}")
         rows = [tuple(r) for r in conn.execute(query)]
-    columns = "source, source_row, tenant, service, metric, ts, value, tags"
-    mark = "?" if warehouse.dialect == "sqlite" else "%s"
     with warehouse.engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE IF EXISTS bench_reference")
         conn.exec_driver_sql("CREATE TABLE bench_reference AS SELECT * FROM landing WHERE 1 = 0")
+        conn.exec_driver_sql("DELETE FROM landing")
+    bare = _executemany(warehouse, "bench_reference", rows)
+    indexed = _executemany(warehouse, "landing", rows)
+    with warehouse.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE bench_reference")
+    return bare, indexed
+
+
+def _executemany(warehouse, table: str, rows: list[tuple]) -> float:
+    columns = "source, source_row, tenant, service, metric, ts, value, tags"
+    marks = ", ".join(["?" if warehouse.dialect == "sqlite" else "%s"] * 8)
     t0 = time.perf_counter()
     with warehouse.engine.begin() as conn:
         cursor = conn.connection.dbapi_connection.cursor()
-        cursor.executemany(
-            f"INSERT INTO bench_reference ({columns}) VALUES ({', '.join([mark] * 8)})", rows
-        )
+        cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
         cursor.close()
-    seconds = time.perf_counter() - t0
-    with warehouse.engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE bench_reference")
-    return len(rows) / seconds
+    return len(rows) / (time.perf_counter() - t0)
 
 
 def bench_ingest(url: str, label: str, drop: Path, start: datetime, runs: int) -> dict:
@@ -139,6 +145,7 @@ def bench_ingest(url: str, label: str, drop: Path, start: datetime, runs: int) -
         "grid_rows_per_s",
         "end_to_end_rows_per_s",
         "executemany_rows_per_s",
+        "executemany_indexed_rows_per_s",
     )
     return {
         "backend": label,
@@ -165,15 +172,16 @@ def _print_load(load: dict) -> None:
 
 
 def _print_ingest(row: dict, runs: int) -> None:
-    ref = row["executemany_rows_per_s"]
+    ref, indexed = row["executemany_rows_per_s"], row["executemany_indexed_rows_per_s"]
+    stage, end = row["stage_rows_per_s"], row["end_to_end_rows_per_s"]
     print(
         f"ingest {row['backend']:10} {row['rows']:,} rows, {row['tenants']} tenants"
-        f" (medians of {runs}): stage {row['stage_rows_per_s']:,.0f} rows/s"
-        f" ({row['stage_rows_per_s'] / ref:.2f}x executemany; target 250,000),"
+        f" (medians of {runs}): stage {stage:,.0f} rows/s (target 250,000;"
+        f" {stage / ref:.2f}x executemany, {stage / indexed:.2f}x executemany into landing),"
         f" gate {row['gate_rows_per_s']:,.0f}, grid {row['grid_rows_per_s']:,.0f},"
-        f" end to end {row['end_to_end_rows_per_s']:,.0f} rows/s"
-        f" ({row['end_to_end_rows_per_s'] / ref:.2f}x; target 100,000);"
-        f" reference executemany {ref:,.0f} rows/s; load average {_load_average()}"
+        f" end to end {end:,.0f} rows/s (target 100,000; {end / ref:.2f}x executemany);"
+        f" reference executemany {ref:,.0f} rows/s, into landing with its keys {indexed:,.0f};"
+        f" load average {_load_average()}"
     )
 
 
