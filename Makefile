@@ -33,11 +33,14 @@ test: $(STAMP) system-packages
 ui: $(STAMP)
 	$(BIN)/monitoring-pipelines ui
 
+# SCALE=N: N x the demo's series; BENCH=load|ingest|scoring|alerting|reports: one part only.
+SCALE ?= 1
+BENCH ?= all
 bench: $(STAMP) system-packages
-	$(BIN)/python -m benchmarks.run
-	$(BIN)/python -m benchmarks.models
-	$(BIN)/python -m benchmarks.alerting
-	$(BIN)/python -m benchmarks.reports
+	SCALE=$(SCALE) BENCH=$(BENCH) $(BIN)/python -m benchmarks.run
+	case "$(BENCH)" in all|scoring) SCALE=$(SCALE) $(BIN)/python -m benchmarks.models;; esac
+	case "$(BENCH)" in all|alerting) $(BIN)/python -m benchmarks.alerting;; esac
+	case "$(BENCH)" in all|reports) $(BIN)/python -m benchmarks.reports;; esac
 
 # Detection quality per member and ensemble: SKAB (../shared/datasets/skab, when present), then the demo.
 bench-detection: $(STAMP)

@@ -2,12 +2,13 @@
 ``clean_metrics``.
 
 A run covers a range of days (a dropped file's days in one run). Per tenant and stretch of
-consecutive days, landing is read once, the Great Expectations suite runs once over every row
-(:func:`~monitoring_pipelines.quality.gate.run_gates`) and each partition is judged on its own
-rows. All partitions of the run are written in one transaction, together with the partition
-version each was judged at (``partition_states``): a crash before the commit leaves every
-partition as it was and still pending, so a re-run redoes it; after the commit, nothing is
-pending that was not redone.
+consecutive days, landing is read once; the Great Expectations suite runs once over every row of
+the run, all tenants together up to :data:`MAX_VALIDATION_ROWS` rows
+(:func:`~monitoring_pipelines.quality.gate.run_gates`: GX's fixed cost is paid once), and each
+partition is judged on its own rows. All partitions of the run are written in one transaction,
+together with the partition version each was judged at (``partition_states``): a crash before
+the commit leaves every partition as it was and still pending, so a re-run redoes it; after the
+commit, nothing is pending that was not redone.
 
 A partition with no landed row (a corrected file no longer has that day) and no configured
 source is cleared rather than gated: its metrics, quality quarantine and grid are deleted, as if
@@ -33,6 +34,8 @@ from monitoring_pipelines.warehouse import Warehouse
 DAY = timedelta(days=1)
 
 GAP_CHECK = "gap_fraction"
+# The columns gridding reads back from ``metrics`` (not tags nor source: half the bytes).
+GRID_INPUT = ("tenant", "service", "metric", "ts", "value")
 # Above this share of empty grid steps the day is too sparse to train on without a look.
 GAP_WARN_FRACTION = 0.2
 
@@ -91,6 +94,69 @@ def _by_day(frame: pd.DataFrame, days: list[Day]) -> list[pd.DataFrame]:
     return [frame[(floor == d.start).to_numpy()].reset_index(drop=True) for d in days]
 
 
+def _series(frame: pd.DataFrame) -> set[tuple[str, str, str]]:
+    """The distinct (tenant, service, metric) of ``frame``, deduplicated before leaving pandas."""
+    keys = frame[["tenant", "service", "metric"]].drop_duplicates()
+    return set(keys.itertuples(index=False, name=None))
+
+
+# Rows of one GX validation at most: a run's stretches share one validation up to this size (GX's
+# fixed cost, ~0.25 s, paid once), beyond it memory would grow with the run.
+MAX_VALIDATION_ROWS = 1_000_000
+
+# A partition to gate: its day, landed rows, and for the first day of a stretch the series
+# accepted the day before (None for the other days: the previous day's result tells).
+Todo = tuple[Day, pd.DataFrame, set | None]
+
+
+def _plan(wh: Warehouse, keys: list[str], clear_empty: bool) -> tuple[list[list[Todo]], list]:
+    """The partitions to gate, read per tenant stretch and batched for validation by whole
+    stretches, and the partitions cleared for having no landed row."""
+    batches: list[list[Todo]] = [[]]
+    cleared: list[GatedDay] = []
+    for stretch in stretches(days_of(keys)):
+        tenant, first, last = stretch[0].tenant, stretch[0].start, stretch[-1].end
+        landed = wh.read_records("landing", tenant=tenant, start=first, end=last)
+        landed = landed.sort_values(["source", "source_row"], kind="stable")[list(FRAME_COLUMNS)]
+        before = set(wh.series("metrics", tenant, first - DAY, first))
+        rows = sum(len(f) for _, f, _ in batches[-1])
+        if rows and rows + len(landed) > MAX_VALIDATION_ROWS:
+            batches.append([])
+        for day, frame in zip(stretch, _by_day(landed, stretch), strict=True):
+            if len(frame) or not clear_empty:
+                batches[-1].append((day, frame, before if day.start == first else None))
+            else:
+                cleared.append(GatedDay(day, None))
+    return [b for b in batches if b], cleared
+
+
+def _gate_batch(todo: list[Todo], *, config: GateConfig, now: datetime) -> list[GatedDay]:
+    """Gate ``todo`` with one GX validation, each partition judged on its own rows."""
+    series_today = [_series(f) for _, f, _ in todo]
+
+    def expected(i: int, previous: GateResult | None) -> int:
+        # The series landed today, and those accepted the day before (silent ones count).
+        day, _, before = todo[i]
+        if before is not None:
+            seen = before
+        elif i > 0 and todo[i - 1][0].tenant == day.tenant and todo[i - 1][0].end == day.start:
+            seen = _series(previous.accepted) if previous is not None else set()
+        else:
+            seen = set()
+        return len(series_today[i] | seen)
+
+    gates = run_gates(
+        [f for _, f, _ in todo],
+        [Window(d.tenant, d.start, d.end) for d, _, _ in todo],
+        now=now,
+        config=config,
+        expected_series=expected,
+    )
+    return [
+        GatedDay(d, g, len(s)) for (d, _, _), g, s in zip(todo, gates, series_today, strict=True)
+    ]
+
+
 def gate_days(
     wh: Warehouse,
     keys: list[str],
@@ -101,49 +167,9 @@ def gate_days(
 ) -> list[GatedDay]:
     """Gate every partition of ``keys`` and write the outcome (see the module doc)."""
     states = wh.partition_states(keys)
-    out: list[GatedDay] = []
-    for stretch in stretches(days_of(keys)):
-        tenant, first, last = stretch[0].tenant, stretch[0].start, stretch[-1].end
-        landed = wh.read_records("landing", tenant=tenant, start=first, end=last)
-        landed = landed.sort_values(["source", "source_row"], kind="stable")[list(FRAME_COLUMNS)]
-        frames = _by_day(landed, stretch)
-        before = set(wh.series("metrics", tenant, first - DAY, first))
-        kept = [i for i, f in enumerate(frames) if len(f) or not clear_empty]
-        todo = [(stretch[i], frames[i]) for i in kept]
-        out += [GatedDay(d, None) for i, d in enumerate(stretch) if i not in kept]
-        series_today = [
-            set(zip(f["tenant"], f["service"], f["metric"], strict=True)) for _, f in todo
-        ]
-
-        def expected(
-            i: int,
-            previous: GateResult | None,
-            todo=todo,
-            series=series_today,
-            first=first,
-            before=before,
-        ) -> int:
-            # The series landed today, and those accepted the day before (silent ones count).
-            day = todo[i][0]
-            if day.start == first:
-                seen = before
-            elif i > 0 and todo[i - 1][0].end == day.start and previous is not None:
-                acc = previous.accepted
-                seen = set(zip(acc["tenant"], acc["service"], acc["metric"], strict=True))
-            else:
-                seen = set()
-            return len(series[i] | seen)
-
-        gates = run_gates(
-            [f for _, f in todo],
-            [Window(d.tenant, d.start, d.end) for d, _ in todo],
-            now=now,
-            config=config,
-            expected_series=expected,
-        )
-        out += [
-            GatedDay(d, g, len(s)) for (d, _), g, s in zip(todo, gates, series_today, strict=True)
-        ]
+    batches, out = _plan(wh, keys, clear_empty)
+    for todo in batches:
+        out += _gate_batch(todo, config=config, now=now)
     out.sort(key=lambda g: g.day.key)
     with wh.transaction() as conn:
         for i, gated in enumerate(out):
@@ -177,16 +203,16 @@ def grid_days(
     out: list[GriddedDay] = []
     for stretch in stretches(days_of(keys)):
         tenant, first, last = stretch[0].tenant, stretch[0].start, stretch[-1].end
-        accepted = wh.read_records("metrics", tenant=tenant, start=first - DAY, end=last)
+        accepted = wh.read_records(
+            "metrics", tenant=tenant, start=first - DAY, end=last, columns=GRID_INPUT
+        )
         frames = _by_day(accepted, [Day("", "", tenant, first - DAY, first), *stretch])
         for previous, frame, day in zip(frames, frames[1:], stretch, strict=False):
             state = states.get(day.key)
             if state is not None and state.blocked:
                 out.append(GriddedDay(day, None, None, blocked=True))
                 continue
-            series = sorted(
-                set(zip(previous["tenant"], previous["service"], previous["metric"], strict=True))
-            )
+            series = sorted(_series(previous))
             grid, summary = regular_grid(
                 frame,
                 start=day.start,

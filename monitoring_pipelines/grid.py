@@ -57,27 +57,21 @@ def regular_grid(
     if not keys or len(steps) == 0:
         return pd.DataFrame(columns=GRID_COLUMNS), GridSummary(0, 0, len(frame), 0, 0)
 
-    points = frame.loc[frame["ts"] < stop, [*SERIES_KEYS, "ts", "value"]].copy()
-    points["ts"] = points["ts"].dt.floor(freq)
-    grouped = points.groupby([*SERIES_KEYS, "ts"], sort=False)["value"].agg(["mean", "size"])
-
-    index = pd.MultiIndex.from_tuples(
-        [(*key, step) for key in sorted(keys) for step in steps], names=[*SERIES_KEYS, "ts"]
-    )
-    grid = grouped.reindex(index)
-    n_raw = grid["size"].fillna(0).astype("int64").to_numpy()
-    out = grid.reset_index()
+    points = frame.loc[frame["ts"] < stop, [*SERIES_KEYS, "ts", "value"]]
+    ordered = sorted(keys)
+    n_steps = len(steps)
+    n_raw, value = _cells(points, ordered, steps, resolution_seconds)
+    which = np.repeat(np.arange(len(ordered)), n_steps)
     out = pd.DataFrame(
         {
-            "tenant": out["tenant"].astype(str),
-            "service": out["service"].astype(str),
-            "metric": out["metric"].astype(str),
-            "ts": out["ts"],
-            "value": out["mean"].astype("float64"),
-            "is_gap": n_raw == 0,
-            "n_raw": n_raw,
+            name: np.array([key[i] for key in ordered], dtype=object)[which]
+            for i, name in enumerate(SERIES_KEYS)
         }
-    )
+    ).astype(str)
+    out["ts"] = steps.take(np.tile(np.arange(n_steps), len(ordered)))
+    out["value"] = value
+    out["is_gap"] = n_raw == 0
+    out["n_raw"] = n_raw
     summary = GridSummary(
         series=len(keys),
         steps=len(out),
@@ -86,3 +80,30 @@ def regular_grid(
         merged=int(np.sum(np.maximum(n_raw - 1, 0))),
     )
     return out, summary
+
+
+def _cells(
+    points: pd.DataFrame,
+    keys: list[tuple[str, str, str]],
+    steps: pd.DatetimeIndex,
+    resolution_seconds: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per grid cell (series-major, then step): how many points fell in it and their mean (NaN
+    for none). Vectorised: a cell number per point, then ``bincount``, no per-row Python."""
+    n_cells = len(keys) * len(steps)
+    step_ns = resolution_seconds * 1_000_000_000
+    ts = points["ts"].dt.as_unit("ns").to_numpy("datetime64[ns]").view("int64")
+    offset = ts - ts % step_ns - int(steps[0].value)
+    step = offset // step_ns
+    index = pd.MultiIndex.from_tuples(keys)
+    series = index.get_indexer(pd.MultiIndex.from_frame(points[SERIES_KEYS]))
+    on_grid = (offset % step_ns == 0) & (step >= 0) & (step < len(steps)) & (series >= 0)
+    cell = series[on_grid] * len(steps) + step[on_grid]
+    values = points["value"].to_numpy(dtype="float64")[on_grid]
+    n_raw = np.bincount(cell, minlength=n_cells).astype("int64")
+    finite = ~np.isnan(values)
+    total = np.bincount(cell[finite], weights=values[finite], minlength=n_cells)
+    counted = np.bincount(cell[finite], minlength=n_cells)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(counted > 0, total / np.maximum(counted, 1), np.nan)
+    return n_raw, mean

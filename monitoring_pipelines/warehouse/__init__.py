@@ -239,12 +239,28 @@ class Warehouse(IngestStates, ScoreStore):
             query = query.where(table.c.ts < end)
         if source is not None:
             query = query.where(table.c.source == source)
-        with self.engine.connect() as conn:
-            frame = pd.read_sql(query, conn)
+        frame = self._frame(query)
         if not frame.empty or "ts" in frame.columns:
             frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601")
         if "value" in frame.columns:
             frame["value"] = frame["value"].astype("float64")
+        return frame
+
+    def _frame(self, query: sa.Select) -> pd.DataFrame:
+        """The rows of ``query`` as pandas would read them (``pd.read_sql``), fetched from the
+        DBAPI cursor: SQLAlchemy's per-row result processing cost ~4 us a row, most of a read.
+        Its one conversion that matters here, SQLite's 0/1 to booleans, is done per column."""
+        with self.engine.connect() as conn:
+            result = conn.execute(query)
+            names = list(result.keys())
+            rows = result.cursor.fetchall()
+            result.close()
+        if not rows:
+            return pd.DataFrame(columns=names)
+        frame = pd.DataFrame.from_records(rows, columns=names, coerce_float=True)
+        for column in query.selected_columns:
+            if isinstance(column.type, sa.Boolean) and frame[column.name].dtype != bool:
+                frame[column.name] = frame[column.name].astype(bool)
         return frame
 
     def read_quarantine(

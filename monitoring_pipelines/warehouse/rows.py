@@ -112,18 +112,37 @@ def sqlite_pragmas(dbapi_conn, _record) -> None:
 
 def copy_into(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame, columns: list[str]):
     """Bulk load through PostgreSQL COPY: an order of magnitude faster than INSERT batches."""
-    buffer = io.StringIO()
     out = frame[columns].copy()
     for col in columns:
         if col == "ts" and pd.api.types.is_datetime64_any_dtype(out[col]):
             out[col] = datetime_text(out[col], " ", "+00")
-    out.to_csv(buffer, index=False, header=False, na_rep="\\N")
-    buffer.seek(0)
-    sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
+    data = _arrow_csv(out)
+    if data is not None:
+        # Arrow quotes every string, so an unquoted empty field can only be a NULL.
+        sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '')"
+    else:
+        data = out.to_csv(index=False, header=False, na_rep="\\N").encode()
+        sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
     raw = conn.connection.dbapi_connection
     with raw.cursor() as cursor:
         if hasattr(cursor, "copy_expert"):  # psycopg2
-            cursor.copy_expert(sql, buffer)
+            cursor.copy_expert(sql, io.BytesIO(data))
         else:  # psycopg 3, SQLAlchemy 2.1's default for a bare postgresql:// URL
             with cursor.copy(sql) as copy:
-                copy.write(buffer.getvalue())
+                copy.write(data)
+
+
+def _arrow_csv(frame: pd.DataFrame) -> bytes | None:
+    """``frame`` as CSV written by Arrow (~6x faster than ``DataFrame.to_csv``, which was most of
+    a PostgreSQL load): NaN and None as unquoted empty fields, every string quoted. None when a
+    column has no CSV form in Arrow (nested values): the caller falls back to pandas."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        buffer = io.BytesIO()
+        pa_csv.write_csv(table, buffer, pa_csv.WriteOptions(include_header=False))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+    return buffer.getvalue()

@@ -57,8 +57,8 @@ def _evaluate(findings, partition: Partition) -> RowFindings:
     data = partition.data
     bad: dict[int, tuple[str, str]] = {}
     window = f"[{_instant(partition.start)}, {_instant(partition.end)})"
-    stamps = data["ts"].to_numpy(dtype=object) if len(data) else []
-    tenants = data["tenant"].to_numpy(dtype=object) if len(data) else []
+    # Only flagged rows are read one by one: converting the whole column costs ~1 us per row.
+    stamps, tenants = data["ts"], data["tenant"]
     outside = foreign = 0
     # ts findings first: the time window is the property this check is named after.
     for f in sorted(findings, key=lambda f: f.column != "ts"):
@@ -69,12 +69,12 @@ def _evaluate(findings, partition: Partition) -> RowFindings:
         for pos in sorted(f.rows):
             if f.column == "ts":
                 outside += 1
-                text = ts_text(pd.Timestamp(stamps[pos]))
+                text = ts_text(pd.Timestamp(stamps.iloc[pos]))
                 bad.setdefault(pos, ("ts", f"ts: {text} outside partition {window}"))
             else:
                 foreign += 1
                 reason = (
-                    f"tenant: {show(tenants[pos])} is not the partition tenant "
+                    f"tenant: {show(tenants.iloc[pos])} is not the partition tenant "
                     f"{show(partition.tenant)}"
                 )
                 bad.setdefault(pos, ("tenant", reason))

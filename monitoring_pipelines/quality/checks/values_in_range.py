@@ -30,13 +30,15 @@ UPPER = "gate_upper"
 
 
 def _kind_column(data: pd.DataFrame) -> pd.Series:
+    """Each row's metric kind name, looked up once per distinct metric (codes, not a per-row map
+    over the Arrow string column)."""
     if "metric" not in data.columns:
         return pd.Series("gauge", index=data.index, dtype=object)
-    names = {
-        m: records.metric_kind(m).name if isinstance(m, str) else "gauge"
-        for m in pd.unique(data["metric"].dropna())
-    }
-    return data["metric"].map(names).fillna("gauge").astype(object)
+    codes, metrics = pd.factorize(data["metric"])
+    names = [records.metric_kind(m).name if isinstance(m, str) else "gauge" for m in metrics]
+    # Code -1 (a missing metric) takes the last entry.
+    kinds = np.array([*names, "gauge"], dtype=object)[codes]
+    return pd.Series(kinds, index=data.index, dtype=object)
 
 
 def _bound_column(kinds: pd.Series, which: str) -> np.ndarray:
@@ -44,7 +46,8 @@ def _bound_column(kinds: pd.Series, which: str) -> np.ndarray:
         name: np.nan if getattr(kind, which) is None else float(getattr(kind, which))
         for name, kind in records.METRIC_KINDS.items()
     }
-    return kinds.map(bounds).to_numpy(dtype="float64")
+    codes, names = pd.factorize(kinds)
+    return np.array([bounds[n] for n in names] + [np.nan], dtype="float64")[codes]
 
 
 def _prepare(data: pd.DataFrame) -> dict:
