@@ -221,7 +221,7 @@ def review_challengers(
     worse than the champion on the tenant's labelled validation week (both judged on the same
     data) and on operator feedback over its shadow days (:func:`operator_feedback`). A promotion
     refits the tenant's alert policy for the new champions."""
-    from monitoring_pipelines.ml.registry.promotion import feedback_figures
+    from monitoring_pipelines.ml.registry.promotion_rule import feedback_figures
 
     due = {
         kind: days
