@@ -271,15 +271,7 @@ def _deliver_group(
         if retry_at is not None:
             # An earlier row of this receiver failed and will be retried: keep the order, and
             # do not spend this round's time on a receiver that is down.
-            if outbox.finish(
-                warehouse,
-                row.key,
-                token,
-                status=PENDING,
-                attempts=row.attempts - 1,
-                next_attempt_at=retry_at,
-                reason=waiting,
-            ):
+            if _defer(warehouse, row, token, retry_at, waiting):
                 with lock:
                     report.count(receiver_name, "deferred")
                     done.add(row.key)
@@ -312,6 +304,22 @@ def _deliver_group(
                 report.count(receiver_name, "retried")
             else:
                 report.count(receiver_name, "dead")
+
+
+def _defer(
+    warehouse: Warehouse, row: Claimed, token: str, retry_at: datetime, reason: str | None
+) -> bool:
+    """Put a claimed row back as pending until ``retry_at`` without counting this round as an
+    attempt; False when the claim was lost."""
+    return outbox.finish(
+        warehouse,
+        row.key,
+        token,
+        status=PENDING,
+        attempts=row.attempts - 1,
+        next_attempt_at=retry_at,
+        reason=reason,
+    )
 
 
 def _retry_or_give_up(
