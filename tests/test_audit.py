@@ -9,7 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from monitoring_pipelines.alerting import store, types
-from monitoring_pipelines.alerting.policy import TenantSettings, default_policy_text, loads_policy
+from monitoring_pipelines.alerting.policy import TenantSettings, loads_policy
+from monitoring_pipelines.alerting.policy_file import default_policy_text
 from monitoring_pipelines.alerting.service import deliver
 from monitoring_pipelines.cli import main
 from monitoring_pipelines.warehouse import Warehouse, audit

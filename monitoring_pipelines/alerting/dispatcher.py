@@ -8,11 +8,11 @@
 - **outcome**: ``sent``; or, on a retryable failure (a receiver missing from the policy, a secret
   missing from the environment, network errors, timeouts, 5xx, 408, 429), back to ``pending``
   with the reason, at an exponential backoff with full jitter (or the receiver's
-  ``Retry-After``), for as long as ``give_up_after`` from when it became due; ``dead`` only
-  then or when the receiver refused it (other 4xx), with the (redacted) reason; ``cancelled``
-  for an escalation or repeat whose incident was acknowledged or resolved in the meantime, and
-  for a resolve to a receiver that was never sent a trigger, repeat or escalation of the incident
-  (its incident was history, silenced, or the trigger died).
+  ``Retry-After``), for as long as ``give_up_after`` from when it became due (:mod:`retries`);
+  ``dead`` only then or when the receiver refused it (other 4xx), with the (redacted) reason;
+  ``cancelled`` for an escalation or repeat whose incident was acknowledged or resolved in the
+  meantime, and for a resolve to a receiver that was never sent a trigger, repeat or escalation
+  of the incident (its incident was history, silenced, or the trigger died).
 - **history digests**: a ``digest`` row is sent with the figures of every incident of its tenant
   held back as history for its receiver and not summarised yet (:func:`history.fold_history`),
   which are then marked as summarised by it; with none left it is cancelled.
@@ -35,46 +35,20 @@ from monitoring_pipelines.alerting import history, outbox, templates, types
 from monitoring_pipelines.alerting.outbox import Claimed
 from monitoring_pipelines.alerting.receivers import DeliveryError, Receiver
 from monitoring_pipelines.alerting.redaction import redact
+from monitoring_pipelines.alerting.retries import (
+    DEFAULT_BACKOFF_BASE,
+    DEFAULT_BACKOFF_CAP,
+    DEFAULT_GIVE_UP_AFTER,
+    retry_or_give_up,
+)
 from monitoring_pipelines.alerting.types import CANCELLED, DEAD, PENDING, SENT
 from monitoring_pipelines.warehouse import Warehouse
 
 DEFAULT_LEASE_SECONDS = 120.0
-# How long a notification is retried, from when it became due, before it is dead (the policy's
-# ``defaults.give_up_after``).
-DEFAULT_GIVE_UP_AFTER = timedelta(hours=24)
-DEFAULT_BACKOFF_BASE = 30.0
-DEFAULT_BACKOFF_CAP = 3600.0
-# A Retry-After beyond this is treated as this (a broken header must not park a row for a year).
-MAX_RETRY_AFTER = 24 * 3600.0
 
 # Follow-ups that make no sense once a person has taken the incident or it has ended.
 _CANCELLABLE = {types.ESCALATE: "escalation", types.REPEAT: "repeat"}
 _ERROR_LIMIT = 500
-
-
-# -- backoff --------------------------------------------------------------------------------------
-
-
-def backoff_delay(
-    attempt: int,
-    *,
-    base: float = DEFAULT_BACKOFF_BASE,
-    cap: float = DEFAULT_BACKOFF_CAP,
-    retry_after: float | None = None,
-    rng: random.Random | None = None,
-) -> float:
-    """Seconds before the next try after ``attempt`` failed tries: "full jitter", uniform in
-    ``[0, min(cap, base * 2**(attempt-1))]``, so retries of many rows spread out instead of
-    hammering a recovering receiver together. A ``Retry-After`` from the receiver is a floor."""
-    rng = rng or random
-    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
-    delay = rng.uniform(0.0, ceiling)
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
-    return delay
-
-
-# -- dispatch --------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -271,22 +245,14 @@ def _deliver_group(
         if retry_at is not None:
             # An earlier row of this receiver failed and will be retried: keep the order, and
             # do not spend this round's time on a receiver that is down.
-            if outbox.finish(
-                warehouse,
-                row.key,
-                token,
-                status=PENDING,
-                attempts=row.attempts - 1,
-                next_attempt_at=retry_at,
-                reason=waiting,
-            ):
+            if _defer(warehouse, row, token, retry_at, waiting):
                 with lock:
                     report.count(receiver_name, "deferred")
                     done.add(row.key)
             continue
         outcome, values, error = _deliver_one(receiver, receiver_name, row, thread_key, render)
         if outcome == "retry":
-            outcome, values, retry_at = _retry_or_give_up(row, error, give_up, clock, backoff)
+            outcome, values, retry_at = retry_or_give_up(row, error, give_up, clock, backoff)
             waiting = f"waiting behind a failed delivery to {receiver_name}: {error.message}"
         if outcome == "sent":
             sent_at = clock()
@@ -314,36 +280,20 @@ def _deliver_group(
                 report.count(receiver_name, "dead")
 
 
-def _retry_or_give_up(
-    row: Claimed,
-    error: DeliveryError,
-    give_up: tuple[timedelta, int | None],
-    clock: _Clock,
-    backoff: tuple[float, float, random.Random | None],
-) -> tuple[str, dict, datetime | None]:
-    """After a retryable failure: ``dead`` once ``give_up_after`` has passed since the row became
-    due (or ``max_attempts`` are spent), else ``retry`` at the backoff's time, never later than
-    the deadline (returned, so the receiver's later rows wait behind it)."""
-    give_up_after, max_attempts = give_up
-    now = clock()
-    deadline = (row.due_at or now) + give_up_after
-    if now >= deadline or (max_attempts is not None and row.attempts >= max_attempts):
-        values = {
-            "status": DEAD,
-            "reason": f"gave up after {row.attempts} attempts: {error.message}",
-            "last_error": error.message,
-        }
-        return "dead", values, None
-    base, cap, rng = backoff
-    delay = backoff_delay(row.attempts, base=base, cap=cap, retry_after=error.retry_after, rng=rng)
-    retry_at = min(now + timedelta(seconds=delay), deadline)
-    values = {
-        "status": PENDING,
-        "next_attempt_at": retry_at,
-        "last_error": error.message,
-        "reason": f"retrying until {deadline:%Y-%m-%d %H:%M} UTC: {error.message}",
-    }
-    return "retry", values, retry_at
+def _defer(
+    warehouse: Warehouse, row: Claimed, token: str, retry_at: datetime, reason: str | None
+) -> bool:
+    """Put a claimed row back as pending until ``retry_at`` without counting this round as an
+    attempt; False when the claim was lost."""
+    return outbox.finish(
+        warehouse,
+        row.key,
+        token,
+        status=PENDING,
+        attempts=row.attempts - 1,
+        next_attempt_at=retry_at,
+        reason=reason,
+    )
 
 
 def _guarded(warehouse, receiver, receiver_name, group, token, **kwargs) -> None:

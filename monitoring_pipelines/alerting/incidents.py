@@ -229,19 +229,7 @@ def _anomaly_incident(
 ) -> Incident:
     """One episode's incident from its per-metric rows: evidence, severity, summary, labels."""
     tenant, service_name = rows[0].tenant, rows[0].service
-    evidence = [
-        MetricEvidence(
-            metric=str(r.metric),
-            peak_score=float(r.peak),
-            peak_value=None if pd.isna(r.value) else float(r.value),
-            threshold=float(r.level),
-            first_ts=_to_utc(r.first),
-            last_ts=_to_utc(r.last),
-            points=int(r.points),
-        )
-        for r in rows
-    ]
-    evidence.sort(key=lambda m: (-(m.peak_score / m.threshold), m.metric))
+    evidence = _evidence(rows)
     duration = last_seen - started + step_delta
     excess = max(m.peak_score / m.threshold - 1.0 for m in evidence)
     weight = max(cfg.weight(m.metric) for m in evidence)
@@ -278,6 +266,24 @@ def _anomaly_incident(
             "metrics": ",".join(sorted(names)),
         },
     )
+
+
+def _evidence(rows: list) -> list[MetricEvidence]:
+    """Each metric's evidence of an episode, the strongest (score over threshold) first."""
+    evidence = [
+        MetricEvidence(
+            metric=str(r.metric),
+            peak_score=float(r.peak),
+            peak_value=None if pd.isna(r.value) else float(r.value),
+            threshold=float(r.level),
+            first_ts=_to_utc(r.first),
+            last_ts=_to_utc(r.last),
+            points=int(r.points),
+        )
+        for r in rows
+    ]
+    evidence.sort(key=lambda m: (-(m.peak_score / m.threshold), m.metric))
+    return evidence
 
 
 def _versions(raw) -> dict[str, int]:

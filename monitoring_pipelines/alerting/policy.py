@@ -43,29 +43,32 @@ when it is absent), shaped like an Alertmanager configuration so on-call people 
 Every mistake is reported as one line naming the file, the key path and what is wrong
 (:class:`PolicyError`).
 
-This module reads the file as a whole (:func:`load_policy`) into an :class:`AlertingPolicy`; each
+This module turns the document as a whole (:func:`load_policy`) into an :class:`AlertingPolicy`
+(:mod:`policy_file` reads the file or the embedded default into that document); each
 part is read and applied by its own module: :mod:`routing`, :mod:`silences`, :mod:`inhibition`,
 :mod:`rate_limits`, :mod:`report_routes` (who gets the reports), and the receivers' specs by
 :mod:`receivers`. :mod:`planning` turns incidents and reports into notifications under a policy.
 """
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 
-import yaml
-
 from monitoring_pipelines.alerting import receivers as receiver_types
 from monitoring_pipelines.alerting.inhibition import InhibitRule, read_inhibit_rule
+from monitoring_pipelines.alerting.policy_file import (
+    POLICY_FILE,
+    default_policy_document,
+    parse_policy_text,
+    policy_path,
+    read_policy_text,
+)
 from monitoring_pipelines.alerting.policy_reader import (
     PolicyError,
     PolicyReader,
     join,
-    load_yaml,
 )
 from monitoring_pipelines.alerting.rate_limits import RateLimit, read_rate_limit
 from monitoring_pipelines.alerting.report_routes import (
@@ -79,8 +82,6 @@ from monitoring_pipelines.alerting.templates import LOCALES
 from monitoring_pipelines.alerting.types import Incident
 
 __all__ = ["AlertingPolicy", "PolicyError", "TenantSettings", "load_policy", "loads_policy"]
-
-POLICY_FILE = "alerting.yaml"
 
 # How much an anomaly in each demo metric matters to the business (1.0 when not listed): errors,
 # failed logins and tail latency hurt viewers directly; resource gauges are usually only causes.
@@ -233,6 +234,33 @@ def _receiver(reader: PolicyReader, name: str, spec, path: str, home: Path) -> d
     return dict(spec)
 
 
+def _receivers(reader: PolicyReader, raw, home: Path) -> dict[str, dict]:
+    """The ``receivers`` section: name -> spec, each checked by its receiver type."""
+    raw = reader.mapping(raw, "receivers")
+    if not raw:
+        raise reader.fail("receivers", "define at least one receiver")
+    return {
+        str(name): _receiver(reader, str(name), spec, f"receivers.{name}", home)
+        for name, spec in raw.items()
+    }
+
+
+def _tenants(
+    reader: PolicyReader, raw, defaults: TenantSettings, receivers: Mapping[str, dict]
+) -> tuple[dict[str, TenantSettings], dict[str, tuple[Route, ...]]]:
+    """The ``tenants`` section: each tenant's settings (over ``defaults``) and its own routes."""
+    tenants, tenant_routes = {}, {}
+    for tenant, value in reader.mapping(raw, "tenants").items():
+        path = f"tenants.{tenant}"
+        value = reader.mapping(value, path, (*_SETTING_KEYS, "routes"))
+        tenants[str(tenant)] = _settings(reader, value, path, defaults)
+        tenant_routes[str(tenant)] = tuple(
+            read_route(reader, child, f"{path}.routes[{i}]", receivers)
+            for i, child in enumerate(reader.sequence(value.get("routes"), f"{path}.routes"))
+        )
+    return tenants, tenant_routes
+
+
 _TOP_KEYS = (
     "defaults",
     "tenants",
@@ -260,25 +288,11 @@ def parse_policy(data, source: str = POLICY_FILE, home: Path | None = None) -> A
         for key in _DELIVERY_KEYS
         if key in raw_defaults
     }
-    receivers_raw = reader.mapping(data.get("receivers"), "receivers")
-    if not receivers_raw:
-        raise reader.fail("receivers", "define at least one receiver")
-    receivers = {
-        str(name): _receiver(reader, str(name), spec, f"receivers.{name}", home)
-        for name, spec in receivers_raw.items()
-    }
+    receivers = _receivers(reader, data.get("receivers"), home)
     if "route" not in data:
         raise reader.fail("route", "missing (the root route with a default receiver)")
     route = read_route(reader, data["route"], "route", receivers, root=True)
-    tenants, tenant_routes = {}, {}
-    for tenant, raw in reader.mapping(data.get("tenants"), "tenants").items():
-        path = f"tenants.{tenant}"
-        raw = reader.mapping(raw, path, (*_SETTING_KEYS, "routes"))
-        tenants[str(tenant)] = _settings(reader, raw, path, defaults)
-        tenant_routes[str(tenant)] = tuple(
-            read_route(reader, child, f"{path}.routes[{i}]", receivers)
-            for i, child in enumerate(reader.sequence(raw.get("routes"), f"{path}.routes"))
-        )
+    tenants, tenant_routes = _tenants(reader, data.get("tenants"), defaults, receivers)
     silences = tuple(
         read_silence(reader, item, f"silences[{i}]")
         for i, item in enumerate(reader.sequence(data.get("silences"), "silences"))
@@ -317,88 +331,12 @@ def _home(home: Path | None) -> Path:
     return Path(home).expanduser().resolve()
 
 
-def default_policy_text() -> str:
-    return (
-        resources.files("monitoring_pipelines.alerting")
-        .joinpath("default_policy.yaml")
-        .read_text(encoding="utf-8")
-    )
-
-
-# Receivers the embedded default adds when their environment variables are set, so a demo or a
-# first deployment can page a real channel without writing a policy. Each gets every incident
-# (PagerDuty only critical and high ones) besides the file receiver.
-ENVIRONMENT_RECEIVERS = {
-    "slack": ("MONITORING_SLACK_WEBHOOK_URL", {"type": "slack", "url_env": "{var}"}),
-    "teams": ("MONITORING_TEAMS_WEBHOOK_URL", {"type": "teams", "url_env": "{var}"}),
-    "pagerduty": (
-        "MONITORING_PAGERDUTY_ROUTING_KEY",
-        {"type": "pagerduty", "routing_key_env": "{var}"},
-    ),
-    "webhook": (
-        "MONITORING_WEBHOOK_URL",
-        {"type": "webhook", "url_env": "{var}", "secret_env": "MONITORING_WEBHOOK_SECRET"},
-    ),
-    "email": ("MONITORING_SMTP_HOST", {"type": "email"}),
-}
-
-
-def _environment_receivers(environ: Mapping[str, str]) -> dict[str, dict]:
-    out = {}
-    for name, (variable, template) in ENVIRONMENT_RECEIVERS.items():
-        if not environ.get(variable):
-            continue
-        spec = {k: v.format(var=variable) for k, v in template.items()}
-        if name == "email":
-            spec.update(
-                host=environ[variable],
-                port=int(environ.get("MONITORING_SMTP_PORT") or 25),
-                starttls=environ.get("MONITORING_SMTP_STARTTLS", "").lower() in ("1", "true"),
-                to=[a.strip() for a in environ.get("MONITORING_ALERT_EMAIL_TO", "").split(",")],
-            )
-            spec["from"] = environ.get("MONITORING_ALERT_EMAIL_FROM") or "alerts@localhost"
-            if environ.get("MONITORING_SMTP_USERNAME"):
-                spec.update(
-                    username_env="MONITORING_SMTP_USERNAME",
-                    password_env="MONITORING_SMTP_PASSWORD",
-                )
-        out[name] = spec
-    return out
-
-
 def default_policy(
     environ: Mapping[str, str] | None = None, home: Path | None = None
 ) -> AlertingPolicy:
     """The embedded default policy, plus a receiver for each channel configured in the
-    environment (see :data:`ENVIRONMENT_RECEIVERS`)."""
-    import os
-
-    data = load_yaml(default_policy_text())
-    extra = _environment_receivers(os.environ if environ is None else environ)
-    source = "default_policy.yaml"
-    if extra:
-        data["receivers"].update(extra)
-        routes = [
-            {
-                "matchers": ["severity=~critical|high"] if name == "pagerduty" else [],
-                "receiver": name,
-                "continue": True,
-            }
-            for name in extra
-        ]
-        # Matching children replace the parent's receiver (as in Alertmanager): keep the files.
-        routes.append({"receiver": data["route"]["receiver"], "continue": True})
-        data["route"]["routes"] = routes + list(data["route"].get("routes") or [])
-        source += f" + {', '.join(extra)} from the environment"
-    return parse_policy(data, source, home)
-
-
-def policy_path(home: Path | None = None) -> Path:
-    if home is None:
-        from monitoring_pipelines.settings import load_settings
-
-        home = load_settings().home
-    return Path(home) / POLICY_FILE
+    environment (see :data:`~.policy_file.ENVIRONMENT_RECEIVERS`)."""
+    return parse_policy(*default_policy_document(environ), home)
 
 
 def load_policy(path: Path | str | None = None, *, home: Path | None = None) -> AlertingPolicy:
@@ -412,72 +350,11 @@ def load_policy(path: Path | str | None = None, *, home: Path | None = None) -> 
             return default_policy(home=home)
         path = candidate
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise PolicyError(str(path), "", f"cannot read the policy ({exc.strerror})") from None
-    return loads_policy(decode_policy(raw, path.name), path.name, home=home)
-
-
-def decode_policy(raw: bytes, source: str = POLICY_FILE) -> str:
-    """The policy file's text; a file that is not UTF-8 (a binary file, another encoding) is a
-    :class:`PolicyError` naming the key where the bad byte sits (else its line) and the byte."""
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        before = raw[: exc.start].decode("utf-8", errors="replace")
-        line, column = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
-        key = key_at(raw.decode("utf-8", errors="replace"), line, column)
-        raise PolicyError(
-            source,
-            key or f"line {line}",
-            f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at line {line}, column {column}); "
-            "save the policy as UTF-8 YAML",
-        ) from None
-
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-
-
-def key_at(text: str, line: int, column: int = 1) -> str | None:
-    """The key path (``receivers.hook.url``) of the deepest entry holding ``line`` and ``column``
-    (1-based) of a YAML document, or None when the document cannot be parsed that far."""
-    try:
-        node = yaml.compose(_CONTROL.sub("?", text), Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return None
-    target, path = (line - 1, column - 1), ""
-    while isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.value:
-        if isinstance(node, yaml.MappingNode):
-            starts = [(_at(k), join(path, str(k.value)), v) for k, v in node.value]
-        else:
-            starts = [(_at(v), f"{path}[{i}]", v) for i, v in enumerate(node.value)]
-        inside = [s for s in starts if s[0] <= target]
-        if not inside:
-            break
-        _, path, node = inside[-1]
-    return path or None
-
-
-def _at(node) -> tuple[int, int]:
-    return node.start_mark.line, node.start_mark.column
+    return loads_policy(read_policy_text(path), path.name, home=home)
 
 
 def loads_policy(
     text: str, source: str = POLICY_FILE, *, home: Path | None = None
 ) -> AlertingPolicy:
-    try:
-        data = load_yaml(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line, column = (mark.line + 1, mark.column + 1) if mark else (None, 1)
-        if isinstance(exc, yaml.reader.ReaderError):  # a control character, e.g. a NUL byte
-            before = text[: exc.position]
-            line, column = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
-        key = key_at(text, line, column) if line else None
-        where = key or (f"line {line}" if line else "")
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise PolicyError(source, where, f"not valid YAML: {problem}") from None
-    if data is None:
-        raise PolicyError(source, "", "the policy is empty")
-    return parse_policy(data, source, home)
+    """The policy in the YAML ``text`` (``source`` names it in errors)."""
+    return parse_policy(parse_policy_text(text, source), source, home)

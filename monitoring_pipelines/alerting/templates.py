@@ -341,27 +341,16 @@ def render_digest(payload: dict, locale: str = DEFAULT_LOCALE, *, strict: bool =
     Dagster ``alerts`` asset when the payload links it)."""
     t = Translator(locale, strict=strict)
     digest = payload["digest"]
-    tenant = digest["tenant"]
-    first = format_time(digest.get("first_started_at"))
-    last = format_time(digest.get("last_seen_at"))
-    since = (digest.get("first_started_at") or "")[:10]
-    count = int(digest.get("count") or 0)
-    fields = {
-        "tenant": tenant,
-        "count": t.number(count),
-        "first": first,
-        "last": last,
-        "lookback": digest.get("page_lookback") or "",
-        "since": since,
-    }
+    fields = _digest_fields(t, digest)
+    tenant = fields["tenant"]
     title = t("digest.title", **fields)
     intro = t("digest.intro", **fields)
     next_step = t("digest.next_step", **fields)
     footer = t("digest.footer", **fields)
-    facts = [(t("label.tenant"), tenant), (t("digest.incidents"), t.number(count))]
+    facts = [(t("label.tenant"), tenant), (t("digest.incidents"), fields["count"])]
     by_severity = digest.get("by_severity") or {}
     facts += [(t(f"severity.{label}"), t.number(n)) for label, n in by_severity.items()]
-    facts.append((t("digest.period"), f"{first} → {last}"))
+    facts.append((t("digest.period"), f"{fields['first']} → {fields['last']}"))
     links = tuple(
         (t(f"link.{name}"), url) for name, url in (payload.get("links") or {}).items() if url
     )
@@ -400,3 +389,16 @@ def render_digest(payload: dict, locale: str = DEFAULT_LOCALE, *, strict: bool =
         footer=footer,
         labels={"tenant": tenant, "digest": "history"},
     )
+
+
+def _digest_fields(t: Translator, digest: dict) -> dict[str, str]:
+    """What a digest's sentences fill in: the tenant, how many incidents, the first and last
+    times, the page lookback and the day they start."""
+    return {
+        "tenant": digest["tenant"],
+        "count": t.number(int(digest.get("count") or 0)),
+        "first": format_time(digest.get("first_started_at")),
+        "last": format_time(digest.get("last_seen_at")),
+        "lookback": digest.get("page_lookback") or "",
+        "since": (digest.get("first_started_at") or "")[:10],
+    }

@@ -76,6 +76,22 @@ def _events(context: dg.AssetExecutionContext, asset: str, report: RunReport, *,
                         **_metadata(part.metadata, part.links),
                     },
                 )
+    yield from _check_events(context, asset, report)
+    if not report.blocked:
+        return
+    stopped = "; ".join(f"{p.key} by {', '.join(p.blocked_by)}" for p in report.blocked)
+    if not fail:
+        context.log.warning(f"{asset}: not materialized, stopped upstream: {stopped}")
+        return
+    raise dg.Failure(
+        description=f"{asset}: {len(report.blocked)} partition(s) stopped: {stopped}",
+        metadata={p.key: dg.MetadataValue.json(list(p.blocked_by)) for p in report.blocked},
+    )
+
+
+def _check_events(context: dg.AssetExecutionContext, asset: str, report: RunReport):
+    """The check evaluations of each partition of the run, after the outputs Dagster expects of
+    the selected checks."""
     # The (empty) outputs Dagster expects of each selected check: the results themselves are the
     # per-partition evaluations below, which ``AssetCheckResult`` cannot give for a ranged run.
     selected = context.selected_asset_check_keys
@@ -94,16 +110,6 @@ def _events(context: dg.AssetExecutionContext, asset: str, report: RunReport, *,
                 blocking=_BLOCKING.get(outcome.name, False),
                 partition=part.key,
             )
-    if not report.blocked:
-        return
-    stopped = "; ".join(f"{p.key} by {', '.join(p.blocked_by)}" for p in report.blocked)
-    if not fail:
-        context.log.warning(f"{asset}: not materialized, stopped upstream: {stopped}")
-        return
-    raise dg.Failure(
-        description=f"{asset}: {len(report.blocked)} partition(s) stopped: {stopped}",
-        metadata={p.key: dg.MetadataValue.json(list(p.blocked_by)) for p in report.blocked},
-    )
 
 
 @dg.asset(

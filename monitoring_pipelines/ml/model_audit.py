@@ -58,7 +58,7 @@ def rollback_champion(
     by: str,
     reason: str,
 ) -> tuple[int, int]:
-    """Put an earlier ``champion`` back (:func:`~.registry.promotion.rollback`) and record who did
+    """Put an earlier ``champion`` back (:func:`~.registry.rollback.rollback`) and record who did
     it and why in the audit trail; returns ``(from_version, to_version)``."""
     before, after = models.rollback(kind, tenant, to_version, reason=reason)
     audit.record(

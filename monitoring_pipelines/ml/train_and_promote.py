@@ -115,8 +115,6 @@ def train_and_promote(
     :class:`~monitoring_pipelines.ml.registry.ModelRegistry` to write to. With a champion in
     place and ``shadow_days`` > 0 the candidate becomes challenger (judged later by
     :func:`review_challengers`); with 0 it is judged against the champion now."""
-    from monitoring_pipelines.ml.registry import ModelNotFound
-
     train = slice_frames(frames, plan.train_start, plan.train_end)
     candidate = fit_candidate(kind, frames, plan)
     if not len(candidate):
@@ -137,44 +135,13 @@ def train_and_promote(
         training_rows=int(sum(f.notna().to_numpy().sum() for f in train.values())),
         plots={"scores": _plot(frames, candidate, plan, windows, kind)},
         input_example=_example(train),
-        description=(
-            f"Validated on {plan.calibration_end.date()} to {plan.validation_end.date()}: "
-            f"event F1 {judged.metrics['event_f1']:.3f}, "
-            f"{judged.metrics['false_alarms_per_series_week']:.2f} false alarms per series-week."
-        ),
+        description=_description(plan, judged.metrics),
         tags=dict(tags or {}),
         group_columns=("tenant", "service"),
     )
-    window = (plan.calibration_end, plan.validation_end)
-    try:
-        champion, _ = models.load_by_alias(kind, tenant)
-    except ModelNotFound:
-        champion = None
-    if champion is not None and shadow_days > 0:
-        decision = models.register_challenger(
-            kind,
-            tenant,
-            info.version,
-            judged.metrics,
-            live_from=plan.validation_end,
-            shadow_days=shadow_days,
-            validation_window=window,
-        )
-    else:
-        champion_metrics = baseline_metrics = None
-        if champion is not None:
-            champion_metrics = validate({kind: champion}, frames, plan, windows).metrics
-        else:
-            baseline_metrics = baseline_validation(frames, plan, windows).metrics
-        decision = models.promote_if_not_worse(
-            kind,
-            tenant,
-            info.version,
-            judged.metrics,
-            champion_metrics,
-            validation_window=window,
-            baseline_metrics=baseline_metrics,
-        )
+    decision, shadowed = _decide(
+        kind, tenant, info.version, judged.metrics, plan, frames, windows, models, shadow_days
+    )
     return TrainingOutcome(
         registered_name=info.registered_name,
         version=info.version,
@@ -189,11 +156,69 @@ def train_and_promote(
             audit.PROMOTE
             if decision.promoted
             else audit.CHALLENGER
-            if champion is not None and shadow_days > 0
+            if shadowed
             else audit.KEEP_CHAMPION
         ),
         previous_champion=decision.previous_champion,
     )
+
+
+def _description(plan: TrainingPlan, metrics: Mapping[str, float]) -> str:
+    """The version's description: its validation window and headline figures."""
+    return (
+        f"Validated on {plan.calibration_end.date()} to {plan.validation_end.date()}: "
+        f"event F1 {metrics['event_f1']:.3f}, "
+        f"{metrics['false_alarms_per_series_week']:.2f} false alarms per series-week."
+    )
+
+
+def _decide(
+    kind: str,
+    tenant: str,
+    version: int,
+    metrics: Mapping[str, float],
+    plan: TrainingPlan,
+    frames: Mapping[tuple, pd.DataFrame],
+    windows: Mapping[str, list],
+    models: Any,
+    shadow_days: int,
+) -> tuple[Any, bool]:
+    """The logged candidate's decision, and whether it was kept as challenger to shadow the
+    champion (with one in place and ``shadow_days`` > 0); else its promotion check now, against
+    the champion or, with none yet, the reference baseline, on the same held-out data."""
+    from monitoring_pipelines.ml.registry import ModelNotFound
+
+    window = (plan.calibration_end, plan.validation_end)
+    try:
+        champion, _ = models.load_by_alias(kind, tenant)
+    except ModelNotFound:
+        champion = None
+    if champion is not None and shadow_days > 0:
+        decision = models.register_challenger(
+            kind,
+            tenant,
+            version,
+            metrics,
+            live_from=plan.validation_end,
+            shadow_days=shadow_days,
+            validation_window=window,
+        )
+        return decision, True
+    champion_metrics = baseline_metrics = None
+    if champion is not None:
+        champion_metrics = validate({kind: champion}, frames, plan, windows).metrics
+    else:
+        baseline_metrics = baseline_validation(frames, plan, windows).metrics
+    decision = models.promote_if_not_worse(
+        kind,
+        tenant,
+        version,
+        metrics,
+        champion_metrics,
+        validation_window=window,
+        baseline_metrics=baseline_metrics,
+    )
+    return decision, False
 
 
 @dataclass
@@ -221,7 +246,7 @@ def review_challengers(
     worse than the champion on the tenant's labelled validation week (both judged on the same
     data) and on operator feedback over its shadow days (:func:`operator_feedback`). A promotion
     refits the tenant's alert policy for the new champions."""
-    from monitoring_pipelines.ml.registry.promotion import feedback_figures
+    from monitoring_pipelines.ml.registry.promotion_rule import feedback_figures
 
     due = {
         kind: days

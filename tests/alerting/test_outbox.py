@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from monitoring_pipelines.alerting import dispatcher, outbox, receivers
+from monitoring_pipelines.alerting import dispatcher, outbox, receivers, retries
 from monitoring_pipelines.warehouse import alerts, notifications
 from tests.alerting.servers import (
     PagerDutyChecker,
@@ -144,11 +144,11 @@ def test_dispatch_delivers_and_reports_latency(warehouse, server, tmp_path):
 def test_backoff_delay_is_full_jitter_within_bounds():
     rng = random.Random(7)
     for attempt, ceiling in [(1, 30), (2, 60), (3, 120), (4, 240), (8, 3600), (20, 3600)]:
-        delays = [dispatcher.backoff_delay(attempt, base=30, cap=3600, rng=rng) for _ in range(400)]
+        delays = [retries.backoff_delay(attempt, base=30, cap=3600, rng=rng) for _ in range(400)]
         assert all(0 <= d <= ceiling for d in delays)
         # Full jitter spreads over the whole range, not around its top.
         assert min(delays) < 0.1 * ceiling and max(delays) > 0.9 * ceiling
-    assert dispatcher.backoff_delay(1, base=30, retry_after=120, rng=rng) >= 120
+    assert retries.backoff_delay(1, base=30, retry_after=120, rng=rng) >= 120
 
 
 def test_retries_back_off_then_go_dead_with_a_redacted_reason(warehouse, server, monkeypatch):

@@ -12,7 +12,7 @@ import pytest
 
 from monitoring_pipelines import cli
 from monitoring_pipelines.alerting import outbox, store, types
-from monitoring_pipelines.alerting.policy import default_policy_text
+from monitoring_pipelines.alerting.policy_file import default_policy_text
 from monitoring_pipelines.definitions import build_defs
 from monitoring_pipelines.partitions import TENANTS, tenant_day_key
 from monitoring_pipelines.settings import load_settings

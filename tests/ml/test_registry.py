@@ -403,7 +403,7 @@ def test_candidate_better_on_f1_but_noisier_is_not_promoted(sqlite_store):
 
 
 def test_a_challenger_waits_in_shadow_and_loses_on_operator_feedback(sqlite_store):
-    from monitoring_pipelines.ml.registry.promotion import feedback_figures
+    from monitoring_pipelines.ml.registry.promotion_rule import feedback_figures
 
     models = sqlite_store.models
     scope = "feedback"

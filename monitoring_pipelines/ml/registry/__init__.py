@@ -24,8 +24,10 @@ Aliases, never stages (deprecated in MLflow):
 Modules, one concern each: :mod:`.tracking` (the store: URI, artifact and cache folders, MLflow's
 process-wide URIs, client, experiments), :mod:`.versions` (names, aliases, what a version carries),
 :mod:`.logging` (a candidate's run and version), :mod:`.pyfunc` (the ``mlflow.pyfunc`` wrapper
-and its frames), :mod:`.promotion` (the promotion rule, rollback, champions' history) and
-:mod:`.loading` (champions by alias, downloaded and cached).
+and its frames), :mod:`.promotion_rule` (what "not worse" means), :mod:`.promotion` (moving
+``champion`` and ``challenger`` and writing each decision), :mod:`.rollback` (putting an earlier
+champion back, the champions' history) and :mod:`.loading` (champions by alias, downloaded and
+cached).
 
 mlflow is imported inside functions: importing this package must stay cheap for the code location.
 """
@@ -35,8 +37,10 @@ from typing import Any
 from monitoring_pipelines.ml.catalogue import KINDS
 from monitoring_pipelines.ml.registry.logging import CandidateInfo, RegistrableModel
 from monitoring_pipelines.ml.registry.model_registry import ModelRegistry
-from monitoring_pipelines.ml.registry.promotion import DEFAULT_GUARDS, HISTORY_TAG, Decision
+from monitoring_pipelines.ml.registry.promotion import Decision
+from monitoring_pipelines.ml.registry.promotion_rule import DEFAULT_GUARDS
 from monitoring_pipelines.ml.registry.pyfunc import LoadFn, pyfunc_class, pyfunc_frame
+from monitoring_pipelines.ml.registry.rollback import HISTORY_TAG
 from monitoring_pipelines.ml.registry.tracking import DEFAULT_EXPERIMENT, TrackingTarget
 from monitoring_pipelines.ml.registry.versions import (
     CHALLENGER,

@@ -111,10 +111,7 @@ def log_candidate(
     import mlflow
 
     name = registered_model_name(kind, scope)
-    if getattr(model, "kind", kind) != kind:
-        raise ValueError(f"model is a {model.kind} detector, not {kind}")
-    if not data_hash:
-        raise ValueError("data_hash is required: it ties the version to its training data")
+    _check_candidate(model, kind, data_hash)
     loader_ref = import_path(load_fn or type(model).load)
     window = (iso(data_window[0]), iso(data_window[1]))
     all_tags, text = _describe(
@@ -152,6 +149,14 @@ def log_candidate(
     return CandidateInfo(
         run_id=run_id, model_uri=f"models:/{name}/{version}", version=version, registered_name=name
     )
+
+
+def _check_candidate(model: RegistrableModel, kind: str, data_hash: str) -> None:
+    """ValueError unless the model is of ``kind`` and its training data is identified."""
+    if getattr(model, "kind", kind) != kind:
+        raise ValueError(f"model is a {model.kind} detector, not {kind}")
+    if not data_hash:
+        raise ValueError("data_hash is required: it ties the version to its training data")
 
 
 def _describe(

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from monitoring_pipelines.ml.registry import loading, logging, promotion, tracking
+from monitoring_pipelines.ml.registry import rollback as rollback_module
 from monitoring_pipelines.ml.registry.tracking import TrackingTarget
 from monitoring_pipelines.settings import redact_url
 
@@ -25,7 +26,7 @@ class ModelRegistry:
     The operations live one concern per module, each taking the registry as first argument:
     :func:`~.logging.log_candidate`, :func:`~.promotion.promote_if_not_worse`,
     :func:`~.promotion.register_challenger`,
-    :func:`~.promotion.rollback`, :func:`~.loading.load_by_alias`,
+    :func:`~.rollback.rollback`, :func:`~.loading.load_by_alias`,
     :func:`~.loading.champion_versions`.
     """
 
@@ -65,7 +66,7 @@ class ModelRegistry:
     log_candidate = logging.log_candidate
     promote_if_not_worse = promotion.promote_if_not_worse
     register_challenger = promotion.register_challenger
-    rollback = promotion.rollback
+    rollback = rollback_module.rollback
     load_by_alias = loading.load_by_alias
     champion_versions = loading.champion_versions
     alias_infos = loading.alias_infos
