@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 
 from monitoring_pipelines.cli.common import QUIET, CliError, prepare_home, prepare_mlflow
@@ -50,6 +51,26 @@ def _record_period(settings: Settings, start: date, end: date) -> Settings:
     return load_settings()
 
 
+class Stages:
+    """Wall seconds per stage of the demo, each printed as its stage ends, then the total."""
+
+    def __init__(self):
+        self.started = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.perf_counter() - began
+            print(f"[stage] {name}: {self.seconds[name]:.1f} s", flush=True)
+
+    def total(self) -> float:
+        return time.perf_counter() - self.started
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from monitoring_pipelines.sources.demo import DemoConfig, generate, write_demo
 
@@ -57,7 +78,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     start, end = _period(args)
     settings = _record_period(settings, start, end)
     prepare_home(settings)
-    started = time.perf_counter()
+    stages = Stages()
     options = {}
     if args.services:
         options["services"] = tuple(s.strip() for s in args.services.split(",") if s.strip())
@@ -71,13 +92,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise CliError(f"demo: {exc}") from None
-    data = generate(config)
-    drop = settings.drop_dir / "demo"
-    manifest = write_demo(data, settings.demo_dir, fmt=args.format)
-    drop.mkdir(parents=True, exist_ok=True)
-    for tenant in config.tenants:
-        src = settings.demo_dir / f"{tenant}.{args.format}"
-        shutil.copyfile(src, drop / src.name)
+    with stages.stage("generate"):
+        data = generate(config)
+        drop = settings.drop_dir / "demo"
+        manifest = write_demo(data, settings.demo_dir, fmt=args.format)
+        drop.mkdir(parents=True, exist_ok=True)
+        for tenant in config.tenants:
+            src = settings.demo_dir / f"{tenant}.{args.format}"
+            shutil.copyfile(src, drop / src.name)
     print(
         f"demo data: {len(config.tenants)} tenants, {data.records['service'].nunique()} services,"
         f" {data.records[['service', 'metric']].drop_duplicates().shape[0]} series per tenant,"
@@ -86,22 +108,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f" {len(data.records):,} rows, {len(data.incidents)} labelled incidents"
     )
     print(f"  files: {drop}  labels: {manifest['labels']}")
-    summary = ingest_paths([drop], settings, force=args.force, workers=args.workers)
+    with stages.stage("ingest"):
+        summary = ingest_paths([drop], settings, force=args.force, workers=args.workers)
     print_ingest(summary, settings)
     failed = bool(summary.failed or summary.partition_failures)
     if not args.skip_models:
         shutil.copyfile(manifest["labels"], settings.home / "labels.json")
         blocked = {line.split(" ", 1)[0] for line in summary.blocked}
         days = sorted(summary.partitions - blocked)
-        failed |= train_and_score(settings, list(config.tenants), days, args.workers)
-        failed |= raise_and_deliver(settings, days, sorted(blocked), args.workers)
-    demo_reports(settings, list(config.tenants))
-    print(f"done in {time.perf_counter() - started:.0f}s; see it with: make ui")
+        failed |= train_and_score(settings, list(config.tenants), days, args.workers, stages)
+        failed |= raise_and_deliver(settings, days, sorted(blocked), args.workers, stages)
+    with stages.stage("reports"):
+        demo_reports(settings, list(config.tenants))
+    print(f"done in {stages.total():.0f}s; see it with: make ui")
     return 1 if failed else 0
 
 
 def train_and_score(
-    settings: Settings, tenants: list[str], days: list[str], workers: int | None
+    settings: Settings,
+    tenants: list[str],
+    days: list[str],
+    workers: int | None,
+    stages: Stages,
 ) -> bool:
     """Train, validate and register every tenant's detectors, then score the given partitions.
 
@@ -110,21 +138,23 @@ def train_and_score(
     from monitoring_pipelines.warehouse import Warehouse
 
     prepare_mlflow(settings)
-    failures = [
-        f"training {key}: {failure}"
-        for key, _, failure, _ in run_all("training_job", tenants, workers)
-        if failure
-    ]
+    with stages.stage("training"):
+        failures = [
+            f"training {key}: {failure}"
+            for key, _, failure, _ in run_all("training_job", tenants, workers)
+            if failure
+        ]
     trained = [t for t in tenants if not any(f.startswith(f"training {t}:") for f in failures)]
-    failures += [
-        f"scoring {key}: {failure}"
-        for key, _, failure, _ in run_all(
-            "scoring_job",
-            backfill_ranges([d for d in days if d.split("|", 1)[1] in trained]),
-            workers,
-        )
-        if failure
-    ]
+    with stages.stage("scoring"):
+        failures += [
+            f"scoring {key}: {failure}"
+            for key, _, failure, _ in run_all(
+                "scoring_job",
+                backfill_ranges([d for d in days if d.split("|", 1)[1] in trained]),
+                workers,
+            )
+            if failure
+        ]
     warehouse = Warehouse(settings.warehouse_url)
     print("models (validated on the last week, thresholds fitted on the week before):")
     for tenant in tenants:
@@ -152,7 +182,11 @@ def train_and_score(
 
 
 def raise_and_deliver(
-    settings: Settings, days: list[str], blocked: list[str], workers: int | None
+    settings: Settings,
+    days: list[str],
+    blocked: list[str],
+    workers: int | None,
+    stages: Stages,
 ) -> bool:
     """Raise the scored partitions' incidents and the blocked partitions' data-quality incidents
     (what the sensors do when the daemon runs), then deliver the outbox once. Returns whether
@@ -166,34 +200,36 @@ def raise_and_deliver(
         policy = load_policy(settings.alerting_file, home=settings.home)
     except PolicyError as exc:
         raise CliError(str(exc)) from None
-    failures = [
-        f"alerting {key}: {failure}"
-        for key, _, failure, _ in run_all("alerting_job", days, workers)
-        if failure
-    ]
+    with stages.stage("alerting"):
+        failures = [
+            f"alerting {key}: {failure}"
+            for key, _, failure, _ in run_all("alerting_job", days, workers)
+            if failure
+        ]
     warehouse = Warehouse(settings.warehouse_url)
-    for key in blocked:
-        run = failed_ingest_run(key)
-        if run is not None:
-            raise_failure_incidents(
-                dagster_instance(),
-                run,
-                "blocked by a quality check",
-                warehouse,
-                policy,
-                settings.dagster_url,
-            )
-    result = job_def("delivery_job").execute_in_process(
-        run_config=QUIET,
-        instance=dagster_instance(),
-        raise_on_error=False,
-        tags={"monitoring/trigger": "cli"},
-    )
-    if not result.success:
-        failures.append(f"delivery: {failure_reason(result, None)}")
-    incidents = store.read_incidents(warehouse)
-    notes = outbox.read_notifications(warehouse, limit=None)
-    warehouse.dispose()
+    with stages.stage("delivery"):
+        for key in blocked:
+            run = failed_ingest_run(key)
+            if run is not None:
+                raise_failure_incidents(
+                    dagster_instance(),
+                    run,
+                    "blocked by a quality check",
+                    warehouse,
+                    policy,
+                    settings.dagster_url,
+                )
+        result = job_def("delivery_job").execute_in_process(
+            run_config=QUIET,
+            instance=dagster_instance(),
+            raise_on_error=False,
+            tags={"monitoring/trigger": "cli"},
+        )
+        if not result.success:
+            failures.append(f"delivery: {failure_reason(result, None)}")
+        incidents = store.read_incidents(warehouse)
+        notes = outbox.read_notifications(warehouse, limit=None)
+        warehouse.dispose()
     print_alerts(incidents, notes, policy)
     for line in failures:
         print(f"  failed: {line}")
