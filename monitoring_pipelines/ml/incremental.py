@@ -106,8 +106,10 @@ def raw_context_steps(detector: Detector, step: pd.Timedelta) -> int:
         steps = math.ceil(days * per_day)
         steps += 3 * features.window + 4 * features.time_of_day_halfwidth + 64
     lookback, block = getattr(config, "lookback", 0), getattr(config, "block", 0)
-    steps = max(steps, lookback + 2 * block)
-    return steps
+    # history_steps: Prophet's trailing window of residuals (shifted one row), PCA's lags; a
+    # day at least, so a value carried forward over a short gap (PCA) is found.
+    steps = max(steps, lookback + 2 * block, detector.history_steps() + 1)
+    return max(steps, math.ceil(_DAY_SECONDS / step.total_seconds()))
 
 
 def _prefix_start(step: pd.Timedelta, start: pd.Timestamp, calibrators) -> pd.Timestamp:
@@ -142,6 +144,9 @@ def _seed_before(
     cfg = calibrator.config
     if cfg.method == "identity":
         return {}
+    if cfg.method == "tail" and not cfg.follow:
+        # Fixed control limits (PCA of a service): the sample stays the training seed.
+        return {str(col): np.asarray(seed.get(str(col), []), dtype="float64") for col in raw}
     part = raw[raw.index < begin]
     if cfg.method == "gaussian":
         keep = cfg.long_window + cfg.short_window
@@ -318,6 +323,16 @@ def score_sets_since(
     return members, carried
 
 
+@dataclass
+class Carried:
+    """What :func:`score_carried` scored: the frames, each member's scores, and how the look-back
+    was found (``carried``, or why it was read from the warehouse)."""
+
+    frames: dict[tuple, pd.DataFrame]
+    members: dict[str, dict[tuple, pd.DataFrame]]
+    lookback: str
+
+
 def score_carried(
     store: "WarehouseStateStore",
     tenant: str,
@@ -329,17 +344,45 @@ def score_carried(
     frames_from: Callable[[pd.Timestamp | None, pd.Timestamp], dict[tuple, pd.DataFrame]],
     *,
     n_jobs: int | None = None,
-) -> tuple[dict[tuple, pd.DataFrame], dict[str, dict[tuple, pd.DataFrame]]]:
+    carry_values: bool = True,
+) -> Carried:
     """Each member's scores on ``[start, end)`` from the states ``store`` keeps, and the states
     at ``end`` saved back: ``frames_from(first, end)`` gives the group frames from ``first``
-    (None: from the first point), just the values the features need. Returns the frames and
-    the scores."""
+    (None: from the first point). With ``carry_values`` the past values the features need come
+    from the previous run (:mod:`monitoring_pipelines.ml.lookback`) when it ended at ``start``,
+    so only ``[start, end)`` is read, and the values the next run needs are saved."""
+    from monitoring_pipelines.ml.lookback import LookbackStore, joined
+
     states, read_from = stored_states(store, tenant, model_sets, versions, start, step)
-    frames = frames_from(read_from, end)
-    members, carried = score_sets_since(model_sets, frames, states, start, end, n_jobs=n_jobs)
-    for kind, group_states in carried.items():
+    values = LookbackStore(store.warehouse) if carry_values else None
+    carried, how = None, "read: a detector has no state yet, caught up from the first point"
+    if read_from is not None:
+        carried, how = (None, "read") if values is None else values.load(tenant, start, read_from)
+        if carried is None and values is not None:
+            how = f"read: {how}"
+    if carried is not None:
+        frames = joined(carried, frames_from(start, end), step)
+    else:
+        frames = frames_from(read_from, end)
+    members, new_states = score_sets_since(model_sets, frames, states, start, end, n_jobs=n_jobs)
+    for kind, group_states in new_states.items():
         store.save(tenant, kind, versions[kind], group_states)
-    return frames, members
+    if values is not None and model_sets:
+        values.save(tenant, frames, lookback_start(model_sets, step, end), end)
+    return Carried(frames, members, how)
+
+
+def lookback_start(model_sets: dict[str, Any], step: pd.Timedelta, at: pd.Timestamp):
+    """Where the frames of a run starting at ``at`` must begin, once every detector has a
+    state standing at ``at``."""
+    return min(
+        (
+            state_start(detector, step, at) - raw_context_steps(detector, step) * step
+            for model_set in model_sets.values()
+            for detector in model_set.detectors.values()
+        ),
+        default=at,
+    )
 
 
 def stored_states(
