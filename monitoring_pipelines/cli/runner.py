@@ -55,9 +55,10 @@ def worker_init(environ: dict[str, str]) -> None:
     os.close(fd)
 
 
-def run_partition(task: tuple[str, str]) -> tuple[str, list[str], str | None, dict]:
+def run_partition(task: tuple) -> tuple[str, list[str], str | None, dict]:
     """Run one job on one partition (``date|tenant`` or ``tenant``) or on a range of them
-    (``first...last``, as a backfill under the assets' backfill policy runs them).
+    (``first...last``, as a backfill under the assets' backfill policy runs them): ``(job, key)``,
+    or ``(job, key, assets)`` to run only those assets of the job.
 
     Returns the key, the blocking checks that failed with ERROR, the error if the run failed,
     and the grid steps and gaps ``clean_metrics`` reported (when the job materializes it).
@@ -66,7 +67,8 @@ def run_partition(task: tuple[str, str]) -> tuple[str, list[str], str | None, di
 
     from monitoring_pipelines.partitions import tenant_day_key
 
-    job_name, key = task
+    job_name, key, *only = task
+    assets = only[0] if only else None
     tags = {"monitoring/trigger": "cli", PROCESS_TAG: process_id()}
     partition_key = None
     if "..." in key:
@@ -85,6 +87,7 @@ def run_partition(task: tuple[str, str]) -> tuple[str, list[str], str | None, di
         instance=dagster_instance(),
         raise_on_error=False,
         tags=tags,
+        asset_selection=[dg.AssetKey(name) for name in assets] if assets else None,
     )
     # Check names, as "partition: check" where the run reported per partition (ranged runs).
     blocked = sorted(
@@ -104,10 +107,11 @@ def run_partition(task: tuple[str, str]) -> tuple[str, list[str], str | None, di
     return key, blocked, None if run.success else failure_reason(run, None), grid
 
 
-def run_all(job_name: str, keys: list[str], workers: int | None):
-    """Run ``job_name`` on every key; independent partitions run one process per core."""
+def run_all(job_name: str, keys: list, workers: int | None):
+    """Run ``job_name`` on every key; independent partitions run one process per core. A key
+    may be ``(key, assets)`` to run only those assets of the job on it."""
     workers = max(1, min(workers or os.cpu_count() or 1, len(keys)))
-    tasks = [(job_name, key) for key in keys]
+    tasks = [(job_name, *key) if isinstance(key, tuple) else (job_name, key) for key in keys]
     progress_start(job_name, len(keys))
     if workers == 1:
         outcomes = map(run_partition, tasks)
