@@ -198,28 +198,31 @@ _FIT_ORDER = ("lstm", "prophet", "isolation_forest", "zscore", "pca")
 
 def _train(settings: Settings, tenants: list[str], workers: int | None) -> list[str]:
     """``training_job`` on every tenant as one run per tenant and detector kind (the slowest
-    kinds first), then one run per tenant of its alert policy: five tenants' runs of every kind
-    keep both cores busy to the end, where one run per tenant left one core idle for the last
-    tenant. Returns the failures, ``training <tenant>: <why>``."""
+    kinds first), and each tenant's alert policy on the same pool once its kinds are trained:
+    five tenants' runs of every kind keep both cores busy to the end, where one run per tenant
+    left one core idle for the last tenant. Returns the failures, ``training <tenant>: <why>``."""
     from monitoring_pipelines.ml.catalogue import CATALOGUE, KINDS
 
     kinds = settings.detectors or KINDS
     order = [k for k in _FIT_ORDER if k in kinds] + [k for k in kinds if k not in _FIT_ORDER]
     fits = [(t, (CATALOGUE[k].asset_name,)) for k in order for t in tenants]
-    failures = [
+    waiting = {t: len(order) for t in tenants}
+    failed: set[str] = set()
+
+    def then(outcome) -> list:
+        tenant, _, failure, _ = outcome
+        if failure:
+            failed.add(tenant)
+        waiting[tenant] -= 1
+        if waiting[tenant] or tenant in failed:
+            return []
+        return [(tenant, ("detection_policy",))]
+
+    return [
         f"training {key}: {failure}"
-        for key, _, failure, _ in run_all("training_job", fits, workers)
+        for key, _, failure, _ in run_all("training_job", fits, workers, then)
         if failure
     ]
-    fitted = [t for t in tenants if not any(f.startswith(f"training {t}:") for f in failures)]
-    failures += [
-        f"training {key}: {failure}"
-        for key, _, failure, _ in run_all(
-            "training_job", [(t, ("detection_policy",)) for t in fitted], workers
-        )
-        if failure
-    ]
-    return failures
 
 
 def raise_and_deliver(
