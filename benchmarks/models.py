@@ -94,11 +94,8 @@ def _score_worker(models, kinds, mode, days, barrier, results) -> None:
     pipeline, where every run is a process of its own, the champions are loaded afresh for each
     run (untimed), so each run pays for what a run pays: Prophet forecasting its new days, the
     LSTM tracing its first batch."""
-    from monitoring_pipelines.ml.incremental import (
-        WarehouseStateStore,
-        score_carried,
-        score_sets_since,
-    )
+    from monitoring_pipelines.ml.incremental import WarehouseStateStore, score_sets_since
+    from monitoring_pipelines.ml.lookback import score_carried
     from monitoring_pipelines.warehouse import Warehouse
 
     frames = group_frames(_records())

@@ -11,13 +11,25 @@ look-back needed after a retrain) it reads the look-back as before, and says why
 
 Stored in ``score_states`` under the kind ``lookback``, version 0, the newest two positions per
 tenant; the payload is a JSON header and the values as float64, exact, no pickle.
+:func:`score_carried` is a tenant's scoring run on top of both: the detectors' stored states
+(:mod:`monitoring_pipelines.ml.incremental`) and the carried look-back.
 """
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from monitoring_pipelines.ml.incremental import (
+    SetStates,
+    WarehouseStateStore,
+    raw_context_steps,
+    score_sets_since,
+    state_start,
+)
 
 KIND = "lookback"
 _VERSION = 0
@@ -138,3 +150,94 @@ class LookbackStore:
         self.warehouse.write_score_state(
             tenant, KIND, _VERSION, int(end.value), encode(carried), keep=self.keep
         )
+
+
+# -- a tenant's scoring run: stored states, carried look-back --------------------------------
+
+
+@dataclass
+class Carried:
+    """What :func:`score_carried` scored: the frames, each member's scores, and how the look-back
+    was found (``carried``, or why it was read from the warehouse)."""
+
+    frames: dict[tuple, pd.DataFrame]
+    members: dict[str, dict[tuple, pd.DataFrame]]
+    lookback: str
+
+
+def score_carried(
+    store: WarehouseStateStore,
+    tenant: str,
+    model_sets: dict[str, Any],
+    versions: dict[str, int],
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    step: pd.Timedelta,
+    frames_from: Callable[[pd.Timestamp | None, pd.Timestamp], dict[tuple, pd.DataFrame]],
+    *,
+    n_jobs: int | None = None,
+    carry_values: bool = True,
+) -> Carried:
+    """Each member's scores on ``[start, end)`` from the states ``store`` keeps, and the states
+    at ``end`` saved back: ``frames_from(first, end)`` gives the group frames from ``first``
+    (None: from the first point). With ``carry_values`` the past values the features need come
+    from the previous run (:mod:`monitoring_pipelines.ml.lookback`) when it ended at ``start``,
+    so only ``[start, end)`` is read, and the values the next run needs are saved."""
+    states, read_from = stored_states(store, tenant, model_sets, versions, start, step)
+    values = LookbackStore(store.warehouse) if carry_values else None
+    carried, how = None, "read: a detector has no state yet, caught up from the first point"
+    if read_from is not None:
+        carried, how = (None, "read") if values is None else values.load(tenant, start, read_from)
+        if carried is None and values is not None:
+            how = f"read: {how}"
+    if carried is not None:
+        frames = joined(carried, frames_from(start, end), step)
+    else:
+        frames = frames_from(read_from, end)
+    members, new_states = score_sets_since(model_sets, frames, states, start, end, n_jobs=n_jobs)
+    for kind, group_states in new_states.items():
+        store.save(tenant, kind, versions[kind], group_states)
+    if values is not None and model_sets:
+        values.save(tenant, frames, lookback_start(model_sets, step, end), end)
+    return Carried(frames, members, how)
+
+
+def lookback_start(model_sets: dict[str, Any], step: pd.Timedelta, at: pd.Timestamp):
+    """Where the frames of a run starting at ``at`` must begin, once every detector has a
+    state standing at ``at``."""
+    return min(
+        (
+            state_start(detector, step, at) - raw_context_steps(detector, step) * step
+            for model_set in model_sets.values()
+            for detector in model_set.detectors.values()
+        ),
+        default=at,
+    )
+
+
+def stored_states(
+    store: WarehouseStateStore,
+    tenant: str,
+    model_sets: dict[str, Any],
+    versions: dict[str, int],
+    start: pd.Timestamp,
+    step: pd.Timedelta,
+) -> tuple[dict[str, SetStates], pd.Timestamp | None]:
+    """Each set's newest stored states that can score from ``start``, and where the frames to
+    score must begin so their features are exact: None when some group has no state, so scoring
+    catches up from the series' first point."""
+    states: dict[str, SetStates] = {}
+    read_from: pd.Timestamp | None = start
+    for kind, model_set in model_sets.items():
+        if not len(model_set):
+            continue
+        needed = state_start(next(iter(model_set.detectors.values())), step, start)
+        found = store.latest(tenant, kind, versions[kind], needed) or {}
+        states[kind] = found
+        if read_from is None or not set(model_set.detectors) <= set(found):
+            read_from = None
+            continue
+        context = max(raw_context_steps(d, step) for d in model_set.detectors.values()) * step
+        stands = pd.Timestamp(min(s.as_of for s in found.values()), tz="UTC")
+        read_from = min(read_from, stands - context)
+    return states, read_from

@@ -16,7 +16,8 @@ import pandas as pd
 from monitoring_pipelines.ml.catalogue import CATALOGUE, KINDS
 from monitoring_pipelines.ml.ensemble import DEFAULT_COMBINER, CombinerConfig, combine_groups
 from monitoring_pipelines.ml.frames import group_frames
-from monitoring_pipelines.ml.incremental import Carried, WarehouseStateStore, score_carried
+from monitoring_pipelines.ml.incremental import WarehouseStateStore
+from monitoring_pipelines.ml.lookback import Carried, score_carried
 from monitoring_pipelines.ml.thresholds import DEFAULT_THRESHOLD, AlertPolicy
 from monitoring_pipelines.ml.training import per_series, slice_frames
 from monitoring_pipelines.warehouse import Warehouse
