@@ -68,17 +68,34 @@ def _points(members: dict) -> int:
     return int(sum(f.notna().to_numpy().sum() for f in ensemble.values()))
 
 
+def _reference_seconds(frames: dict, start: pd.Timestamp, end: pd.Timestamp) -> float:
+    """The same-run reference: scikit-learn's IsolationForest ``score_samples`` alone (100
+    trees, fitted on the week before, untimed) on the points of ``[start, end)``, one row per
+    point with its group's values at that time as features, so the ratio holds on a noisy
+    machine."""
+    import numpy as np
+    from sklearn.ensemble import IsolationForest
+
+    seconds = 0.0
+    for frame in frames.values():
+        train = frame[(frame.index >= start - pd.Timedelta(days=7)) & (frame.index < start)]
+        rows = frame[(frame.index >= start) & (frame.index < end)]
+        forest = IsolationForest(random_state=0).fit(np.nan_to_num(train.to_numpy()))
+        points = np.repeat(np.nan_to_num(rows.to_numpy()), rows.shape[1], axis=0)
+        began = time.perf_counter()
+        forest.score_samples(points)
+        seconds += time.perf_counter() - began
+    return seconds
+
+
 def _score_worker(models, kinds, mode, days, barrier, results) -> None:
     """One scoring process: catch up to the first day, wait for the others, then score
     ``days`` days the way ``mode`` says, through the asset's incremental path. As in the
     pipeline, where every run is a process of its own, the champions are loaded afresh for each
     run (untimed), so each run pays for what a run pays: Prophet forecasting its new days, the
     LSTM tracing its first batch."""
-    from monitoring_pipelines.ml.incremental import (
-        WarehouseStateStore,
-        score_carried,
-        score_sets_since,
-    )
+    from monitoring_pipelines.ml.incremental import WarehouseStateStore, score_sets_since
+    from monitoring_pipelines.ml.lookback import score_carried
     from monitoring_pipelines.warehouse import Warehouse
 
     frames = group_frames(_records())
@@ -94,11 +111,11 @@ def _score_worker(models, kinds, mode, days, barrier, results) -> None:
             store.save(TENANT, kind, 1, states)
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         barrier.wait()
-        seconds, points = 0.0, 0
+        seconds, points, reference = 0.0, 0, 0.0
         for first in pd.date_range(start, AS_OF, freq=step, inclusive="left"):
             sets = _load_sets(Path(models), kinds)
             began = time.perf_counter()
-            _, members = score_carried(
+            members = score_carried(
                 store,
                 TENANT,
                 sets,
@@ -108,14 +125,16 @@ def _score_worker(models, kinds, mode, days, barrier, results) -> None:
                 STEP,
                 lambda a, b: _between(frames, a, b),
                 n_jobs=1,
-            )
+            ).members
             seconds += time.perf_counter() - began
             points += _points(members)
+            reference += _reference_seconds(frames, first, first + step)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     results.put(
         {
             "points": points,
             "seconds": seconds,
+            "reference_seconds": reference,
             "peak_rss_mib": peak / 1024,
             "growth_mib": (peak - rss_before) / 1024,
         }
@@ -139,6 +158,7 @@ def measure_scoring(models: Path, kinds: list[str], mode: str, days: int) -> dic
     return {
         "points": sum(r["points"] for r in found),
         "points_per_second": sum(r["points"] / r["seconds"] for r in found),
+        "reference_per_second": sum(r["points"] / r["reference_seconds"] for r in found),
         "peak_rss_mib": max(r["peak_rss_mib"] for r in found),
         "growth_mib": max(r["growth_mib"] for r in found),
     }
@@ -176,10 +196,12 @@ def measure_asset(models: Path, kinds: list[str], records: pd.DataFrame, days: d
             for first in pd.date_range(start, AS_OF, freq=step, inclusive="left"):
                 sets = _load_sets(models, kinds)
                 began, end = time.perf_counter(), first + step
-                values, members = score_members(
+                carried = score_members(
                     wh, store, TENANT, sets, versions, first, end, int(STEP.total_seconds())
                 )
-                scored = scored_points(values, members, first, end, {}, {}, versions, "bench")
+                scored = scored_points(
+                    carried.frames, carried.members, first, end, {}, {}, versions, "bench"
+                )
                 wh.replace_partition("anomaly_scores", TENANT, first, end, scored)
                 seconds += time.perf_counter() - began
                 runs += 1
@@ -245,8 +267,11 @@ def main() -> int:
             if mode == "daily"
             else f"{days[mode]} days in one call"
         )
+        reference = median(lambda r, m=mode: r["scoring"][m]["reference_per_second"])
         print(
-            f"  {mode:8} ({calls}): {pps:,.0f} points/s on 2 cores; peak RSS per process "
+            f"  {mode:8} ({calls}): {pps:,.0f} points/s on 2 cores; reference (scikit-learn "
+            f"IsolationForest score_samples alone, same points, same run): {reference:,.0f} "
+            f"points/s, ratio {pps / reference:.2f}; peak RSS per process "
             f"{peak:,.0f} MiB (+{growth:,.0f} MiB while scoring)"
         )
     daily = median(lambda r: r["asset"]["daily"]["seconds_per_run"])

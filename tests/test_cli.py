@@ -87,6 +87,12 @@ def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(home):
     # 2026-09-28 make no complete week (an empty report says so) and September's month.
     assert "reports (week 2026-09-21 to 2026-09-27):" in out.stdout
     assert "reports (month 2026-09-01 to 2026-09-30):" in out.stdout
+    # A line per stage with its seconds as it ends, then the total with every stage's.
+    stages = re.findall(r"^\[stage\] (\w+): [\d.]+ s \(CPU \d+ s\)$", out.stdout, re.M)
+    assert stages == ["generate", "ingest", "reports"]
+    assert re.search(
+        r"^done in \d+s \(CPU \d+ s\); generate \d+s, ingest \d+s, reports \d+s;", out.stdout, re.M
+    )
     printed = re.findall(r"^  (?:all tenants|acme|globex): (\S+report\.html)$", out.stdout, re.M)
     assert len(printed) == 6 and all(Path(p).exists() for p in printed)
     settings = load_settings()

@@ -134,7 +134,7 @@ def anomaly_scores(
         raise dg.Failure(str(exc)) from None
     for day in outcome.days:
         context.add_asset_metadata(
-            _day_metadata(day.rows, day.versions, day.shadow),
+            _day_metadata(day.rows, day.versions, day.shadow, day.lookback),
             partition_key=tenant_day_key(day.day.strftime("%Y-%m-%d"), day.tenant),
         )
     for review_ in outcome.reviews:
@@ -152,9 +152,12 @@ def anomaly_scores(
     )
 
 
-def _day_metadata(rows: pd.DataFrame, versions: dict[str, int], shadow: dict[str, int]) -> dict:
-    """What one tenant-day's materialization shows in the UI."""
-    shown = {"model_versions": dg.MetadataValue.json(versions)}
+def _day_metadata(
+    rows: pd.DataFrame, versions: dict[str, int], shadow: dict[str, int], lookback: str
+) -> dict:
+    """What one tenant-day's materialization shows in the UI; ``look_back`` says whether the
+    features' past values came carried from the previous run or were read, and why."""
+    shown = {"model_versions": dg.MetadataValue.json(versions), "look_back": lookback}
     if shadow:
         shown["shadow_points"] = dg.MetadataValue.json(shadow)
     if rows.empty:

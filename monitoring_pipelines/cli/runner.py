@@ -5,6 +5,8 @@ in the Dagster UI exactly as the sensors' runs do."""
 import functools
 import multiprocessing
 import os
+import queue
+from collections import deque
 from pathlib import Path
 
 from monitoring_pipelines.cli.common import PROCESS_TAG, QUIET
@@ -55,9 +57,10 @@ def worker_init(environ: dict[str, str]) -> None:
     os.close(fd)
 
 
-def run_partition(task: tuple[str, str]) -> tuple[str, list[str], str | None, dict]:
+def run_partition(task: tuple) -> tuple[str, list[str], str | None, dict]:
     """Run one job on one partition (``date|tenant`` or ``tenant``) or on a range of them
-    (``first...last``, as a backfill under the assets' backfill policy runs them).
+    (``first...last``, as a backfill under the assets' backfill policy runs them): ``(job, key)``,
+    or ``(job, key, assets)`` to run only those assets of the job.
 
     Returns the key, the blocking checks that failed with ERROR, the error if the run failed,
     and the grid steps and gaps ``clean_metrics`` reported (when the job materializes it).
@@ -66,7 +69,8 @@ def run_partition(task: tuple[str, str]) -> tuple[str, list[str], str | None, di
 
     from monitoring_pipelines.partitions import tenant_day_key
 
-    job_name, key = task
+    job_name, key, *only = task
+    assets = only[0] if only else None
     tags = {"monitoring/trigger": "cli", PROCESS_TAG: process_id()}
     partition_key = None
     if "..." in key:
@@ -85,6 +89,7 @@ def run_partition(task: tuple[str, str]) -> tuple[str, list[str], str | None, di
         instance=dagster_instance(),
         raise_on_error=False,
         tags=tags,
+        asset_selection=[dg.AssetKey(name) for name in assets] if assets else None,
     )
     # Check names, as "partition: check" where the run reported per partition (ranged runs).
     blocked = sorted(
@@ -104,23 +109,49 @@ def run_partition(task: tuple[str, str]) -> tuple[str, list[str], str | None, di
     return key, blocked, None if run.success else failure_reason(run, None), grid
 
 
-def run_all(job_name: str, keys: list[str], workers: int | None):
-    """Run ``job_name`` on every key; independent partitions run one process per core."""
+def run_all(job_name: str, keys: list, workers: int | None, then=None):
+    """Run ``job_name`` on every key; independent partitions run one process per core. A key
+    may be ``(key, assets)`` to run only those assets of the job on it. ``then(outcome)``, if
+    given, returns the keys to run next on the same pool once a run is done (a tenant's alert
+    policy once its detectors are trained), so no second pool pays the imports again."""
     workers = max(1, min(workers or os.cpu_count() or 1, len(keys)))
-    tasks = [(job_name, key) for key in keys]
-    progress_start(job_name, len(keys))
-    if workers == 1:
-        outcomes = map(run_partition, tasks)
-    else:
+
+    def task(key) -> tuple:
+        return (job_name, *key) if isinstance(key, tuple) else (job_name, key)
+
+    todo = deque(task(key) for key in keys)
+    total, finished, running = len(todo), 0, 0
+    progress_start(job_name, total)
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    pool = None
+    if workers > 1:
         ctx = multiprocessing.get_context("spawn")
         pool = ctx.Pool(workers, initializer=worker_init, initargs=(dict(os.environ),))
-        outcomes = pool.imap_unordered(run_partition, tasks)
     try:
-        for i, outcome in enumerate(outcomes, start=1):
-            show_progress(i, len(keys))
+        while todo or running:
+            while todo and (pool is not None or not running):
+                if pool is None:
+                    done.put((True, run_partition(todo.popleft())))
+                else:
+                    pool.apply_async(
+                        run_partition,
+                        (todo.popleft(),),
+                        callback=lambda outcome: done.put((True, outcome)),
+                        error_callback=lambda error: done.put((False, error)),
+                    )
+                running += 1
+            ok, outcome = done.get()
+            running -= 1
+            if not ok:
+                raise outcome
+            finished += 1
+            more = [task(key) for key in (then(outcome) if then else ())]
+            todo.extend(more)
+            total += len(more)
+            show_progress(finished, total)
             yield outcome
     finally:
-        if workers > 1:
+        if pool is not None:
             pool.close()
             pool.join()
 

@@ -21,7 +21,6 @@ rolling it forward from a series' first point reproduces scoring from that point
 """
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,8 +105,10 @@ def raw_context_steps(detector: Detector, step: pd.Timedelta) -> int:
         steps = math.ceil(days * per_day)
         steps += 3 * features.window + 4 * features.time_of_day_halfwidth + 64
     lookback, block = getattr(config, "lookback", 0), getattr(config, "block", 0)
-    steps = max(steps, lookback + 2 * block)
-    return steps
+    # history_steps: Prophet's trailing window of residuals (shifted one row), PCA's lags; a
+    # day at least, so a value carried forward over a short gap (PCA) is found.
+    steps = max(steps, lookback + 2 * block, detector.history_steps() + 1)
+    return max(steps, math.ceil(_DAY_SECONDS / step.total_seconds()))
 
 
 def _prefix_start(step: pd.Timedelta, start: pd.Timestamp, calibrators) -> pd.Timestamp:
@@ -142,6 +143,9 @@ def _seed_before(
     cfg = calibrator.config
     if cfg.method == "identity":
         return {}
+    if cfg.method == "tail" and not cfg.follow:
+        # Fixed control limits (PCA of a service): the sample stays the training seed.
+        return {str(col): np.asarray(seed.get(str(col), []), dtype="float64") for col in raw}
     part = raw[raw.index < begin]
     if cfg.method == "gaussian":
         keep = cfg.long_window + cfg.short_window
@@ -316,58 +320,6 @@ def score_sets_since(
         members[kind][group] = scores
         carried[kind][group] = new
     return members, carried
-
-
-def score_carried(
-    store: "WarehouseStateStore",
-    tenant: str,
-    model_sets: dict[str, Any],
-    versions: dict[str, int],
-    start: pd.Timestamp,
-    end: pd.Timestamp,
-    step: pd.Timedelta,
-    frames_from: Callable[[pd.Timestamp | None, pd.Timestamp], dict[tuple, pd.DataFrame]],
-    *,
-    n_jobs: int | None = None,
-) -> tuple[dict[tuple, pd.DataFrame], dict[str, dict[tuple, pd.DataFrame]]]:
-    """Each member's scores on ``[start, end)`` from the states ``store`` keeps, and the states
-    at ``end`` saved back: ``frames_from(first, end)`` gives the group frames from ``first``
-    (None: from the first point), just the values the features need. Returns the frames and
-    the scores."""
-    states, read_from = stored_states(store, tenant, model_sets, versions, start, step)
-    frames = frames_from(read_from, end)
-    members, carried = score_sets_since(model_sets, frames, states, start, end, n_jobs=n_jobs)
-    for kind, group_states in carried.items():
-        store.save(tenant, kind, versions[kind], group_states)
-    return frames, members
-
-
-def stored_states(
-    store: "WarehouseStateStore",
-    tenant: str,
-    model_sets: dict[str, Any],
-    versions: dict[str, int],
-    start: pd.Timestamp,
-    step: pd.Timedelta,
-) -> tuple[dict[str, SetStates], pd.Timestamp | None]:
-    """Each set's newest stored states that can score from ``start``, and where the frames to
-    score must begin so their features are exact: None when some group has no state, so scoring
-    catches up from the series' first point."""
-    states: dict[str, SetStates] = {}
-    read_from: pd.Timestamp | None = start
-    for kind, model_set in model_sets.items():
-        if not len(model_set):
-            continue
-        needed = state_start(next(iter(model_set.detectors.values())), step, start)
-        found = store.latest(tenant, kind, versions[kind], needed) or {}
-        states[kind] = found
-        if read_from is None or not set(model_set.detectors) <= set(found):
-            read_from = None
-            continue
-        context = max(raw_context_steps(d, step) for d in model_set.detectors.values()) * step
-        stands = pd.Timestamp(min(s.as_of for s in found.values()), tz="UTC")
-        read_from = min(read_from, stands - context)
-    return states, read_from
 
 
 def encode_states(states: SetStates) -> bytes:

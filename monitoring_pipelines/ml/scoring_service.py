@@ -16,7 +16,8 @@ import pandas as pd
 from monitoring_pipelines.ml.catalogue import CATALOGUE, KINDS
 from monitoring_pipelines.ml.ensemble import DEFAULT_COMBINER, CombinerConfig, combine_groups
 from monitoring_pipelines.ml.frames import group_frames
-from monitoring_pipelines.ml.incremental import WarehouseStateStore, score_carried
+from monitoring_pipelines.ml.incremental import WarehouseStateStore
+from monitoring_pipelines.ml.lookback import Carried, score_carried
 from monitoring_pipelines.ml.thresholds import DEFAULT_THRESHOLD, AlertPolicy
 from monitoring_pipelines.ml.training import per_series, slice_frames
 from monitoring_pipelines.warehouse import Warehouse
@@ -78,15 +79,20 @@ def score_members(
     start: pd.Timestamp,
     end: pd.Timestamp,
     step_seconds: int,
-) -> tuple[dict[tuple, pd.DataFrame], dict[str, dict[tuple, pd.DataFrame]]]:
-    """The tenant's grid frames and each model's scores on ``[start, end)``.
+    *,
+    carry_values: bool = True,
+) -> Carried:
+    """The tenant's grid frames and each model's scores on ``[start, end)``, and how the
+    look-back was found.
 
     Exactly the scores of the whole history (each detector scored from the tenant's first
     point), computed for the new points only: each detector's calibration state is carried from
     the last scored day (:mod:`monitoring_pipelines.ml.incremental`), and only the past *values*
     its features need are read. States live in the warehouse's ``score_states`` table, keyed by
     version; without one (first run, a new champion or challenger, the rows deleted) it catches
-    up from the first point once.
+    up from the first point once. The past values the features need are carried from the run
+    that ended where this one starts (:mod:`monitoring_pipelines.ml.lookback`), so a daily run
+    reads only its day; without them (or after late data) it reads the look-back.
     """
 
     def frames_from(first: pd.Timestamp | None, last: pd.Timestamp) -> dict:
@@ -96,7 +102,17 @@ def score_members(
         return group_frames(grid, step_seconds=step_seconds) if len(grid) else {}
 
     step = pd.Timedelta(seconds=step_seconds)
-    return score_carried(store, tenant, model_sets, versions, start, end, step, frames_from)
+    return score_carried(
+        store,
+        tenant,
+        model_sets,
+        versions,
+        start,
+        end,
+        step,
+        frames_from,
+        carry_values=carry_values,
+    )
 
 
 def scored_points(
@@ -190,6 +206,8 @@ class DayScores:
     rows: pd.DataFrame
     versions: dict[str, int]
     shadow: dict[str, int] = field(default_factory=dict)
+    # "carried", or "read: <why>" when the run read the look-back from the warehouse.
+    lookback: str = "carried"
 
 
 @dataclass
@@ -270,11 +288,12 @@ def score_days(
         thresholds, policy = wh.read_thresholds(tenant)
         policy = policy or {"alert_policy": AlertPolicy().__dict__}
         for start, end in spans:
-            frames, members = score_members(
+            carried = score_members(
                 wh, store, tenant, model_sets, versions, start, end, step_seconds
             )
+            members = carried.members
             scored = scored_points(
-                frames, members, start, end, thresholds, policy, versions, run_id
+                carried.frames, members, start, end, thresholds, policy, versions, run_id
             )
             wh.replace_partition("anomaly_scores", tenant, start, end, scored)
             shadowed = _shadow(
@@ -283,7 +302,9 @@ def score_days(
             by_day = _by_day(scored)
             for day in pd.date_range(start, end, freq="D", inclusive="left"):
                 rows = by_day.get(day, scored.iloc[:0])
-                outcome.days.append(DayScores(tenant, day, rows, versions, shadowed.get(day, {})))
+                outcome.days.append(
+                    DayScores(tenant, day, rows, versions, shadowed.get(day, {}), carried.lookback)
+                )
     return outcome
 
 
@@ -306,7 +327,8 @@ def _shadow(
         start = max(span[0], live_from.floor("D"))
         if start >= span[1]:
             continue
-        _, scores = score_members(
+        # The champions' run keeps the carried look-back; a challenger reads its own.
+        scores = score_members(
             wh,
             store,
             tenant,
@@ -315,7 +337,8 @@ def _shadow(
             start,
             span[1],
             step_seconds,
-        )
+            carry_values=False,
+        ).members
         live = scored[pd.DatetimeIndex(scored["ts"]) >= start] if len(scored) else scored
         rows = shadow_points(live, members, kind, scores[kind], versions[kind], policy)
         wh.replace_shadow_scores(tenant, kind, versions[kind], start, span[1], rows)

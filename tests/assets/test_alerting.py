@@ -148,6 +148,32 @@ def test_an_incident_over_midnight_keeps_its_fingerprint_and_resolves_the_next_d
     assert events == {types.TRIGGER, types.RESOLVE}
 
 
+def test_a_ranged_run_raises_its_days_in_order_as_runs_of_one_day_would(env):
+    """Both days in one run (as a backfill or the demo runs them): the incident over midnight
+    still opens on the first day and resolves on the second, and each day keeps its own
+    materialization and counts."""
+    wh = env["warehouse"]
+    result = (
+        env["defs"]
+        .resolve_job_def("alerting_job")
+        .execute_in_process(
+            instance=env["instance"],
+            tags={
+                "dagster/asset_partition_range_start": f"{DAY1}|acme",
+                "dagster/asset_partition_range_end": f"{DAY2}|acme",
+            },
+        )
+    )
+    by_day = {
+        str(m.partition): m.metadata["incidents"].value
+        for m in result.asset_materializations_for_node("alerts")
+    }
+    assert by_day == {f"{DAY1}|acme": 2, f"{DAY2}|acme": 1}
+    incidents = store.read_incidents(wh)
+    assert len(incidents) == 2
+    assert all(s.incident.status == types.RESOLVED for s in incidents)
+
+
 def test_delivery_writes_each_notification_once_to_the_file_receiver(env):
     _alerts(env, DAY1)
     _alerts(env, DAY2)

@@ -138,3 +138,72 @@ def test_encoded_states_round_trip_exactly():
     assert back.as_of == 123
     np.testing.assert_array_equal(back.samples["score"]["a"], state.samples["score"]["a"])
     assert back.samples["score"]["b"].size == 0
+
+
+class _Sets:
+    """What scoring reads of a DetectorSet: its detectors by group, and its size."""
+
+    def __init__(self, detectors):
+        self.detectors = detectors
+
+    def __len__(self):
+        return len(self.detectors)
+
+
+def _clean_metrics(frame: pd.DataFrame) -> pd.DataFrame:
+    rows = frame.rename_axis("ts").reset_index().melt("ts", var_name="metric")
+    rows["tenant"], rows["service"] = "t", "svc"
+    rows["is_gap"] = rows["value"].isna()
+    rows["n_raw"] = (~rows["is_gap"]).astype(int)
+    return rows
+
+
+def test_daily_runs_with_the_carried_look_back_score_as_a_backfill_does(frame, tmp_path):
+    """Days scored one run each, every run after the first reading only its own day (the
+    features' past values come from the run before), equal a backfill run of the same days; a
+    day gridded again (late data) makes the next run read the look-back and say why."""
+    from monitoring_pipelines.ml.pca import PcaDetector
+    from monitoring_pipelines.ml.prophet_model import ProphetDetector
+    from monitoring_pipelines.ml.scoring_service import score_members
+
+    train = frame.iloc[: 21 * 288]
+    sets = {
+        kind: _Sets({("t", "svc"): make().fit(train)})
+        for kind, make in (("zscore", ZScoreDetector), ("pca", PcaDetector))
+    }
+    sets["prophet"] = _Sets({("t", "svc"): ProphetDetector().fit(train.iloc[:, :1])})
+    wh = Warehouse(f"sqlite:///{tmp_path}/wh.db")
+    wh.replace_partition(
+        "clean_metrics", "t", frame.index[0], frame.index[-1] + STEP, _clean_metrics(frame)
+    )
+    store = inc.WarehouseStateStore(wh)
+    first = pd.Timestamp("2026-11-09", tz="UTC")
+    one = pd.Timedelta(days=1)
+
+    def run(version, start, end):
+        return score_members(wh, store, "t", sets, dict.fromkeys(sets, version), start, end, 300)
+
+    backfill = run(2, first, first + 5 * one)
+    assert backfill.lookback.startswith("read: a detector has no state yet")
+    daily = [run(1, first + k * one, first + (k + 1) * one) for k in range(4)]
+    assert [d.lookback for d in daily] == [backfill.lookback, "carried", "carried", "carried"]
+    # Late data for a day inside the look-back: it was gridded again since the values were kept.
+    wh.record_gridded(f"{first - 3 * one:%Y-%m-%d}|t", 2)
+    daily.append(run(1, first + 4 * one, first + 5 * one))
+    assert (
+        daily[-1].lookback
+        == f"read: {first - 3 * one:%Y-%m-%d} was gridded again since (late data)"
+    )
+    # The carried runs read the warehouse from their own day only: their frames hold no more
+    # than the look-back the detectors need.
+    context = max(inc.raw_context_steps(s.detectors[("t", "svc")], STEP) for s in sets.values())
+    assert len(daily[2].frames[("t", "svc")]) <= context + 2 * 288
+    for kind in sets:
+        got = pd.concat([d.members[kind][("t", "svc")] for d in daily])
+        want = backfill.members[kind][("t", "svc")]
+        assert got.index.equals(want.index)
+        assert np.array_equal(np.isnan(got.to_numpy()), np.isnan(want.to_numpy())), kind
+        np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=0, atol=1e-9)
+    # The incident on day 45 (2026-11-12) stands out, so these are not two flat lines.
+    assert backfill.members["zscore"][("t", "svc")].loc["2026-11-12", "latency_ms"].max() > 0.4
+    wh.dispose()
