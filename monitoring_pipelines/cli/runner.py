@@ -40,6 +40,9 @@ def quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # MLflow sets its own logger level when imported; this is the setting it reads.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # With a tracking server MLflow prints a "View run" link per logged run; the demo's summary
+    # prints the server's address once.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name in ("mlflow", "tensorflow", "absl", "prophet", "cmdstanpy", "py.warnings"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
