@@ -145,6 +145,11 @@ def state(tmp_path_factory):
     )
     assert "blocked: 2026-11-02|acme (values_in_range)" in out.stdout, out.stdout + out.stderr
     with pytest.MonkeyPatch.context() as mp:
+        # What earlier tests of this worker left in the environment (a DAGSTER_HOME, MLflow
+        # variables) must not point the readers at another home.
+        for key in list(os.environ):
+            if key.startswith(("MONITORING_", "MLFLOW_", "DAGSTER_")) and key not in env:
+                mp.delenv(key)
         for key, value in env.items():
             mp.setenv(key, value)
         yield {"env": env, "home": home, **_build(home)}

@@ -118,6 +118,7 @@ def test_code_location_serves_assets_checks_sensors_and_schedule(webserver):
     assert sorted(s["name"] for s in repo["schedules"]) == [
         "ingest_schedule",
         "monthly_report_schedule",
+        "retention_schedule",
         "retrain_schedule",
         "weekly_report_schedule",
     ]
