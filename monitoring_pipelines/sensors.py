@@ -104,12 +104,18 @@ def file_drop_sensor(
 def staged_file_sensor(context: dg.RunStatusSensorContext, warehouse: WarehouseResource):
     """After a file is staged, runs ingest_job on every day x tenant partition it touched (and
     those its previous content touched): one run per tenant and stretch of consecutive days.
-    A file staged earlier whose partitions were never all gated (a crash) is requested again."""
+    A file staged earlier whose partitions were never all gated (a crash) is requested again.
+    A file staged by ``monitoring-pipelines ingest`` (or the demo) is left to that command, which
+    gates it in its own runs: a second ingest of the same days beside it would only repeat them."""
     from monitoring_pipelines.gating import days_of, stretches
     from monitoring_pipelines.warehouse import STAGED
 
     config = context.dagster_run.run_config["ops"]["stage_file_op"]["config"]
     tags = context.dagster_run.tags
+    if tags.get("monitoring/trigger") == "cli":
+        return dg.SkipReason(
+            f"{Path(config['path']).name}: staged by the command line, which ingests it"
+        )
     source = tags.get("monitoring/source") or Path(config["path"]).name
     record = warehouse.get().read_ingest(source)
     if record is None or record.status != STAGED:

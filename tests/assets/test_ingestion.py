@@ -262,6 +262,29 @@ def test_staging_run_leads_to_one_ranged_run_of_the_touched_days(env):
     assert isinstance(sensor(context), dg.SkipReason)
 
 
+def test_a_file_the_command_line_staged_is_left_to_it(env):
+    """The CLI gates what it staged in its own runs; the daemon's sensor starts no second ingest
+    of the same days beside them."""
+    defs, instance = env["defs"], env["instance"]
+    path = env["settings"].drop_dir / "acme.parquet"
+    run = defs.resolve_job_def("stage_file_job").execute_in_process(
+        run_config={"ops": {"stage_file_op": {"config": {"path": str(path), "force": True}}}},
+        instance=instance,
+        tags={"monitoring/source": "acme.parquet", "monitoring/trigger": "cli"},
+    )
+    assert run.success and env["warehouse"].read_ingest("acme.parquet").status == "staged"
+    context = dg.build_run_status_sensor_context(
+        sensor_name="staged_file_sensor",
+        dagster_event=_run_success(instance, run),
+        dagster_instance=instance,
+        dagster_run=run.dagster_run,
+        resources=defs.resources,
+    )
+    skipped = defs.resolve_sensor_def("staged_file_sensor")(context)
+    assert isinstance(skipped, dg.SkipReason)
+    assert "staged by the command line" in skipped.skip_message
+
+
 def test_a_file_that_cannot_be_read_fails_its_run_with_a_one_line_reason(env):
     bad = env["settings"].drop_dir / "broken.csv"
     bad.write_bytes(b"\x00\x01\x02garbage\xff\xfe")
