@@ -115,8 +115,7 @@ def train_and_promote(
     """Fit, judge, log, register and maybe promote ``kind`` for ``tenant``; ``models`` is the
     :class:`~monitoring_pipelines.ml.registry.ModelRegistry` to write to. With a champion in
     place and ``shadow_days`` > 0 the candidate becomes challenger (judged later by
-    :func:`~monitoring_pipelines.ml.challenger_review.review_challengers`); with 0 it is judged
-    against the champion now."""
+    :func:`.challenger_review.review_challengers`); with 0 it is judged against the champion now."""
     train = slice_frames(frames, plan.train_start, plan.train_end)
     candidate = fit_candidate(kind, frames, plan)
     if not len(candidate):
