@@ -248,7 +248,7 @@ def failure_incidents(instance: dg.DagsterInstance, run: dg.DagsterRun, error: s
     """The incidents a failed run raises: one data-quality incident per blocking check that
     stopped a tenant-day partition (for the data owner), otherwise one pipeline-failure incident
     (for operations) carrying the run's error."""
-    from monitoring_pipelines.alerting.incidents import (
+    from monitoring_pipelines.alerting.pipeline_incidents import (
         data_quality_incident,
         pipeline_failure_incident,
     )

@@ -81,7 +81,7 @@ def _scores(warehouse) -> None:
 
 
 def _alerting(warehouse) -> float:
-    from monitoring_pipelines.alerting import outbox, store, types
+    from monitoring_pipelines.alerting import leases, outbox, store, types
 
     store.upsert_incidents(
         warehouse,
@@ -98,12 +98,12 @@ def _alerting(warehouse) -> float:
         [sample_notification("files", key=k, fingerprint="a" * 16) for k in ("k1", "k2", "k3")],
         now=t0,
     )
-    claimed = {c.key for c in outbox.claim(warehouse, t0, 60, 2, "tok", set())}
+    claimed = {c.key for c in leases.claim(warehouse, t0, 60, 2, "tok", set())}
     assert claimed == {"k1", "k2"}
-    assert outbox.finish(
+    assert leases.finish(
         warehouse, "k1", "tok", status=types.SENT, sent_at=t0 + timedelta(seconds=SENT_AFTER)
     )
-    assert outbox.finish(warehouse, "k2", "tok", status=types.DEAD, last_error="HTTP 500")
+    assert leases.finish(warehouse, "k2", "tok", status=types.DEAD, last_error="HTTP 500")
     return t0.timestamp()
 
 

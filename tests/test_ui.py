@@ -237,7 +237,7 @@ def test_a_data_quality_alerts_partition_link_opens_that_partition_in_a_browser(
     from playwright.sync_api import sync_playwright
 
     from monitoring_pipelines.alerting import types
-    from monitoring_pipelines.alerting.incidents import data_quality_incident
+    from monitoring_pipelines.alerting.pipeline_incidents import data_quality_incident
 
     blocked = f"{_days(-1)}|acme"
     incident = data_quality_incident("acme", blocked, "values_in_range", "out of range", None)

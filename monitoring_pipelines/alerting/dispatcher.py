@@ -1,6 +1,6 @@
 """The dispatcher: delivers the outbox's due notifications to their receivers.
 
-- **claim**: due rows are leased from the outbox (:func:`outbox.claim`), in rounds: a resolve
+- **claim**: due rows are leased from the outbox (:func:`leases.claim`), in rounds: a resolve
   waits for its trigger to the same receiver, so a batch holding both sends the trigger first.
 - **send**: one thread per receiver, each sending its rows in order (a resolve never overtakes its
   trigger), so a slow or failing receiver does not hold up the others; each thread records its
@@ -31,8 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from monitoring_pipelines.alerting import history, outbox, templates, types
-from monitoring_pipelines.alerting.outbox import Claimed
+from monitoring_pipelines.alerting import history, leases, templates, types
+from monitoring_pipelines.alerting.leases import Claimed
 from monitoring_pipelines.alerting.receivers import DeliveryError, Receiver
 from monitoring_pipelines.alerting.redaction import redact
 from monitoring_pipelines.alerting.retries import (
@@ -140,7 +140,7 @@ def dispatch(
     # the trigger in the first round and the resolve in the next.
     while report.claimed < limit:
         token = uuid.uuid4().hex
-        rows = outbox.claim(
+        rows = leases.claim(
             warehouse, clock(), lease_seconds, limit - report.claimed, token, attempted
         )
         if not rows:
@@ -216,7 +216,7 @@ def _prepare(
             else:
                 reason = "digest cancelled: no history left to summarise (summarised or paged)"
         if reason is not None:
-            if outbox.finish(warehouse, row.key, token, status=CANCELLED, reason=reason):
+            if leases.finish(warehouse, row.key, token, status=CANCELLED, reason=reason):
                 report.count(stored.receiver, "cancelled")
             continue
         thread_key = thread_keys.get((stored.fingerprint, stored.receiver))
@@ -260,7 +260,7 @@ def _deliver_group(
             if row.notification.event == types.DIGEST:
                 # Kept as sent: ``alerts`` and the outbox show what the summary said.
                 values["payload"] = json.dumps(row.notification.payload, sort_keys=True)
-        recorded = outbox.finish(warehouse, row.key, token, **values)
+        recorded = leases.finish(warehouse, row.key, token, **values)
         if recorded and outcome == "sent" and row.notification.event == types.DIGEST:
             digest = row.notification.digest
             history.mark_summarised(warehouse, receiver_name, digest["fingerprints"], row.key)
@@ -285,7 +285,7 @@ def _defer(
 ) -> bool:
     """Put a claimed row back as pending until ``retry_at`` without counting this round as an
     attempt; False when the claim was lost."""
-    return outbox.finish(
+    return leases.finish(
         warehouse,
         row.key,
         token,

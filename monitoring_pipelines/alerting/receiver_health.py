@@ -10,8 +10,9 @@ Judged after each delivery, from what it did and what the outbox holds:
   pipeline-failure incident is raised for operations, naming the receiver and its last (redacted)
   error; it is not raised again while it is open.
 
-The incidents are built like a failed run's (:func:`incidents.pipeline_failure_incident`), with
-the tenant ``_platform``, the service ``delivery to <receiver>`` and a ``receiver`` label.
+The incidents are built like a failed run's
+(:func:`pipeline_incidents.pipeline_failure_incident`), with the tenant ``_platform``, the service
+``delivery to <receiver>`` and a ``receiver`` label.
 """
 
 from dataclasses import replace
@@ -20,7 +21,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from monitoring_pipelines.alerting import store, types
-from monitoring_pipelines.alerting.incidents import PLATFORM, pipeline_failure_incident
+from monitoring_pipelines.alerting.pipeline_incidents import PLATFORM, pipeline_failure_incident
 from monitoring_pipelines.alerting.policy import AlertingPolicy
 from monitoring_pipelines.alerting.redaction import redact
 from monitoring_pipelines.alerting.types import Incident

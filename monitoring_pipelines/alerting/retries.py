@@ -9,7 +9,7 @@ import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from monitoring_pipelines.alerting.outbox import Claimed
+from monitoring_pipelines.alerting.leases import Claimed
 from monitoring_pipelines.alerting.receivers import DeliveryError
 from monitoring_pipelines.alerting.types import DEAD, PENDING
 

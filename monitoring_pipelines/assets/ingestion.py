@@ -1,9 +1,10 @@
 """Ingestion assets: landed rows through the quality gate into ``metrics``, then onto a grid.
 
-The bodies call one service each (:func:`~monitoring_pipelines.gating.gate_partitions`,
-:func:`~monitoring_pipelines.gating.grid_partitions`) and turn its report into Dagster events
-with :func:`_events`, so that the UI shows each partition of a ranged run as it is: done, or
-failed with the check that stopped it.
+The bodies call one service each
+(:func:`~monitoring_pipelines.partition_reports.gate_partitions`,
+:func:`~monitoring_pipelines.partition_reports.grid_partitions`) and turn its report into Dagster
+events with :func:`_events`, so that the UI shows each partition of a ranged run as it is: done,
+or failed with the check that stopped it.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -11,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from monitoring_pipelines.automation import gridded_when
-from monitoring_pipelines.gating import (
+from monitoring_pipelines.partition_reports import (
     GAP_CHECK,
     GAP_WARN_FRACTION,
     IngestOptions,

@@ -104,8 +104,8 @@ def anomaly_scores(
     its own would. Challengers are scored in shadow on their live days (table `shadow_scores`,
     never alerted on); one that has shadowed long enough in earlier runs gets its promotion check
     before the run scores, and the days scored use the champions that came out of it."""
+    from monitoring_pipelines.ml.challenger_review import review_challengers
     from monitoring_pipelines.ml.scoring_service import NoChampion, score_days
-    from monitoring_pipelines.ml.train_and_promote import review_challengers
 
     wh, models = warehouse.get(), mlflow.registry()
 

@@ -264,7 +264,7 @@ def score_days(
     """Score ``date|tenant`` partitions with the champions and write ``anomaly_scores``, and
     score each pending challenger in shadow on its live days (those after its validation week)
     into ``shadow_scores``. Before a tenant is scored, ``review(tenant, champions, challengers)``
-    (the promotion gate, :func:`monitoring_pipelines.ml.train_and_promote.review_challengers`)
+    (the promotion gate, :func:`monitoring_pipelines.ml.challenger_review.review_challengers`)
     judges the challengers that shadowed long enough in earlier runs, so operators had time to
     give feedback on those days' incidents and the days scored now use the promoted champions.
 

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from monitoring_pipelines.alerting import types
-from monitoring_pipelines.alerting.incidents import (
+from monitoring_pipelines.alerting.incidents import detect_incidents
+from monitoring_pipelines.alerting.pipeline_incidents import (
     data_quality_incident,
-    detect_incidents,
     pipeline_failure_incident,
 )
 from monitoring_pipelines.alerting.policy import TenantSettings, loads_policy

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from monitoring_pipelines.alerting import types
-from monitoring_pipelines.alerting.incidents import (
+from monitoring_pipelines.alerting.pipeline_incidents import (
     data_quality_incident,
     pipeline_failure_incident,
 )

@@ -221,14 +221,14 @@ def test_unobserved_column_stays_unscored_and_holidays_are_modelled(group):
 
 
 def test_batched_point_forecasts_equal_prophets_own_predict(group):
-    from monitoring_pipelines.ml.prophet_model import _point_forecasts
+    from monitoring_pipelines.ml.prophet_model.forecast import point_forecasts
 
     frame = group.iloc[: 3 * 288, :2]
     config = ProphetConfig(uncertainty_samples=0, horizon_days=0.5, holidays=("2026-09-29",))
     detector = ProphetDetector(config).fit(frame)
     later = pd.date_range(frame.index[-1], periods=600, freq=STEP)
     models = [detector.models[c] for c in frame.columns] + [None]
-    batched = _point_forecasts(models, later)
+    batched = point_forecasts(models, later)
     for j, model in enumerate(models[:-1]):
         expected = model.predict(pd.DataFrame({"ds": later.tz_localize(None)}))["yhat"]
         np.testing.assert_allclose(batched[:, j], expected.to_numpy(), rtol=1e-12)
