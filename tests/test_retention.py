@@ -52,7 +52,8 @@ def test_retention_deletes_expired_rows_in_batches_and_keeps_the_rest(warehouse,
         assert outcome.batches[name] == 3, name  # 2 + 2 + 1 rows
         assert count(engine, metadata.tables[name]) == 1, name
     assert outcome.deleted["notifications"] == 4
-    left = {r.status for r in engine.connect().execute(notifications.select())}
+    with engine.connect() as conn:
+        left = {r.status for r in conn.execute(notifications.select())}
     assert left == {"pending", "sending", "sent"}  # unfinished ones and the recent sent one
     assert outcome.deleted["reports"] == 1
     assert not (reports / "weekly" / "2025-01-06").exists()
