@@ -10,17 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-CHROMIUM = "/usr/bin/chromium"
-# Without these, Chromium keeps dialling hosts this machine cannot reach.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from tests.browser import launch_chromium
 
 
 def _free_port() -> int:
@@ -138,7 +128,7 @@ def test_asset_page_shows_the_gated_partitions_in_a_browser(webserver, tmp_path)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(f"{webserver}/assets/raw_metrics?view=partitions", timeout=60_000)
         _dismiss_welcome(page)
@@ -243,7 +233,7 @@ def test_a_data_quality_alerts_partition_link_opens_that_partition_in_a_browser(
     incident = data_quality_incident("acme", blocked, "values_in_range", "out of range", None)
     link = types.incident_links(incident, webserver)["checked_partition"]
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(link, timeout=60_000)
         _dismiss_welcome(page)

@@ -72,9 +72,28 @@ def ingest_paths(
     new = missing_tenants(instance, settings.tenants)
     if new:
         instance.add_dynamic_partitions(TENANTS, new)
-    stage_job = defs.resolve_job_def("stage_file_job")
     warehouse = Warehouse(settings.warehouse_url)
     files = [f for p in paths for f in _data_files(p, settings.drop_dir)]
+    stage_job = defs.resolve_job_def("stage_file_job")
+    summary.partitions = _stage_files(stage_job, instance, files, force, summary)
+    keys = sorted(summary.partitions)
+    _gate_and_grid(keys, warehouse, workers, summary)
+    states = warehouse.partition_states(keys)
+    blocked_checks = _blocked_checks(keys, states)
+    summary.blocked = sorted(
+        f"{k} ({', '.join(blocked_checks.get(k, ['quality checks']))})"
+        for k in keys
+        if k in states and states[k].gated and states[k].blocked
+    )
+    warehouse.settle_ingests(summary.sources)
+    warehouse.dispose()
+    return summary
+
+
+def _stage_files(
+    stage_job, instance, files: list[tuple[Path, Path]], force: bool, summary: IngestSummary
+) -> set[str]:
+    """Stage each file in its own run, counting into ``summary``; the partitions they touched."""
     pending: set[str] = set()
     for path, layout_root in files:
         summary.files += 1
@@ -97,8 +116,12 @@ def ingest_paths(
         if not stage_meta.get("skipped_same_content"):
             summary.sources.append(str(stage_meta["source"]))
             pending.update(result.output_for_node("stage_file_op"))
-    summary.partitions = pending
-    keys = sorted(pending)
+    return pending
+
+
+def _gate_and_grid(keys: list[str], warehouse, workers: int | None, summary: IngestSummary) -> None:
+    """Gate and grid ``keys`` a tenant's consecutive days per run, then grid the days a blocked
+    neighbour left ungridded, counting into ``summary``."""
     for key, blocked, failure, grid in run_all("ingest_job", _day_ranges(keys), workers):
         summary.grid_steps += grid["steps"]
         summary.grid_gaps += grid["gaps"]
@@ -112,16 +135,6 @@ def ingest_paths(
         summary.grid_gaps += grid["gaps"]
         if failure:
             summary.partition_failures.append(f"{key}: {failure}")
-    states = warehouse.partition_states(keys)
-    blocked_checks = _blocked_checks(keys, states)
-    summary.blocked = sorted(
-        f"{k} ({', '.join(blocked_checks.get(k, ['quality checks']))})"
-        for k in keys
-        if k in states and states[k].gated and states[k].blocked
-    )
-    warehouse.settle_ingests(summary.sources)
-    warehouse.dispose()
-    return summary
 
 
 def _day_ranges(keys: list[str]) -> list[str]:

@@ -190,10 +190,7 @@ def run_backtest(
     """
     if not 0.0 < train_fraction < 1.0:
         raise ValueError("train_fraction must be between 0 and 1")
-    specs = list(detectors) if detectors else _default_detectors()
-    kinds = [_build(spec, None).kind for spec in specs]
-    if len(set(kinds)) != len(kinds):
-        raise ValueError(f"each detector kind may appear once, got {kinds}")
+    specs, kinds = _specs_and_kinds(detectors)
     combiner = combiner.for_members(kinds)
     # Single series get the backtest's level (measured on single real metrics); a tenant's
     # services from records get the pipeline's.
@@ -226,6 +223,17 @@ def run_backtest(
         rows=rows,
         skipped=skipped,
     )
+
+
+def _specs_and_kinds(
+    detectors: Sequence[DetectorSpec] | None,
+) -> tuple[list[DetectorSpec], list[str]]:
+    """The detectors to run (every catalogued kind by default) and their kinds, each kind once."""
+    specs = list(detectors) if detectors else _default_detectors()
+    kinds = [_build(spec, None).kind for spec in specs]
+    if len(set(kinds)) != len(kinds):
+        raise ValueError(f"each detector kind may appear once, got {kinds}")
+    return specs, kinds
 
 
 def _member_scores(groups, specs, kinds, fit: dict, progress: bool):

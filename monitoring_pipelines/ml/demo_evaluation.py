@@ -131,7 +131,6 @@ def evaluate_on_demo(
     for every subset of two or more members and every rule in ``combiners`` (default: mean, max,
     noisy-OR, top-2 mean for three members or more, and a mean weighted by validation F1).
     """
-    from monitoring_pipelines.ml.features import clear_cache
     from monitoring_pipelines.ml.frames import group_frames
     from monitoring_pipelines.sources.demo import DemoConfig, generate
 
@@ -140,11 +139,8 @@ def evaluate_on_demo(
     windows = parse_windows(data.labels)
     specs = list(detector_classes) if detector_classes else _default_detectors()
     origin = min(f.index[0] for f in frames.values()).floor("D")
-    train_end = origin + pd.Timedelta(days=split_days[0])
-    val_end = origin + pd.Timedelta(days=split_days[1])
+    train_end, val_end = (origin + pd.Timedelta(days=days) for days in split_days)
     train = {k: f.loc[f.index < train_end] for k, f in frames.items()}
-
-    points = sum(int(f.notna().to_numpy().sum()) for f in frames.values())
     before_test = (
         {k: f.loc[f.index < val_end] for k, f in frames.items()} if refit_before_test else None
     )
@@ -161,10 +157,7 @@ def evaluate_on_demo(
         evaluation=evaluation,
     )
     chosen = {k: model_sets[k] for k in evaluation_.members}
-    clear_cache()
-    began = time.perf_counter()
-    _score_ensemble(chosen, frames, evaluation_.combiner)
-    throughput[ENSEMBLE] = points / (time.perf_counter() - began)
+    throughput[ENSEMBLE] = _ensemble_throughput(chosen, frames, evaluation_.combiner)
     evaluation_.throughput = throughput
     evaluation_.split = {
         "train": f"[{origin.isoformat()}, {train_end.isoformat()})",
@@ -172,6 +165,26 @@ def evaluate_on_demo(
         "test": f"[{val_end.isoformat()}, end of data]",
     }
     return evaluation_
+
+
+def _ensemble_throughput(
+    model_sets: Mapping[str, DetectorSet],
+    frames: Mapping[GroupKey, pd.DataFrame],
+    combiner: CombinerConfig,
+) -> float:
+    """The chosen ensemble's scoring rate over every group, in points per second."""
+    from monitoring_pipelines.ml.features import clear_cache
+
+    points = _points(frames)
+    clear_cache()
+    began = time.perf_counter()
+    _score_ensemble(model_sets, frames, combiner)
+    return points / (time.perf_counter() - began)
+
+
+def _points(frames: Mapping[GroupKey, pd.DataFrame]) -> int:
+    """How many values the frames hold (missing ones not counted)."""
+    return sum(int(f.notna().to_numpy().sum()) for f in frames.values())
 
 
 def _fit_members(specs, frames, train, before_test, val_end, progress: bool):
@@ -184,7 +197,7 @@ def _fit_members(specs, frames, train, before_test, val_end, progress: bool):
     model_sets: dict[str, DetectorSet] = {}
     member_scores: dict[str, dict[GroupKey, pd.DataFrame]] = {}
     throughput: dict[str, float] = {}
-    points = sum(int(f.notna().to_numpy().sum()) for f in frames.values())
+    points = _points(frames)
     for spec in tqdm(specs, desc="demo", unit="detector", file=sys.stderr, disable=not progress):
         model_set = DetectorSet.fit_groups(spec, None, train)
         clear_cache()
@@ -281,18 +294,9 @@ def measure_members(
         ),
     )
     results[ENSEMBLE] = results[best]
-
-    def table(position: int) -> pd.DataFrame:
-        rows = {}
-        for name, result in results.items():
-            row = {c: result[position].get(c) for c in FIGURE_COLUMNS if c != "threshold"}
-            row["threshold"] = result[3].default
-            rows[name] = row
-        return pd.DataFrame.from_dict(rows, orient="index")[list(FIGURE_COLUMNS)]
-
     return DemoEvaluation(
-        test=table(0),
-        validation=table(1),
+        test=_figure_table(results, 0),
+        validation=_figure_table(results, 1),
         per_series={name: result[2] for name, result in results.items()},
         combiner=candidates[best][1],
         members=candidates[best][0],
@@ -300,6 +304,16 @@ def measure_members(
         throughput={},
         split={},
     )
+
+
+def _figure_table(results: Mapping[str, tuple], position: int) -> pd.DataFrame:
+    """One row of figures per judged name: the test (``position`` 0) or validation (1) ones."""
+    rows = {}
+    for name, result in results.items():
+        row = {c: result[position].get(c) for c in FIGURE_COLUMNS if c != "threshold"}
+        row["threshold"] = result[3].default
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index")[list(FIGURE_COLUMNS)]
 
 
 def _series_of(arrays: Mapping[GroupKey, pd.DataFrame]) -> dict[str, pd.Series]:

@@ -44,35 +44,52 @@ def score_plot(
     ax_values, ax_scores = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
 
     x = _naive_utc(values.index)
-    if values.shape[1] == 1:
-        ax_values.plot(x, values.iloc[:, 0].to_numpy(dtype="float64"), lw=0.8)
-        ax_values.set_ylabel(str(values.columns[0]))
-    else:
-        # Metrics of one group have unrelated units (percent, bytes, ms): standardise to compare.
-        for column in values.columns:
-            series = values[column].to_numpy(dtype="float64")
-            std = np.nanstd(series)
-            z = (series - np.nanmean(series)) / (std if std > 0 else 1.0)
-            ax_values.plot(x, z, lw=0.8, label=str(column))
-        ax_values.set_ylabel("value (z)")
-        ax_values.legend(loc="upper left", fontsize="x-small", ncols=min(3, values.shape[1]))
+    _plot_values(ax_values, x, values)
+    _plot_scores(ax_scores, score_frame, threshold)
+    _shade_windows((ax_values, ax_scores), x, label_windows)
+    if title:
+        ax_values.set_title(title, fontsize="medium")
+    return fig
 
+
+def _plot_values(ax: Any, x: pd.DatetimeIndex, values: pd.DataFrame) -> None:
+    """The values on ``ax``: one series as is, several standardised to share the axis."""
+    if values.shape[1] == 1:
+        ax.plot(x, values.iloc[:, 0].to_numpy(dtype="float64"), lw=0.8)
+        ax.set_ylabel(str(values.columns[0]))
+        return
+    # Metrics of one group have unrelated units (percent, bytes, ms): standardise to compare.
+    for column in values.columns:
+        series = values[column].to_numpy(dtype="float64")
+        std = np.nanstd(series)
+        z = (series - np.nanmean(series)) / (std if std > 0 else 1.0)
+        ax.plot(x, z, lw=0.8, label=str(column))
+    ax.set_ylabel("value (z)")
+    ax.legend(loc="upper left", fontsize="x-small", ncols=min(3, values.shape[1]))
+
+
+def _plot_scores(ax: Any, score_frame: pd.DataFrame, threshold: float | None) -> None:
+    """The scores on ``ax``, with the threshold as a dashed line when given."""
     xs = _naive_utc(score_frame.index)
     for column in score_frame.columns:
         label = str(column) if score_frame.shape[1] > 1 else None
-        ax_scores.plot(xs, score_frame[column].to_numpy(dtype="float64"), lw=0.8, label=label)
+        ax.plot(xs, score_frame[column].to_numpy(dtype="float64"), lw=0.8, label=label)
     if threshold is not None:
-        ax_scores.axhline(threshold, color="black", ls="--", lw=0.8, label="threshold")
-    ax_scores.set_ylabel("score")
-    ax_scores.set_xlabel("time (UTC)")
-    if ax_scores.get_legend_handles_labels()[0]:
-        ax_scores.legend(loc="upper left", fontsize="x-small")
+        ax.axhline(threshold, color="black", ls="--", lw=0.8, label="threshold")
+    ax.set_ylabel("score")
+    ax.set_xlabel("time (UTC)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", fontsize="x-small")
 
+
+def _shade_windows(axes: tuple[Any, Any], x: pd.DatetimeIndex, label_windows: LabelWindows) -> None:
+    """Shade on both axes each labelled window that overlaps the plotted time range."""
+    ax_values = axes[0]
     start, end = (x.min(), x.max()) if len(x) else (None, None)
     for i, (w_start, w_end) in enumerate(_windows(label_windows)):
         if start is not None and (w_end < start or w_start > end):
             continue
-        for ax in (ax_values, ax_scores):
+        for ax in axes:
             ax.axvspan(
                 w_start,
                 w_end,
@@ -81,9 +98,6 @@ def score_plot(
                 lw=0,
                 label="labelled anomaly" if i == 0 and ax is ax_values else None,
             )
-    if title:
-        ax_values.set_title(title, fontsize="medium")
-    return fig
 
 
 def _as_frame(data: pd.Series | pd.DataFrame) -> pd.DataFrame:

@@ -12,18 +12,9 @@ from monitoring_pipelines.reports.render import md, render_html, render_markdown
 from monitoring_pipelines.reports.service import report_dir, write_reports
 from monitoring_pipelines.settings import load_settings
 from monitoring_pipelines.warehouse import Warehouse
+from tests.browser import launch_chromium
 from tests.reports.seed import TENANTS, seed_tenant
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 HOSTILE_TENANT = "<script>alert('t')</script>"
 HOSTILE_SERVICE = '"><img src=x onerror=alert(1)>'
 HOSTILE_METRIC = "*bold*_[x](javascript:alert(2))|<b>"
@@ -123,7 +114,7 @@ def test_report_opens_offline_in_chromium_without_errors(seeded, week, tmp_path)
     page_file.write_text(render_html(report), encoding="utf-8")
     requests, failed, errors = [], [], []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1100, "height": 1400})
         page.on("request", lambda r: requests.append(r.url))
         page.on("requestfailed", lambda r: failed.append(r.url))

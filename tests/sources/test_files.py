@@ -679,12 +679,10 @@ def test_fingerprint_streams_large_files(tmp_path, monkeypatch):
 # -- streaming ------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_large_csv_streams_in_bounded_chunks(tmp_path):
-    rows = 1_500_000
-    chunk_rows = 20_000
+def _metric_csv(path: Path, rows: int) -> int:
+    """A CSV of ``rows`` random metric rows; returns its size in bytes."""
     rng = np.random.default_rng(7)
-    frame = pd.DataFrame(
+    pd.DataFrame(
         {
             "tenant": rng.choice(["acme", "globex", "initech"], rows),
             "service": rng.choice(["api", "cdn", "auth"], rows),
@@ -694,28 +692,42 @@ def test_large_csv_streams_in_bounded_chunks(tmp_path):
             ),
             "value": rng.normal(100, 10, rows).round(3),
         }
-    )
-    path = tmp_path / "big.csv"
-    frame.to_csv(path, index=False)
-    del frame
-    size = path.stat().st_size
+    ).to_csv(path, index=False)
+    return path.stat().st_size
 
+
+def _traced_read(path: Path, chunk_rows: int) -> tuple[int, int]:
+    """Read ``path`` chunk by chunk under tracemalloc, checking every chunk; (rows, peak bytes)."""
     total = 0
-    expected_first = 1
-    for chunk in read_metric_file(path, chunk_rows=chunk_rows):
-        assert chunk.rejected.empty
-        assert 0 < len(chunk.records) <= chunk_rows
-        assert chunk.records["source_row"].iloc[0] == expected_first
-        expected_first += len(chunk.records)
-        total += len(chunk.records)
-    assert total == rows
-
-    # A second pass, traced: tracemalloc makes every allocation several times slower.
     tracemalloc.start()
     try:
-        traced = sum(len(c.records) for c in read_metric_file(path, chunk_rows=chunk_rows))
+        for chunk in read_metric_file(path, chunk_rows=chunk_rows):
+            assert chunk.rejected.empty
+            assert 0 < len(chunk.records) <= chunk_rows
+            assert chunk.records["source_row"].iloc[0] == total + 1
+            total += len(chunk.records)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert traced == rows
-    assert peak < size / 4, f"peak {peak / 2**20:.1f} MiB for a {size / 2**20:.1f} MiB file"
+    return total, peak
+
+
+def test_large_csv_streams_in_bounded_chunks(tmp_path):
+    """The peak of a read does not grow with the file: a file four times longer (16 chunks, 8 MiB,
+    eight 1 MiB read blocks) peaks where the short one does. A reader holding the file, its text
+    or its rows peaks at least one byte higher per extra byte of file (measured: 4x the peak when
+    read in one chunk, +6 MiB when the text is read in one block)."""
+    chunk_rows, rows = 10_000, 40_000
+    small, large = tmp_path / "small.csv", tmp_path / "large.csv"
+    small_size, large_size = _metric_csv(small, rows), _metric_csv(large, 4 * rows)
+    assert _traced_read(small, chunk_rows)[0] == rows
+    small_rows, small_peak = _traced_read(small, chunk_rows)
+    large_rows, large_peak = _traced_read(large, chunk_rows)
+    assert (small_rows, large_rows) == (rows, 4 * rows)
+    figures = (
+        f"peak {small_peak / 2**20:.2f} MiB for {small_size / 2**20:.1f} MiB, "
+        f"{large_peak / 2**20:.2f} MiB for {large_size / 2**20:.1f} MiB"
+    )
+    assert large_peak - small_peak < (large_size - small_size) / 8, figures
+    # A few read blocks and one chunk's frames, whatever the file's size.
+    assert large_peak < 32 * 2**20, figures

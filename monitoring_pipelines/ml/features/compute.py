@@ -166,11 +166,29 @@ class _Features:
         ready = ready & ready[:, [load]]
         full = raw
         raw = np.where(ready, raw, np.nan)
-        cfg = self.cfg
         wanted = self._residual_from
         # Rows the slopes of the wanted rows are fitted on.
         fit = max(0, wanted - self._load_rows - 1)
         reference = self.x - raw
+        x1, x2 = self._load_terms(raw, reference, load, fit)
+        y_centre, y_scale = _robust_scale(raw, self.index, self.cfg, start=fit)
+        y = raw - y_centre
+        # Winsorised: an incident inside the fitting window barely moves the slopes.
+        bound = 4.0 * y_scale
+        y = np.clip(y, -bound, bound)
+        b1, b2 = self._load_slopes(x1, x2, y, wanted)
+        explained = b1 * x1 + b2 * x2
+        explained = np.where(np.isfinite(explained), explained, 0.0)
+        explained[:, load] = 0.0
+        out = full - explained
+        out[:wanted] = np.nan
+        return out
+
+    def _load_terms(
+        self, raw: np.ndarray, reference: np.ndarray, load: int, fit: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The fit's regressors: the trusted, centred relative load residual, and it times level."""
+        cfg = self.cfg
         with np.errstate(invalid="ignore", divide="ignore"):
             relative = raw[:, load] / np.abs(reference[:, load])
         relative = np.where(np.isfinite(relative), relative, np.nan)[:, None]
@@ -184,12 +202,12 @@ class _Features:
         level_centre = _robust_scale(reference, self.index, cfg, start=fit)[0]
         with np.errstate(invalid="ignore", divide="ignore"):
             level = reference / np.abs(level_centre)
-        x2 = x1 * level
-        y_centre, y_scale = _robust_scale(raw, self.index, cfg, start=fit)
-        y = raw - y_centre
-        # Winsorised: an incident inside the fitting window barely moves the slopes.
-        bound = 4.0 * y_scale
-        y = np.clip(y, -bound, bound)
+        return x1, x1 * level
+
+    def _load_slopes(
+        self, x1: np.ndarray, x2: np.ndarray, y: np.ndarray, wanted: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, the least-squares slopes of ``y`` on ``x1`` and ``x2`` over earlier rows."""
         window = self._load_rows
         minimum = round(_DAY_SECONDS / self.step.total_seconds())
         both = np.isfinite(y) & np.isfinite(x2)
@@ -211,12 +229,7 @@ class _Features:
         with np.errstate(invalid="ignore", divide="ignore"):
             b1 = (a22 * s1y - s12 * s2y) / det
             b2 = (a11 * s2y - s12 * s1y) / det
-        explained = b1 * x1 + b2 * x2
-        explained = np.where(np.isfinite(explained), explained, 0.0)
-        explained[:, load] = 0.0
-        out = full - explained
-        out[:wanted] = np.nan
-        return out
+        return b1, b2
 
     def _noise(self) -> np.ndarray:
         """Step-to-step noise sigma of the value (IQR of differences / sqrt 2)."""

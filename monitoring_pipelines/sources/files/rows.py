@@ -70,44 +70,13 @@ def parse_rows(
     received: Callable[[int, int], object],
     raw: Callable[[int], str],
 ) -> ParsedChunk:
+    """A chunk parsed: its records, and its rejected rows each with its first problem."""
     size = len(frame)
-    parsed: dict[str, object] = {}
-    if layout.path_names is not None:
-        parsed.update(layout.path_names)
-    else:
-        for role in NAME_ROLES:
-            position = layout.roles[role]
-            names = _stripped(frame.iloc[:, position])
-            blank = _blank(names)
-            problems.add(blank, role, lambda i, role=role: f"{role}: missing")
-            problems.add(
-                ~blank & ~_valid_names(names),
-                role,
-                lambda i, role=role, position=position, names=names: (
-                    f"{role}: {quote(received(i, position))} is not a valid name"
-                    f" ({broken_name_rule(names.iloc[i])})"
-                ),
-            )
-            parsed[role] = names.to_numpy(dtype=object)
-
+    parsed = _parse_names(frame, layout, problems, received)
     ts_position = layout.roles["ts"]
-    stamps = parse_timestamps(frame.iloc[:, ts_position])
-    ts_blank, ts_bad, ts_range = stamps.blank, stamps.bad, stamps.out_of_range
-    problems.add(ts_blank, "ts", lambda i: "ts: missing")
-    problems.add(
-        ts_bad,
-        "ts",
-        lambda i: f"ts: cannot parse {quote(received(i, ts_position))} as a timestamp",
+    parsed["ts"] = _parse_ts(
+        frame.iloc[:, ts_position], problems, lambda i: received(i, ts_position)
     )
-    problems.add(
-        ts_range,
-        "ts",
-        lambda i: (
-            f"ts: {quote(received(i, ts_position))} is outside the supported range"
-            " 1677-09-22..2262-04-11"
-        ),
-    )
-    parsed["ts"] = stamps.ts.reset_index(drop=True)
 
     value_position = layout.roles["value"]
     values, value_bad = _parse_value(frame.iloc[:, value_position])
@@ -146,6 +115,49 @@ def parse_rows(
         raw=[raw(i) for i in bad],
     )
     return ParsedChunk(records, rejected)
+
+
+def _parse_names(
+    frame: pd.DataFrame, layout: Layout, problems: Problems, received: Callable[[int, int], object]
+) -> dict[str, object]:
+    """Tenant, service and metric per row: from the path, or checked from their columns."""
+    if layout.path_names is not None:
+        return dict(layout.path_names)
+    parsed: dict[str, object] = {}
+    for role in NAME_ROLES:
+        position = layout.roles[role]
+        names = _stripped(frame.iloc[:, position])
+        blank = _blank(names)
+        problems.add(blank, role, lambda i, role=role: f"{role}: missing")
+        problems.add(
+            ~blank & ~_valid_names(names),
+            role,
+            lambda i, role=role, position=position, names=names: (
+                f"{role}: {quote(received(i, position))} is not a valid name"
+                f" ({broken_name_rule(names.iloc[i])})"
+            ),
+        )
+        parsed[role] = names.to_numpy(dtype=object)
+    return parsed
+
+
+def _parse_ts(
+    column: pd.Series, problems: Problems, received: Callable[[int], object]
+) -> pd.Series:
+    """The timestamps of ``column``; each missing, unparsable or out-of-range one a problem."""
+    stamps = parse_timestamps(column)
+    problems.add(stamps.blank, "ts", lambda i: "ts: missing")
+    problems.add(
+        stamps.bad,
+        "ts",
+        lambda i: f"ts: cannot parse {quote(received(i))} as a timestamp",
+    )
+    problems.add(
+        stamps.out_of_range,
+        "ts",
+        lambda i: f"ts: {quote(received(i))} is outside the supported range 1677-09-22..2262-04-11",
+    )
+    return stamps.ts.reset_index(drop=True)
 
 
 def _stripped(column: pd.Series) -> pd.Series:
