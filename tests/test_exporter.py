@@ -393,7 +393,12 @@ def test_exposition_parses_has_no_series_labels_and_survives_mlflow_down(state, 
     assert families["monitoring_pipelines_failed_runs"].type == "counter"
     assert families["monitoring_pipelines_notification_delivery_seconds"].type == "histogram"
     [line] = [r.getMessage() for r in caplog.records if r.name.startswith("monitoring_pipelines")]
-    assert line.startswith("mlflow (http://exporter:***@127.0.0.1:") and "s3cret" not in line
+    # The source's address with its credentials masked: ours masks the password; a library's
+    # log filter loaded by an earlier test in the same process may mask the whole user part.
+    assert line.startswith(
+        ("mlflow (http://exporter:***@127.0.0.1:", "mlflow (http://***@127.0.0.1:")
+    )
+    assert "s3cret" not in line
     assert "\n" not in line
 
 
