@@ -174,13 +174,12 @@ def _live_page(hook: RecordingServer, day: str) -> dict | None:
     return None
 
 
-@contextlib.contextmanager
-def backend_env(name: str, tmp_path: Path):
-    """Environment of the CLI and the servers: a home under ``tmp_path``; on PostgreSQL, both the
-    warehouse and the Dagster instance storage in fresh databases."""
-    home = tmp_path / "home"
-    dagster_home = home / "dagster"
-    dagster_home.mkdir(parents=True)
+def pipeline_env(home: Path, dagster_home: Path) -> dict[str, str]:
+    """The environment of the processes a test starts: this one's, without its pipeline, Dagster
+    and MLflow settings, for one tenant scored by the z-score. The drift checks judge nothing here:
+    the generated platform grows a few percent a week, which is real drift from a training window
+    that ends two weeks before today, and its retrain would be one more run (drift retraining is
+    tested in tests/test_retraining.py)."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -191,12 +190,20 @@ def backend_env(name: str, tmp_path: Path):
         DAGSTER_HOME=str(dagster_home),
         MONITORING_TENANTS="acme",
         MONITORING_DETECTORS="zscore",
-        # The drift checks judge nothing here: the generated platform grows a few percent a week,
-        # which is real drift from a training window that ends two weeks before today, and its
-        # retrain would be one more run. Drift retraining is tested in tests/test_retraining.py.
         MONITORING_DRIFT_MIN_POINTS="1000000",
         PYTHONUNBUFFERED="1",
     )
+    return env
+
+
+@contextlib.contextmanager
+def backend_env(name: str, tmp_path: Path):
+    """Environment of the CLI and the servers: a home under ``tmp_path``; on PostgreSQL, both the
+    warehouse and the Dagster instance storage in fresh databases."""
+    home = tmp_path / "home"
+    dagster_home = home / "dagster"
+    dagster_home.mkdir(parents=True)
+    env = pipeline_env(home, dagster_home)
     with contextlib.ExitStack() as stack:
         storage = ""
         if name == "postgresql":

@@ -33,7 +33,7 @@ from monitoring_pipelines.devservices import (
     temporary_vhost,
 )
 from monitoring_pipelines.sources.demo import DemoConfig, generate, write_demo
-from tests.test_daemon import _process, _wait
+from tests.test_daemon import _process, _wait, pipeline_env
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -74,21 +74,7 @@ def _stack(tmp_path: Path, name: str, broker: str | None):
     )
     write_demo(data, home / "drop")
     (home / "labels.json").write_text(json.dumps(data.labels))
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("MONITORING_", "DAGSTER_", "MLFLOW_"))
-    }
-    env.update(
-        MONITORING_HOME=str(home),
-        DAGSTER_HOME=str(dagster_home),
-        MONITORING_TENANTS="acme",
-        MONITORING_DETECTORS="zscore",
-        MONITORING_START_DATE=START,
-        # No drift retraining here (tests/test_retraining.py covers it).
-        MONITORING_DRIFT_MIN_POINTS="1000000",
-        PYTHONUNBUFFERED="1",
-    )
+    env = {**pipeline_env(home, dagster_home), "MONITORING_START_DATE": START}
     if broker:
         env.update(MONITORING_EXECUTOR="celery", MONITORING_CELERY_BROKER_URL=broker)
     with (
