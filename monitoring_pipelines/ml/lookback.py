@@ -185,11 +185,13 @@ def score_carried(
     so only ``[start, end)`` is read, and the values the next run needs are saved."""
     states, read_from = stored_states(store, tenant, model_sets, versions, start, step)
     values = LookbackStore(store.warehouse) if carry_values else None
-    carried, how = None, "read: a detector has no state yet, caught up from the first point"
-    if read_from is not None:
-        carried, how = (None, "read") if values is None else values.load(tenant, start, read_from)
-        if carried is None and values is not None:
-            how = f"read: {how}"
+    if read_from is None:
+        carried, how = None, "read: a detector has no state yet, caught up from the first point"
+    elif values is None:
+        carried, how = None, "read"
+    else:
+        carried, why = values.load(tenant, start, read_from)
+        how = why if carried is not None else f"read: {why}"
     if carried is not None:
         frames = joined(carried, frames_from(start, end), step)
     else:
