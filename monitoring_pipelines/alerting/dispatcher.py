@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 
 from monitoring_pipelines.alerting import history, leases, templates, types
 from monitoring_pipelines.alerting.leases import Claimed
+from monitoring_pipelines.alerting.message import Message
 from monitoring_pipelines.alerting.receivers import DeliveryError, Receiver
 from monitoring_pipelines.alerting.redaction import redact
 from monitoring_pipelines.alerting.retries import (
@@ -122,7 +123,7 @@ def dispatch(
     backoff_base: float = DEFAULT_BACKOFF_BASE,
     backoff_cap: float = DEFAULT_BACKOFF_CAP,
     rng: random.Random | None = None,
-    render: Callable[..., templates.Message] = templates.render,
+    render: Callable[..., Message] = templates.render,
 ) -> DispatchReport:
     """Deliver the notifications due at ``now`` (default: the current time); see the module doc.
 
@@ -236,7 +237,7 @@ def _deliver_group(
     lock: threading.Lock,
     give_up: tuple[timedelta, int | None],
     backoff: tuple[float, float, random.Random | None],
-    render: Callable[..., templates.Message],
+    render: Callable[..., Message],
 ) -> None:
     done = report.finished
     retry_at: datetime | None = None
@@ -313,7 +314,7 @@ def _deliver_one(
     receiver_name: str,
     row: Claimed,
     thread_key: str | None,
-    render: Callable[..., templates.Message],
+    render: Callable[..., Message],
 ) -> tuple[str, dict, DeliveryError | None]:
     if receiver is None:
         # The policy or the environment may be fixed before the notification gives up.

@@ -78,8 +78,8 @@ from monitoring_pipelines.alerting.report_routes import (
 )
 from monitoring_pipelines.alerting.routing import Escalation, Route, read_route, route_incident
 from monitoring_pipelines.alerting.silences import Silence, read_silence
-from monitoring_pipelines.alerting.templates import LOCALES
 from monitoring_pipelines.alerting.types import Incident
+from monitoring_pipelines.i18n import LOCALES
 
 __all__ = ["AlertingPolicy", "PolicyError", "TenantSettings", "load_policy", "loads_policy"]
 

@@ -1,6 +1,6 @@
-"""Notification text in the receiver's language: one payload becomes a title, a plain-text body, an
-HTML body and the structured pieces (facts, metric rows, links, next step) that Slack, Teams and
-PagerDuty lay out in their own formats.
+"""Notification text in the receiver's language: one payload becomes a :class:`.message.Message`,
+a title, a plain-text body, an HTML body and the structured pieces (facts, metric rows, links,
+next step) that Slack, Teams and PagerDuty lay out in their own formats.
 
 Translations live in ``locales/<locale>.yaml`` (English is the reference catalog) and the bodies in
 Jinja2 templates under ``templates/`` (HTML autoescaped). A key missing from a catalog never shows
@@ -8,8 +8,8 @@ up raw in a message: the English text is used, and the test suite fails on any c
 not have exactly the English keys and placeholders.
 
 A history digest (event ``digest``: the incidents of a tenant found in past data and not paged,
-see ``history.fold_history``) renders through the same templates as an incident, with its counts
-by severity as facts (:func:`render_digest`).
+see ``history.fold_history``) is laid out like an incident, by the same function and templates,
+with its counts by severity as facts (:func:`render_digest`).
 
 A weekly or monthly report (event ``report``) renders differently (:func:`render_report`): its
 title, headline figures and summary come already written in the report's locale (by
@@ -18,12 +18,11 @@ is, and the HTML is the report's own self-contained HTML file.
 """
 
 import functools
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
-import jinja2
-
 from monitoring_pipelines.alerting import types
+from monitoring_pipelines.alerting.message import Message, MetricRow
 from monitoring_pipelines.alerting.wording import (
     LOCALE_DIR,
     REPORT_COLOR,
@@ -36,57 +35,11 @@ from monitoring_pipelines.alerting.wording import (
     next_step_key,
 )
 from monitoring_pipelines.i18n import DEFAULT_LOCALE
-
-# Re-exported: the receivers, the policy and the tests read them from here.
-from monitoring_pipelines.i18n import LOCALES as LOCALES
-from monitoring_pipelines.i18n import MissingTranslation as MissingTranslation
-from monitoring_pipelines.i18n import normalize_locale as normalize_locale
-from monitoring_pipelines.i18n import placeholders as placeholders
+from monitoring_pipelines.templating import template_environment
 
 EVENTS = (types.TRIGGER, types.REPEAT, types.ESCALATE, types.RESOLVE)
 
 TEMPLATE_DIR = LOCALE_DIR.parent / "templates"
-
-
-@dataclass(frozen=True)
-class MetricRow:
-    metric: str
-    value: str
-    score: str
-    threshold: str
-    window: str
-    points: int
-
-
-@dataclass(frozen=True)
-class Message:
-    """A rendered notification. Text fields are in ``locale``; ``severity`` and ``event`` stay the
-    machine values (``critical``, ``trigger``) for receivers that map them (PagerDuty)."""
-
-    locale: str
-    event: str
-    severity: str
-    title: str
-    text: str
-    html: str
-    intro: str
-    severity_text: str
-    event_text: str
-    kind_text: str
-    next_step: str
-    # (localized label, value) pairs: tenant, service, severity, status, started, score, ...
-    facts: tuple[tuple[str, str], ...]
-    metric_header: tuple[str, str, str, str, str]
-    metrics: tuple[MetricRow, ...]
-    # (localized label, url)
-    links: tuple[tuple[str, str], ...]
-    models: str
-    color: str
-    footer: str
-    labels: dict
-
-    def fact(self, label: str) -> str | None:
-        return next((v for k, v in self.facts if k == label), None)
 
 
 @functools.cache
@@ -103,15 +56,9 @@ def _labels(t) -> dict[str, str]:
     }
 
 
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
+@functools.cache
+def _environment():
+    return template_environment(TEMPLATE_DIR)
 
 
 def render(
@@ -180,40 +127,39 @@ def render(
     )
     color = RESOLVED_COLOR if event == types.RESOLVE else SEVERITY_COLORS.get(severity, "757575")
     footer = t("footer", **fields)
-    context = {
-        "title": title,
-        "intro": intro,
-        "summary": incident.get("summary") or "",
-        "facts": facts,
-        "header": header,
-        "metrics": rows,
-        "links": links,
-        "next_step": next_step,
-        "footer": footer,
-        "color": color,
-        **_labels(t),
-    }
-    env = _environment()
-    return Message(
-        locale=t.locale,
+    return _laid_out(
+        t,
+        summary=incident.get("summary") or "",
         event=event,
         severity=severity,
         title=title,
-        text=env.get_template("message.txt").render(context),
-        html=env.get_template("message.html").render(context),
         intro=intro,
-        severity_text=severity_text,
-        event_text=event_text,
-        kind_text=kind_text,
         next_step=next_step,
         facts=tuple(facts),
-        metric_header=header,
-        metrics=rows,
         links=links,
-        models=models_text,
         color=color,
         footer=footer,
         labels=dict(incident.get("labels") or {}),
+        event_text=event_text,
+        severity_text=severity_text,
+        kind_text=kind_text,
+        metric_header=header,
+        metrics=rows,
+        models=models_text,
+    )
+
+
+def _laid_out(t: Translator, summary: str, **parts) -> Message:
+    """The message of ``parts`` (the fields of :class:`Message` but its locale and bodies), its
+    plain-text and HTML bodies laid out by the message templates with ``summary`` above the facts
+    when there is one. Incidents and history digests both go through here."""
+    bare = Message(locale=t.locale, text="", html="", **parts)
+    context = {**vars(bare), "summary": summary, **_labels(t)}
+    env = _environment()
+    return replace(
+        bare,
+        text=env.get_template("message.txt").render(context),
+        html=env.get_template("message.html").render(context),
     )
 
 
@@ -320,18 +266,14 @@ def render_report(payload: dict, locale: str = DEFAULT_LOCALE, *, strict: bool =
         text=_environment().get_template("report.txt").render(context),
         html=report_html(path),
         intro=intro,
-        severity_text="",
-        event_text=str(report.get("title") or ""),
-        kind_text=str(report.get("kind") or ""),
         next_step=where,
         facts=facts,
-        metric_header=("", "", "", "", ""),
-        metrics=(),
         links=links,
-        models="",
         color=REPORT_COLOR,
         footer=footer,
         labels={"tenant": report.get("tenant") or types.ALL_TENANTS, "report": report["kind"]},
+        event_text=str(report.get("title") or ""),
+        kind_text=str(report.get("kind") or ""),
     )
 
 
@@ -354,40 +296,20 @@ def render_digest(payload: dict, locale: str = DEFAULT_LOCALE, *, strict: bool =
     links = tuple(
         (t(f"link.{name}"), url) for name, url in (payload.get("links") or {}).items() if url
     )
-    context = {
-        "title": title,
-        "intro": intro,
-        "summary": "",
-        "facts": facts,
-        "header": (),
-        "metrics": (),
-        "links": links,
-        "next_step": next_step,
-        "footer": footer,
-        "color": REPORT_COLOR,
-        **_labels(t),
-    }
-    env = _environment()
-    return Message(
-        locale=t.locale,
+    return _laid_out(
+        t,
+        summary="",
         event=types.DIGEST,
         severity=REPORT_SEVERITY,
         title=title,
-        text=env.get_template("message.txt").render(context),
-        html=env.get_template("message.html").render(context),
         intro=intro,
-        severity_text="",
-        event_text=t("digest.event"),
-        kind_text="",
         next_step=next_step,
         facts=tuple(facts),
-        metric_header=("", "", "", "", ""),
-        metrics=(),
         links=links,
-        models="",
         color=REPORT_COLOR,
         footer=footer,
         labels={"tenant": tenant, "digest": "history"},
+        event_text=t("digest.event"),
     )
 
 

@@ -15,6 +15,7 @@ from markupsafe import Markup
 
 from monitoring_pipelines.reports import svg
 from monitoring_pipelines.reports.i18n import Translator
+from monitoring_pipelines.templating import template_environment
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -315,14 +316,7 @@ def _chart_views(t: Translator, s: dict, single: bool, tz: str) -> dict:
 
 @functools.cache
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
+    env = template_environment(TEMPLATE_DIR)
     env.filters["md"] = md
     return env
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
+from monitoring_pipelines import i18n
 from monitoring_pipelines.alerting import history, outbox, service, store, templates, types, wording
 from monitoring_pipelines.alerting.planning import plan_notifications
 from monitoring_pipelines.alerting.policy import PolicyError, loads_policy
@@ -287,7 +288,7 @@ def test_the_dispatcher_cancels_a_resolve_whose_trigger_was_never_sent(warehouse
     assert len(hook.requests) == 1
 
 
-@pytest.mark.parametrize("locale", templates.LOCALES)
+@pytest.mark.parametrize("locale", i18n.LOCALES)
 def test_a_digest_renders_in_every_locale(locale):
     payload = {
         "event": types.DIGEST,

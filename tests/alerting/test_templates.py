@@ -4,10 +4,11 @@ import re
 
 import pytest
 
+from monitoring_pipelines import i18n
 from monitoring_pipelines.alerting import templates, types, wording
 from tests.alerting.servers import sample_incident
 
-LOCALES = templates.LOCALES
+LOCALES = i18n.LOCALES
 KINDS = (types.ANOMALY, types.DATA_QUALITY, types.PIPELINE_FAILURE)
 
 
@@ -25,7 +26,7 @@ def test_every_catalog_has_exactly_the_english_keys_and_placeholders():
             f"extra {sorted(set(messages) - set(reference))}"
         )
         for key, text in reference.items():
-            assert templates.placeholders(messages[key]) == templates.placeholders(text), (
+            assert i18n.placeholders(messages[key]) == i18n.placeholders(text), (
                 locale,
                 key,
             )
@@ -63,9 +64,9 @@ def test_every_event_and_kind_renders_strictly_without_raw_keys(locale):
 
 
 def test_missing_key_raises_instead_of_showing_it():
-    with pytest.raises(templates.MissingTranslation):
+    with pytest.raises(i18n.MissingTranslation):
         wording.Translator("fr", strict=True)("next_step.nonexistent")
-    with pytest.raises(templates.MissingTranslation):
+    with pytest.raises(i18n.MissingTranslation):
         wording.Translator("fr")("next_step.nonexistent")
 
 
@@ -145,9 +146,9 @@ def test_resolve_is_green_and_says_resolved_in_every_locale():
 
 
 def test_locale_variants_fall_back_sensibly():
-    assert templates.normalize_locale("fr-CA") == "fr"
-    assert templates.normalize_locale("de_AT") == "de"
-    assert templates.normalize_locale("pt-BR") == "en"
+    assert i18n.normalize_locale("fr-CA") == "fr"
+    assert i18n.normalize_locale("de_AT") == "de"
+    assert i18n.normalize_locale("pt-BR") == "en"
     assert templates.render(payload(), "es-MX").title.startswith("[Alta] Anomalía")
 
 

@@ -29,7 +29,7 @@ from monitoring_pipelines.alerting.receivers.slack import SlackReceiver
 from monitoring_pipelines.alerting.receivers.teams import TeamsReceiver
 from monitoring_pipelines.alerting.receivers.webhook import WebhookReceiver
 from monitoring_pipelines.alerting.redaction import redact
-from monitoring_pipelines.alerting.templates import LOCALES
+from monitoring_pipelines.i18n import LOCALES
 
 __all__ = [
     "RECEIVERS",

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from monitoring_pipelines.alerting.message import Message
 from monitoring_pipelines.alerting.redaction import remember
-from monitoring_pipelines.alerting.templates import Message
 from monitoring_pipelines.alerting.types import Notification
 
 try:  # POSIX only: the lock across processes.

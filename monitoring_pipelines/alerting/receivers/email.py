@@ -13,6 +13,7 @@ from email.message import EmailMessage
 from typing import ClassVar
 
 from monitoring_pipelines.alerting import types
+from monitoring_pipelines.alerting.message import Message
 from monitoring_pipelines.alerting.receivers.base import (
     COMMON_KEYS,
     DeliveryError,
@@ -22,7 +23,6 @@ from monitoring_pipelines.alerting.receivers.base import (
 )
 from monitoring_pipelines.alerting.receivers.http import DEFAULT_READ_TIMEOUT
 from monitoring_pipelines.alerting.redaction import redact
-from monitoring_pipelines.alerting.templates import Message
 from monitoring_pipelines.alerting.types import Notification
 
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")

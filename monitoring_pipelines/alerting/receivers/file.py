@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from monitoring_pipelines.alerting import types
+from monitoring_pipelines.alerting.message import Message
 from monitoring_pipelines.alerting.receivers.base import (
     COMMON_KEYS,
     DeliveryError,
@@ -18,7 +19,6 @@ from monitoring_pipelines.alerting.receivers.base import (
     locked_file,
     report_body,
 )
-from monitoring_pipelines.alerting.templates import Message
 from monitoring_pipelines.alerting.types import Notification
 
 

@@ -19,6 +19,7 @@ from typing import ClassVar
 
 import requests
 
+from monitoring_pipelines.alerting.message import Message
 from monitoring_pipelines.alerting.receivers.base import (
     COMMON_KEYS,
     DeliveryError,
@@ -27,7 +28,6 @@ from monitoring_pipelines.alerting.receivers.base import (
     env_secret,
 )
 from monitoring_pipelines.alerting.redaction import redact
-from monitoring_pipelines.alerting.templates import Message
 from monitoring_pipelines.alerting.types import Notification
 
 USER_AGENT = "monitoring-pipelines/0.1"

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from monitoring_pipelines.alerting import types
+from monitoring_pipelines.alerting.message import Message
 from monitoring_pipelines.alerting.receivers.base import DeliveryError, SpecReader, env_secret
 from monitoring_pipelines.alerting.receivers.http import HTTP_KEYS, HttpReceiver, clip, dumps
 from monitoring_pipelines.alerting.redaction import credentials
-from monitoring_pipelines.alerting.templates import Message
 from monitoring_pipelines.alerting.types import Notification
 
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from monitoring_pipelines.alerting import types
+from monitoring_pipelines.alerting.message import Message
 from monitoring_pipelines.alerting.receivers.http import SecretUrlReceiver, clip
-from monitoring_pipelines.alerting.templates import Message
 from monitoring_pipelines.alerting.types import Notification
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from monitoring_pipelines.alerting import types
+from monitoring_pipelines.alerting.message import Message
 from monitoring_pipelines.alerting.receivers.base import (
     SECRET_HINTS,
     SpecReader,
@@ -16,7 +17,6 @@ from monitoring_pipelines.alerting.receivers.base import (
 )
 from monitoring_pipelines.alerting.receivers.http import HTTP_KEYS, HttpReceiver, dumps, sign
 from monitoring_pipelines.alerting.redaction import credentials
-from monitoring_pipelines.alerting.templates import Message
 from monitoring_pipelines.alerting.types import Notification
 
 
