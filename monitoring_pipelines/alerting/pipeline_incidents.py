@@ -35,28 +35,18 @@ def data_quality_incident(
     it starts at the partition's day (or ``at``/now when the key carries no date)."""
     started = _partition_start(partition_key) or at or datetime.now(UTC)
     seen = at or datetime.now(UTC)
-    first_line = (reason or "").strip().splitlines()[0][:500] if reason else "no reason given"
-    return Incident(
-        fingerprint=types.fingerprint(tenant, check_name, types.DATA_QUALITY, partition_key),
-        tenant=tenant,
-        service="data",
-        kind=types.DATA_QUALITY,
-        severity=Severity.HIGH,
-        status=types.FIRING,
-        started_at=started,
-        last_seen_at=max(seen, started),
-        resolved_at=None,
-        score=1.0,
+    first_line = _first_line(reason, "no reason given")
+    return _pipeline_incident(
+        types.fingerprint(tenant, check_name, types.DATA_QUALITY, partition_key),
+        tenant,
+        "data",
+        types.DATA_QUALITY,
+        started=started,
+        seen=max(seen, started),
         run_id=run_id,
         partition_key=partition_key,
         summary=f"{tenant}: partition {partition_key} blocked by {check_name}: {first_line}",
-        labels={
-            "tenant": tenant,
-            "service": "data",
-            "kind": types.DATA_QUALITY,
-            "severity": Severity.HIGH.label,
-            "check": check_name,
-        },
+        check=check_name,
     )
 
 
@@ -73,27 +63,61 @@ def pipeline_failure_incident(
     partition are one incident (re-runs that fail again update it); without a partition, one per
     run (or per ``identity``, when given). The tenant is ``_platform``."""
     when = at or datetime.now(UTC)
-    first_line = (error or "").strip().splitlines()[0][:500] if error else "no error message"
+    first_line = _first_line(error, "no error message")
     identity = identity or (partition_key if partition_key else run_id)
     where = f" for partition {partition_key}" if partition_key else ""
+    return _pipeline_incident(
+        types.fingerprint(PLATFORM, job_name, types.PIPELINE_FAILURE, identity),
+        PLATFORM,
+        job_name,
+        types.PIPELINE_FAILURE,
+        started=when,
+        seen=when,
+        run_id=run_id,
+        partition_key=partition_key,
+        summary=f"{job_name} failed{where}: {first_line}",
+    )
+
+
+def _first_line(text: str | None, default: str) -> str:
+    """The first line of an error or reason, at most 500 characters, for an incident's summary."""
+    return (text or "").strip().splitlines()[0][:500] if text else default
+
+
+def _pipeline_incident(
+    fingerprint: str,
+    tenant: str,
+    service: str,
+    kind: str,
+    *,
+    started: datetime,
+    seen: datetime,
+    run_id: str | None,
+    partition_key: str | None,
+    summary: str,
+    **extra_labels: str,
+) -> Incident:
+    """A firing, high-severity incident of a pipeline event, labelled with its tenant, service,
+    kind and severity, then ``extra_labels``."""
     return Incident(
-        fingerprint=types.fingerprint(PLATFORM, job_name, types.PIPELINE_FAILURE, identity),
-        tenant=PLATFORM,
-        service=job_name,
-        kind=types.PIPELINE_FAILURE,
+        fingerprint=fingerprint,
+        tenant=tenant,
+        service=service,
+        kind=kind,
         severity=Severity.HIGH,
         status=types.FIRING,
-        started_at=when,
-        last_seen_at=when,
+        started_at=started,
+        last_seen_at=seen,
         resolved_at=None,
         score=1.0,
         run_id=run_id,
         partition_key=partition_key,
-        summary=f"{job_name} failed{where}: {first_line}",
+        summary=summary,
         labels={
-            "tenant": PLATFORM,
-            "service": job_name,
-            "kind": types.PIPELINE_FAILURE,
+            "tenant": tenant,
+            "service": service,
+            "kind": kind,
             "severity": Severity.HIGH.label,
+            **extra_labels,
         },
     )

@@ -52,24 +52,18 @@ def _now() -> datetime:
 
 
 def _data_columns(incident: Incident) -> dict:
+    """The incident's row: its JSON-safe form, with the times as UTC datetimes and the metrics,
+    labels and model versions as JSON text."""
     data = types.incident_to_dict(incident)
     return {
-        "fingerprint": incident.fingerprint,
-        "tenant": incident.tenant,
-        "service": incident.service,
-        "kind": incident.kind,
-        "severity": incident.severity.label,
-        "status": incident.status,
+        **data,
         "started_at": types.utc(incident.started_at),
         "last_seen_at": types.utc(incident.last_seen_at),
         "resolved_at": types.utc(incident.resolved_at),
         "score": float(incident.score),
         "metrics": json.dumps(data["metrics"], sort_keys=True),
-        "summary": incident.summary,
         "labels": json.dumps(data["labels"], sort_keys=True),
         "model_versions": json.dumps(data["model_versions"], sort_keys=True),
-        "run_id": incident.run_id,
-        "partition_key": incident.partition_key,
     }
 
 
