@@ -285,10 +285,10 @@ def render_digest(payload: dict, locale: str = DEFAULT_LOCALE, *, strict: bool =
     digest = payload["digest"]
     fields = _digest_fields(t, digest)
     tenant = fields["tenant"]
-    title = t("digest.title", **fields)
-    intro = t("digest.intro", **fields)
-    next_step = t("digest.next_step", **fields)
-    footer = t("digest.footer", **fields)
+    # The digest's title, intro, next step and footer, each its own catalog sentence.
+    sentences = {
+        part: t(f"digest.{part}", **fields) for part in ("title", "intro", "next_step", "footer")
+    }
     facts = [(t("label.tenant"), tenant), (t("digest.incidents"), fields["count"])]
     by_severity = digest.get("by_severity") or {}
     facts += [(t(f"severity.{label}"), t.number(n)) for label, n in by_severity.items()]
@@ -301,15 +301,12 @@ def render_digest(payload: dict, locale: str = DEFAULT_LOCALE, *, strict: bool =
         summary="",
         event=types.DIGEST,
         severity=REPORT_SEVERITY,
-        title=title,
-        intro=intro,
-        next_step=next_step,
         facts=tuple(facts),
         links=links,
         color=REPORT_COLOR,
-        footer=footer,
         labels={"tenant": tenant, "digest": "history"},
         event_text=t("digest.event"),
+        **sentences,
     )
 
 
