@@ -1,8 +1,6 @@
 """`monitoring-pipelines backtest` as a user runs it on a folder of their own files."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -10,6 +8,7 @@ import pytest
 
 from monitoring_pipelines.ml.catalogue import KINDS
 from monitoring_pipelines.ml.ensemble import DEFAULT_COMBINER, combine_arrays, refractory
+from tests.command import run_cli
 
 
 def _series_file(path, *, spike_at, naive=True, n=3000):
@@ -30,26 +29,17 @@ def test_backtest_writes_one_row_per_input_row_and_an_honest_summary(tmp_path):
     frame, start, end = _series_file(data / "web" / "checkout_latency.csv", spike_at=2500)
     labels = tmp_path / "labels.json"
     labels.write_text(json.dumps({"web/checkout_latency.csv": [[str(start), str(end)]]}))
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "monitoring_pipelines.cli",
-            "backtest",
-            "--data",
-            str(data),
-            "--labels",
-            str(labels),
-            "--train-fraction",
-            "0.15",
-            "--out",
-            str(out),
-            "--detectors",
-            "isolation_forest",
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
+    run = _backtest(
+        "--data",
+        data,
+        "--labels",
+        labels,
+        "--train-fraction",
+        "0.15",
+        "--out",
+        out,
+        "--detectors",
+        "isolation_forest",
         timeout=600,
     )
     assert run.returncode == 0, run.stderr[-2000:]
@@ -71,33 +61,14 @@ def test_backtest_writes_one_row_per_input_row_and_an_honest_summary(tmp_path):
 
 
 def test_backtest_refuses_a_missing_folder_in_one_line(tmp_path):
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "monitoring_pipelines.cli",
-            "backtest",
-            "--data",
-            str(tmp_path / "nope"),
-            "--out",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    run = run_cli("backtest", "--data", tmp_path / "nope", "--out", tmp_path / "out", timeout=120)
     assert run.returncode == 2
     assert run.stderr.strip().endswith("nope: no such file or directory")
     assert run.stderr.strip().count("\n") == 0
 
 
 def _backtest(*args, timeout=120):
-    return subprocess.run(
-        [sys.executable, "-m", "monitoring_pipelines.cli", "backtest", "--quiet", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_cli("backtest", "--quiet", *args, timeout=timeout)
 
 
 @pytest.mark.slow

@@ -10,17 +10,9 @@ import pytest
 
 from monitoring_pipelines.settings import load_settings
 from monitoring_pipelines.warehouse import Warehouse
+from tests.command import run_cli
 
 BAD = Path(__file__).parent / "data" / "bad"
-
-
-def _cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "monitoring_pipelines.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 @pytest.mark.parametrize(
@@ -40,13 +32,13 @@ def _cli(*args):
     ],
 )
 def test_every_command_has_help(command):
-    out = _cli(*command, "--help")
+    out = run_cli(*command, "--help")
     assert out.returncode == 0
     assert out.stdout.startswith("usage: monitoring-pipelines")
 
 
 def test_ingest_of_a_missing_path_exits_non_zero_with_one_line(home):
-    out = _cli("ingest", str(home / "nope.csv"))
+    out = run_cli("ingest", str(home / "nope.csv"))
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0
     assert "nope.csv: no such file or directory" in out.stderr
@@ -58,7 +50,7 @@ def test_ingest_reports_a_refused_file_and_keeps_the_good_one(home, tmp_path, mo
     drop.mkdir()
     (drop / "good.csv").write_bytes((BAD / "good_records.csv").read_bytes())
     (drop / "garbage.bin.csv").write_bytes((BAD / "garbage.bin.csv").read_bytes())
-    out = _cli("ingest", str(drop), "--workers", "1")
+    out = run_cli("ingest", str(drop), "--workers", "1")
     assert out.returncode == 1
     assert re.search(r"refused: .*garbage\.bin\.csv: not a text CSV file", out.stdout)
     match = re.search(r"rows: ([\d,]+) in = ([\d,]+) accepted \+ ([\d,]+) quarantined", out.stdout)
@@ -67,7 +59,7 @@ def test_ingest_reports_a_refused_file_and_keeps_the_good_one(home, tmp_path, mo
 
 
 def test_demo_refuses_an_unknown_service_in_one_line(home):
-    out = _cli("demo", "--services", "api,nope", "--skip-models")
+    out = run_cli("demo", "--services", "api,nope", "--skip-models")
     assert out.returncode != 0
     [line] = out.stderr.strip().splitlines()
     assert "demo: services must be distinct names from" in line and "nope" in line
@@ -75,7 +67,7 @@ def test_demo_refuses_an_unknown_service_in_one_line(home):
 
 def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(home):
     pinned = ("--start", "2026-09-28", "--days", "3")
-    out = _cli("demo", "--tenants", "2", *pinned, "--workers", "2", "--skip-models")
+    out = run_cli("demo", "--tenants", "2", *pinned, "--workers", "2", "--skip-models")
     assert out.returncode == 0, out.stderr[-2000:]
     assert (
         "demo data: 2 tenants, 3 services, 24 series per tenant, 3 days (2026-09-28 to 2026-09-30)"
@@ -101,11 +93,11 @@ def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(home):
     counts = {t: warehouse.count(t) for t in ("metrics", "quarantine", "clean_metrics")}
     assert counts["metrics"] > 0 and counts["clean_metrics"] == 5 * 24 * 288
 
-    again = _cli("demo", "--tenants", "2", *pinned, "--workers", "1", "--skip-models")
+    again = run_cli("demo", "--tenants", "2", *pinned, "--workers", "1", "--skip-models")
     assert again.returncode == 0
     assert "5 ingested" not in again.stdout
     assert {t: warehouse.count(t) for t in counts} == counts
-    quarantine = _cli("quarantine", "--limit", "3")
+    quarantine = run_cli("quarantine", "--limit", "3")
     assert quarantine.returncode == 0 and len(quarantine.stdout.strip().splitlines()) == 4
     warehouse.dispose()
 
@@ -143,12 +135,12 @@ def test_ingest_reads_the_layout_below_the_folder_given_and_counts_only_this_ing
     first = tmp_path / "first"
     first.mkdir()
     (first / "good.csv").write_bytes((BAD / "good_records.csv").read_bytes())
-    out = _cli("ingest", str(first), "--workers", "1")
+    out = run_cli("ingest", str(first), "--workers", "1")
     assert out.returncode == 0, out.stdout + out.stderr
 
     second = tmp_path / "exports"
     _series_csv(second / "acme" / "api" / "latency_p95_ms.csv", 288)
-    out = _cli("ingest", str(second), "--workers", "1")
+    out = run_cli("ingest", str(second), "--workers", "1")
     assert out.returncode == 0, out.stdout + out.stderr
     assert _rows_line(out.stdout) == (288, 288, 0)
     assert "grid: 288 steps, 0 gaps" in out.stdout

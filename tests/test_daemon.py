@@ -174,17 +174,22 @@ def _live_page(hook: RecordingServer, day: str) -> dict | None:
     return None
 
 
+def _environ_without_settings() -> dict[str, str]:
+    """This process's environment without its pipeline, Dagster and MLflow settings."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MONITORING_", "DAGSTER_", "MLFLOW_"))
+    }
+
+
 def pipeline_env(home: Path, dagster_home: Path) -> dict[str, str]:
     """The environment of the processes a test starts: this one's, without its pipeline, Dagster
     and MLflow settings, for one tenant scored by the z-score. The drift checks judge nothing here:
     the generated platform grows a few percent a week, which is real drift from a training window
     that ends two weeks before today, and its retrain would be one more run (drift retraining is
     tested in tests/test_retraining.py)."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("MONITORING_", "DAGSTER_", "MLFLOW_"))
-    }
+    env = _environ_without_settings()
     env.update(
         MONITORING_HOME=str(home),
         DAGSTER_HOME=str(dagster_home),
@@ -375,11 +380,7 @@ def test_a_run_killed_outside_any_step_raises_one_pipeline_failure_incident(tmp_
     (home / "alerting.yaml").write_text(KILL_POLICY)
     hook = RecordingServer()
     hook.script.append("stall")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("MONITORING_", "DAGSTER_", "MLFLOW_"))
-    }
+    env = _environ_without_settings()
     env.update(
         MONITORING_HOME=str(home),
         DAGSTER_HOME=str(home / "dagster"),

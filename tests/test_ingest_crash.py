@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from monitoring_pipelines.sources.demo import DemoConfig, generate, write_demo
+from tests.table_snapshot import table_snapshot
 
 CONFIG = DemoConfig(tenants=("acme", "globex"), days=3, bad_rows=True, broken_partition=True)
 # Columns that differ between two correct runs: row ids, times, Dagster run ids.
@@ -36,26 +37,7 @@ def _ingest(env, path, fault=None):
 
 
 def _tables(url: str) -> dict[str, pd.DataFrame]:
-    engine = sa.create_engine(url)
-    out = {}
-    with engine.connect() as conn:
-        for name in TABLES:
-            frame = pd.read_sql(sa.text(f"SELECT * FROM {name}"), conn)
-            frame = frame.drop(columns=[c for c in frame.columns if c in VOLATILE])
-            if name == "partition_states":
-                # Versions count stagings; what must match is where each partition stands.
-                frame = frame[["partition_key", "blocked"]]
-            # One form on both databases: PostgreSQL returns datetimes and booleans, SQLite text
-            # and 0/1.
-            if name != "quarantine" and "ts" in frame.columns:
-                frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601")
-            for column in ("blocked", "is_gap"):
-                if column in frame.columns:
-                    frame[column] = frame[column].astype(bool)
-            frame = frame.astype(str).sort_values(list(frame.columns)).reset_index(drop=True)
-            out[name] = frame
-    engine.dispose()
-    return out
+    return table_snapshot(url, TABLES, VOLATILE)
 
 
 def _env(tmp_path, name, warehouse_url=None):

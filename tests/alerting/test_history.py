@@ -14,9 +14,10 @@ from monitoring_pipelines import i18n
 from monitoring_pipelines.alerting import history, outbox, service, store, templates, types, wording
 from monitoring_pipelines.alerting.planning import plan_notifications
 from monitoring_pipelines.alerting.policy import PolicyError, loads_policy
-from monitoring_pipelines.alerting.types import Incident, MetricEvidence, Severity
+from monitoring_pipelines.alerting.types import Incident, Severity
 from tests.alerting.conftest import score_frame
 from tests.alerting.servers import PagerDutyChecker, WebhookChecker
+from tests.alerting.test_policy import incident as anomaly_incident
 
 # The demo's days (2026-09-28 to 2026-11-01) alerted in December, as `make demo` does.
 FIRST_DAY = pd.Timestamp("2026-09-28", tz="UTC")
@@ -202,22 +203,8 @@ def test_only_incidents_firing_within_the_lookback_page(warehouse, home, receive
 
 
 def _incident(last_seen: datetime, status=types.FIRING, severity=Severity.HIGH) -> Incident:
-    start = datetime(2026, 10, 5, 10, 0, tzinfo=UTC)
-    return Incident(
-        fingerprint="f" * 16,
-        tenant="acme",
-        service="api",
-        kind=types.ANOMALY,
-        severity=severity,
-        status=status,
-        started_at=start,
-        last_seen_at=last_seen,
-        resolved_at=last_seen + timedelta(minutes=30) if status == types.RESOLVED else None,
-        score=0.9,
-        metrics=(MetricEvidence("error_rate", 0.9, 1.0, 0.5, start, last_seen, 3),),
-        run_id="run-1",
-        partition_key="2026-10-05|acme",
-    )
+    """acme's api incident that started 2026-10-05 10:00, last seen at ``last_seen``."""
+    return anomaly_incident(last_seen=last_seen.isoformat(), status=status, severity=severity)
 
 
 def _brief(notes):

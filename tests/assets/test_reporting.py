@@ -1,14 +1,14 @@
 """The report assets, schedules and command on the seeded warehouse of tests/reports."""
 
+import functools
 import json
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from tests.command import run_cli
 from tests.reports.seed import TENANTS, seeded  # noqa: F401
 
 
@@ -51,13 +51,7 @@ def test_weekly_report_asset_writes_every_tenant_and_shows_the_summary(env):
     assert Path(meta["report"].value) == env / "reports/weekly/2026-10-19/all/report.html"
 
 
-def _cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "monitoring_pipelines.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+_cli = functools.partial(run_cli, timeout=300)
 
 
 def test_report_command_builds_a_past_period_for_one_tenant(env, tmp_path):

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from monitoring_pipelines.sources.demo import DemoConfig, generate
 from tests.alerting.servers import RecordingServer, WebhookChecker
+from tests.table_snapshot import table_snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -100,18 +101,7 @@ def _drain(env: dict, home: Path) -> None:
 
 
 def _tables(home: Path) -> dict[str, pd.DataFrame]:
-    engine = sa.create_engine(f"sqlite:///{home / 'warehouse.db'}")
-    out = {}
-    with engine.connect() as conn:
-        for name in TABLES:
-            frame = pd.read_sql(sa.text(f"SELECT * FROM {name}"), conn)
-            frame = frame.drop(columns=[c for c in frame.columns if c in VOLATILE])
-            if name == "partition_states":
-                frame = frame[["partition_key", "blocked"]]
-            frame = frame.astype(str).sort_values(list(frame.columns)).reset_index(drop=True)
-            out[name] = frame
-    engine.dispose()
-    return out
+    return table_snapshot(f"sqlite:///{home / 'warehouse.db'}", TABLES, VOLATILE)
 
 
 @pytest.fixture(scope="module")
