@@ -10,7 +10,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 WEEK = "week"
 MONTH = "month"
-KINDS = (WEEK, MONTH)
 # The asset name and folder of each kind.
 REPORT_NAMES = {WEEK: "weekly", MONTH: "monthly"}
 # How far each kind's forecast looks ahead.

@@ -9,7 +9,7 @@ from monitoring_pipelines.alerting import templates, types, wording
 from tests.alerting.servers import sample_incident
 
 LOCALES = i18n.LOCALES
-KINDS = (types.ANOMALY, types.DATA_QUALITY, types.PIPELINE_FAILURE)
+INCIDENT_KINDS = (types.ANOMALY, types.DATA_QUALITY, types.PIPELINE_FAILURE)
 
 
 def payload(event="trigger", **kwargs):
@@ -52,7 +52,7 @@ def test_every_event_and_kind_renders_strictly_without_raw_keys(locale):
         r"\b(severity|event|kind|status|title|intro|label|link|next_step)\.[a-z_]+\b"
     )
     for event in templates.EVENTS:
-        for kind in KINDS:
+        for kind in INCIDENT_KINDS:
             status = "resolved" if event == "resolve" else "firing"
             message = templates.render(
                 payload(event, kind=kind, status=status), locale, strict=True
