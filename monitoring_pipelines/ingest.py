@@ -82,6 +82,11 @@ def stage_file(
     quarantined with the reason, so that nothing is silently dropped.
     Raises :class:`InputFileError` (one line) for a file that cannot be read at all; the failure is
     recorded on the ingest so the sensor does not retry the same content forever.
+
+    Longer than our usual functions on purpose: the file is read as a stream that the one
+    transaction writing ``landing``, the quarantine, the partitions and the ingest record consumes,
+    and the stream's generator counts rows, rejects and partitions into locals that transaction
+    then records; cut apart, those counters would travel between functions.
     """
     pseudonymiser = pseudonyms.from_environment()  # refuses before anything is read or written
     path = Path(path)
