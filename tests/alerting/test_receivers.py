@@ -348,14 +348,19 @@ def email_spec(port, **extra):
     }
 
 
+def mail_logging_in(port: int, password: str, monkeypatch):
+    """The ``mail`` receiver logging in as ``mailer`` with ``password``, both read from the
+    environment variables its spec names."""
+    monkeypatch.setenv("TEST_SMTP_USER", "mailer")
+    monkeypatch.setenv("TEST_SMTP_PASSWORD", password)
+    return receiver_from_spec(
+        "mail", email_spec(port, username_env="TEST_SMTP_USER", password_env="TEST_SMTP_PASSWORD")
+    )
+
+
 def test_email_is_multipart_and_the_resolve_threads_onto_the_trigger(smtp, monkeypatch):
     sink = smtp(credentials=("mailer", "smtp-pass-123"))
-    monkeypatch.setenv("TEST_SMTP_USER", "mailer")
-    monkeypatch.setenv("TEST_SMTP_PASSWORD", "smtp-pass-123")
-    mail = receiver_from_spec(
-        "mail",
-        email_spec(sink.port, username_env="TEST_SMTP_USER", password_env="TEST_SMTP_PASSWORD"),
-    )
+    mail = mail_logging_in(sink.port, "smtp-pass-123", monkeypatch)
     trigger = sample_notification("mail", "trigger", locale="it")
     resolve = sample_notification("mail", "resolve", locale="it")
     send(mail, trigger)
@@ -405,12 +410,7 @@ def test_email_server_answers_are_classified(smtp, reply, retryable):
 
 def test_email_wrong_password_is_permanent_and_redacted(smtp, monkeypatch):
     sink = smtp(credentials=("mailer", "right-password"))
-    monkeypatch.setenv("TEST_SMTP_USER", "mailer")
-    monkeypatch.setenv("TEST_SMTP_PASSWORD", "wrong-password")
-    mail = receiver_from_spec(
-        "mail",
-        email_spec(sink.port, username_env="TEST_SMTP_USER", password_env="TEST_SMTP_PASSWORD"),
-    )
+    mail = mail_logging_in(sink.port, "wrong-password", monkeypatch)
     with pytest.raises(DeliveryError) as info:
         send(mail, sample_notification("mail"))
     assert not info.value.retryable

@@ -199,11 +199,18 @@ def test_file_drop_sensor_waits_for_a_file_still_being_written(env):
     assert json.loads(result.cursor) == {}
 
 
-def _run_success(instance, result) -> dg.DagsterEvent:
+def _staged_file_context(defs, instance, result) -> dg.RunStatusSensorContext:
+    """The staged-file sensor's context for the success of the run ``result``."""
     records = instance.get_records_for_run(
         result.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS
     ).records
-    return records[0].event_log_entry.dagster_event
+    return dg.build_run_status_sensor_context(
+        sensor_name="staged_file_sensor",
+        dagster_event=records[0].event_log_entry.dagster_event,
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        resources=defs.resources,
+    )
 
 
 def test_staging_run_leads_to_one_ranged_run_of_the_touched_days(env):
@@ -216,14 +223,7 @@ def test_staging_run_leads_to_one_ranged_run_of_the_touched_days(env):
     )
     assert run.success
     sensor = defs.resolve_sensor_def("staged_file_sensor")
-    event = _run_success(instance, run)
-    context = dg.build_run_status_sensor_context(
-        sensor_name="staged_file_sensor",
-        dagster_event=event,
-        dagster_instance=instance,
-        dagster_run=run.dagster_run,
-        resources=defs.resources,
-    )
+    context = _staged_file_context(defs, instance, run)
     requests = sensor(context)
     assert len(requests) == 1
     tags = requests[0].tags
@@ -251,14 +251,7 @@ def test_staging_run_leads_to_one_ranged_run_of_the_touched_days(env):
         instance=instance,
         tags={"monitoring/source": "acme.parquet"},
     )
-    event = _run_success(instance, rerun)
-    context = dg.build_run_status_sensor_context(
-        sensor_name="staged_file_sensor",
-        dagster_event=event,
-        dagster_instance=instance,
-        dagster_run=rerun.dagster_run,
-        resources=defs.resources,
-    )
+    context = _staged_file_context(defs, instance, rerun)
     assert isinstance(sensor(context), dg.SkipReason)
 
 
@@ -273,13 +266,7 @@ def test_a_file_the_command_line_staged_is_left_to_it(env):
         tags={"monitoring/source": "acme.parquet", "monitoring/trigger": "cli"},
     )
     assert run.success and env["warehouse"].read_ingest("acme.parquet").status == "staged"
-    context = dg.build_run_status_sensor_context(
-        sensor_name="staged_file_sensor",
-        dagster_event=_run_success(instance, run),
-        dagster_instance=instance,
-        dagster_run=run.dagster_run,
-        resources=defs.resources,
-    )
+    context = _staged_file_context(defs, instance, run)
     skipped = defs.resolve_sensor_def("staged_file_sensor")(context)
     assert isinstance(skipped, dg.SkipReason)
     assert "staged by the command line" in skipped.skip_message
