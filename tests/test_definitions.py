@@ -10,6 +10,16 @@ import pytest
 from monitoring_pipelines.ml.catalogue import CATALOGUE
 
 HEAVY = ("tensorflow", "keras", "prophet", "mlflow", "great_expectations")
+# The quality checks on raw_metrics that block the partition when they fail (freshness only warns).
+BLOCKING_CHECKS = (
+    "schema",
+    "keys_not_null",
+    "values_finite",
+    "values_in_range",
+    "timestamps_in_partition",
+    "keys_unique",
+    "volume",
+)
 
 
 def _defs(home):
@@ -33,16 +43,7 @@ def test_code_location_lists_assets_checks_jobs_sensors_and_schedule(home):
         "monthly_report",
     }
     checks = {(k.asset_key.to_user_string(), k.name) for k in repo.asset_graph.asset_check_keys}
-    for name in (
-        "schema",
-        "keys_not_null",
-        "values_finite",
-        "values_in_range",
-        "timestamps_in_partition",
-        "keys_unique",
-        "volume",
-        "freshness",
-    ):
+    for name in (*BLOCKING_CHECKS, "freshness"):
         assert ("raw_metrics", name) in checks
     assert ("clean_metrics", "gap_fraction") in checks
     assert ("clean_metrics", "values_drift") in checks
@@ -79,15 +80,7 @@ def test_checks_that_mean_bad_data_block_downstream(home):
     defs = _defs(home)
     specs = {s.name: s for s in defs.resolve_assets_def("raw_metrics").check_specs}
     blocking = {name for name, spec in specs.items() if spec.blocking}
-    assert blocking == {
-        "schema",
-        "keys_not_null",
-        "values_finite",
-        "values_in_range",
-        "timestamps_in_partition",
-        "keys_unique",
-        "volume",
-    }
+    assert blocking == set(BLOCKING_CHECKS)
     assert not specs["freshness"].blocking
 
 
