@@ -119,14 +119,24 @@ def _memory(rng, base, hours, util, n):
     return base + 6.0 * since_restart + 4.0 * util + rng.normal(0.0, 0.3, n)
 
 
+def _requests_and_latency(r, tl, rate, noise, util, latency):
+    """A request service's requests per interval (Poisson around ``rate`` a second with lognormal
+    ``noise``) and its p50 and p95 latencies (``latency``: the arguments of :func:`_latency_pair`
+    after the generator, util excepted)."""
+    expected = rate * tl.step * _lognormal(r("requests_per_second"), noise, tl.n)
+    requests = r("requests_per_second").poisson(expected)
+    base_ms, *shape = latency
+    return (requests, *_latency_pair(r("latency"), base_ms, util, *shape, tl.n))
+
+
 def _api(config, tl, tenant, scale, load, util, hours) -> dict[str, np.ndarray]:
     def r(metric):
         return _rng(config.seed, tenant, "api", metric)
 
     n = tl.n
-    expected = 120.0 * scale * load * tl.step * _lognormal(r("requests_per_second"), 0.02, n)
-    requests = r("requests_per_second").poisson(expected)
-    p50, p95 = _latency_pair(r("latency"), 38.0, util, 0.7, 2.4, 0.8, 4.0, n)
+    requests, p50, p95 = _requests_and_latency(
+        r, tl, 120.0 * scale * load, 0.02, util, (38.0, 0.7, 2.4, 0.8, 4.0)
+    )
     error_p = 0.0015 * (1.0 + 5.0 * util**4) * _lognormal(r("error_rate"), 0.1, n)
     return {
         "requests_per_second": requests / tl.step,
@@ -173,9 +183,9 @@ def _recommendations(config, tl, tenant, scale, load, util, hours) -> dict[str, 
         return _rng(config.seed, tenant, "recommendations", metric)
 
     n = tl.n
-    expected = 45.0 * scale * load * tl.step * _lognormal(r("requests_per_second"), 0.03, n)
-    requests = r("requests_per_second").poisson(expected)
-    p50, p95 = _latency_pair(r("latency"), 85.0, util, 0.9, 2.6, 1.5, 8.0, n)
+    requests, p50, p95 = _requests_and_latency(
+        r, tl, 45.0 * scale * load, 0.03, util, (85.0, 0.9, 2.6, 1.5, 8.0)
+    )
     # Listeners skip more in the small hours and on the commute than in the evening.
     skip_p = 0.20 + 0.05 * np.clip(1.0 - load, 0.0, 1.0)
     return {
