@@ -66,8 +66,8 @@ def render(
 ) -> Message:
     """Render a notification payload (see ``types.notification_payload``) in ``locale``.
 
-    ``strict`` raises :class:`MissingTranslation` instead of falling back to English; the tests
-    render every event and kind in every locale that way.
+    ``strict`` raises :class:`~monitoring_pipelines.i18n.MissingTranslation` instead of falling
+    back to English; the tests render every event and kind in every locale that way.
 
     Longer than most functions here on purpose: it is one flat list of the message's parts, each
     a line or two, and cutting it further would only pass its dozen translated texts around.
