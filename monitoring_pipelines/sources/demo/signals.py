@@ -1,6 +1,7 @@
 """The clean signals: a seeded timeline, tenant load and utilisation, and each service's metrics
 derived from them (seasonal, correlated, noisy)."""
 
+import functools
 import zlib
 from dataclasses import dataclass, field
 
@@ -130,8 +131,7 @@ def _requests_and_latency(r, tl, rate, noise, util, latency):
 
 
 def _api(config, tl, tenant, scale, load, util, hours) -> dict[str, np.ndarray]:
-    def r(metric):
-        return _rng(config.seed, tenant, "api", metric)
+    r = functools.partial(_rng, config.seed, tenant, "api")
 
     n = tl.n
     requests, p50, p95 = _requests_and_latency(
@@ -153,8 +153,7 @@ def _api(config, tl, tenant, scale, load, util, hours) -> dict[str, np.ndarray]:
 
 
 def _playback(config, tl, tenant, scale, load, util, hours) -> dict[str, np.ndarray]:
-    def r(metric):
-        return _rng(config.seed, tenant, "playback", metric)
+    r = functools.partial(_rng, config.seed, tenant, "playback")
 
     n = tl.n
     expected = 900.0 * scale * load * (tl.step / 300.0) * _lognormal(r("streams"), 0.03, n)
@@ -179,8 +178,7 @@ def _playback(config, tl, tenant, scale, load, util, hours) -> dict[str, np.ndar
 
 
 def _recommendations(config, tl, tenant, scale, load, util, hours) -> dict[str, np.ndarray]:
-    def r(metric):
-        return _rng(config.seed, tenant, "recommendations", metric)
+    r = functools.partial(_rng, config.seed, tenant, "recommendations")
 
     n = tl.n
     requests, p50, p95 = _requests_and_latency(
