@@ -183,6 +183,15 @@ def test_a_home_created_before_a_column_existed_gets_it_on_open(tmp_path):
     assert "pca_score" in scores and "pending" in ingests
 
 
+def test_sqlite_connections_write_ahead_with_a_page_cache_the_indexes_fit(tmp_path):
+    wh = Warehouse(f"sqlite:///{tmp_path}/wh.db")
+    with wh.engine.connect() as conn:
+        mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar_one()
+        cache = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
+    wh.dispose()
+    assert (mode, cache) == ("wal", -65536)
+
+
 def test_shadow_scores_are_kept_per_challenger_version_and_counted_per_day(warehouse):
     def shadow(version, start, periods):
         ts = pd.date_range(start, periods=periods, freq="5min", tz="UTC")

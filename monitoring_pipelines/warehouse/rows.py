@@ -107,6 +107,10 @@ def sqlite_pragmas(dbapi_conn, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # 64 MiB of page cache instead of 2: the indexes of landing and the metric tables outgrow
+    # 2 MiB at a few hundred thousand rows, and each insert then reads its index pages back
+    # from the OS (staging 963k rows: +5% rows per CPU second, +8% wall, measured Dec 2026).
+    cursor.execute("PRAGMA cache_size=-65536")
     cursor.close()
 
 
