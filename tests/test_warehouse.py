@@ -42,6 +42,31 @@ def test_landing_round_trip_is_exact_and_restaging_a_source_replaces_it(warehous
     assert set(back["tags"]) == {'{"region":"eu"}'}
 
 
+def test_records_read_back_exactly_whichever_way_they_are_read(warehouse, monkeypatch):
+    """PostgreSQL reads through COPY and Arrow's CSV reader: odd text and non-finite values come
+    back exactly as the row-by-row read returns them, and as they were written."""
+    import monitoring_pipelines.warehouse as module
+
+    frame = _records(periods=6).assign(
+        value=[np.nan, np.inf, -np.inf, 1e-300, 0.1 + 0.2, -0.0],
+        tags=["", '{"a":"x,\\"y\\""}', "é\nline", "NULL", '""', "\\N"],
+    )
+    warehouse.replace_source("landing", "drop/a.csv", frame)
+    bulk = []
+    copy_out = module.copy_out
+    monkeypatch.setattr(
+        module, "copy_out", lambda *a, **k: bulk.append(copy_out(*a, **k)) or bulk[-1]
+    )
+    fast = warehouse.read_records("landing", tenant="acme").sort_values("source_row")
+    monkeypatch.setattr(module.Warehouse, "_copy_frame", lambda self, query: None)
+    rows = warehouse.read_records("landing", tenant="acme").sort_values("source_row")
+    assert [b is not None for b in bulk] == ([True] if warehouse.dialect == "postgresql" else [])
+    pd.testing.assert_frame_equal(fast, rows, check_exact=True)
+    back = fast.reset_index(drop=True)[list(frame.columns)]
+    written = frame.reset_index(drop=True).assign(ts=frame["ts"].dt.as_unit("us"))
+    pd.testing.assert_frame_equal(back, written, check_exact=True)
+
+
 def test_streamed_replace_is_one_slice(warehouse):
     frame = _records()
     chunks = [frame.iloc[:100], frame.iloc[100:]]
@@ -156,6 +181,15 @@ def test_a_home_created_before_a_column_existed_gets_it_on_open(tmp_path):
         scores = {row[1] for row in con.execute("PRAGMA table_info(anomaly_scores)")}
         ingests = {row[1] for row in con.execute("PRAGMA table_info(ingests)")}
     assert "pca_score" in scores and "pending" in ingests
+
+
+def test_sqlite_connections_write_ahead_with_a_page_cache_the_indexes_fit(tmp_path):
+    wh = Warehouse(f"sqlite:///{tmp_path}/wh.db")
+    with wh.engine.connect() as conn:
+        mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar_one()
+        cache = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
+    wh.dispose()
+    assert (mode, cache) == ("wal", -65536)
 
 
 def test_shadow_scores_are_kept_per_challenger_version_and_counted_per_day(warehouse):

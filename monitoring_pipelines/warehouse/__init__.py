@@ -14,7 +14,14 @@ import sqlalchemy as sa
 
 from monitoring_pipelines.warehouse import rows as _rows
 from monitoring_pipelines.warehouse.ingest_states import IngestRecord, IngestStates, PartitionState
-from monitoring_pipelines.warehouse.rows import copy_into, records, sqlite_pragmas, ts_text, utc_now
+from monitoring_pipelines.warehouse.rows import (
+    copy_into,
+    copy_out,
+    records,
+    sqlite_pragmas,
+    ts_text,
+    utc_now,
+)
 from monitoring_pipelines.warehouse.schema import (
     FAILED,
     INGESTED,
@@ -239,12 +246,19 @@ class Warehouse(IngestStates, ScoreStore):
             query = query.where(table.c.ts < end)
         if source is not None:
             query = query.where(table.c.source == source)
-        frame = self._frame(query)
+        frame = self._copy_frame(query) if self.dialect == "postgresql" else None
+        if frame is None:
+            frame = self._frame(query)
         if not frame.empty or "ts" in frame.columns:
             frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601")
         if "value" in frame.columns:
             frame["value"] = frame["value"].astype("float64")
         return frame
+
+    def _copy_frame(self, query: sa.Select) -> pd.DataFrame | None:
+        """The rows of ``query`` through PostgreSQL's bulk path (:func:`copy_out`), or None."""
+        with self.engine.connect() as conn:
+            return copy_out(conn, query, typed={"ts", "value"})
 
     def _frame(self, query: sa.Select) -> pd.DataFrame:
         """The rows of ``query`` as pandas would read them (``pd.read_sql``), fetched from the

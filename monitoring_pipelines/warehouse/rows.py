@@ -107,6 +107,10 @@ def sqlite_pragmas(dbapi_conn, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # 64 MiB of page cache instead of 2: the indexes of landing and the metric tables outgrow
+    # 2 MiB at a few hundred thousand rows, and each insert then reads its index pages back
+    # from the OS (staging 963k rows: +5% rows per CPU second, +8% wall, measured Dec 2026).
+    cursor.execute("PRAGMA cache_size=-65536")
     cursor.close()
 
 
@@ -146,3 +150,75 @@ def _arrow_csv(frame: pd.DataFrame) -> bytes | None:
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
     return buffer.getvalue()
+
+
+# How each column type is read back from PostgreSQL's COPY text: Arrow's type, or None for a
+# column read as text (a timestamp, parsed by the caller in one vectorised call).
+def _arrow_type(column_type: sa.types.TypeEngine):
+    import pyarrow as pa
+
+    if isinstance(column_type, sa.Boolean):
+        return pa.bool_()
+    if isinstance(column_type, sa.Float):
+        return pa.float64()
+    if isinstance(column_type, sa.Integer):
+        return pa.int64()
+    if isinstance(column_type, sa.String | sa.DateTime):
+        return pa.string()
+    raise TypeError(column_type)
+
+
+def copy_out(conn: sa.Connection, query: sa.Select, typed: set[str]) -> pd.DataFrame | None:
+    """The rows of ``query`` read through PostgreSQL ``COPY ... TO STDOUT`` and parsed by Arrow's
+    CSV reader, as :meth:`Warehouse._frame` would return them but with timestamps as UTC ISO
+    text: a row of Python objects per row (psycopg's datetimes, then ``from_records``) was most
+    of a read. None (the caller reads the usual way) when a column has a type this path does not
+    read, or can be NULL and is not in ``typed`` (columns the caller casts itself): pandas types
+    such a column by the values it holds."""
+    import pyarrow.csv as pa_csv
+
+    columns = list(query.selected_columns)
+    types = {}
+    for column in columns:
+        if getattr(column, "nullable", True) and column.name not in typed:
+            return None
+        try:
+            types[column.name] = _arrow_type(column.type)
+        except TypeError:
+            return None
+    # Timestamps as UTC text with every microsecond digit, whatever the session's time zone.
+    selected = [
+        sa.func.to_char(sa.func.timezone("UTC", c), 'YYYY-MM-DD"T"HH24:MI:SS.US').label(c.name)
+        if isinstance(c.type, sa.DateTime)
+        else c
+        for c in columns
+    ]
+    compiled = query.with_only_columns(*selected).compile(dialect=conn.dialect)
+    sql = f"COPY ({compiled}) TO STDOUT WITH (FORMAT csv)"
+    buffer = io.BytesIO()
+    raw = conn.connection.dbapi_connection
+    with raw.cursor() as cursor:
+        if hasattr(cursor, "copy_expert"):  # psycopg2
+            cursor.copy_expert(cursor.mogrify(sql, compiled.params).decode(), buffer)
+        else:  # psycopg 3
+            with cursor.copy(sql, compiled.params) as copy:
+                for block in copy:
+                    buffer.write(block)
+    names = [c.name for c in columns]
+    if not buffer.tell():
+        return pd.DataFrame(columns=names)
+    buffer.seek(0)
+    table = pa_csv.read_csv(
+        buffer,
+        read_options=pa_csv.ReadOptions(column_names=names),
+        convert_options=pa_csv.ConvertOptions(
+            column_types=types,
+            # PostgreSQL writes NULL as an unquoted empty field and an empty text as "".
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            true_values=["t"],
+            false_values=["f"],
+        ),
+    )
+    return table.to_pandas()
