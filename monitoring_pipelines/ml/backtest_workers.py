@@ -3,12 +3,14 @@
 Each group (a tenant's service, or one series) is fitted and scored by every detector kind
 independently of the others, so groups go to a pool of worker processes and come back in input
 order; every fit is seeded, so the scores are the ones a serial run gives (a test holds this).
-Each worker imports the heavy libraries its kinds need once, when it starts (TensorFlow on one
-thread, Prophet), and keeps its compiled LSTM trainers from group to group; BLAS is held to one
+Each worker imports the heavy libraries its kinds need once, when it starts (TensorFlow,
+Prophet), and keeps its compiled LSTM trainers from group to group; BLAS is held to one
 thread per worker so two workers use two cores instead of fighting over them.
 
 A pool costs a few seconds to start (a fresh interpreter per worker, TensorFlow imported again),
-so a small backtest runs in this process: see :data:`MIN_PARALLEL_STEPS`.
+so a small backtest runs in this process: see :data:`MIN_PARALLEL_STEPS`. Workers are spawned
+(TensorFlow does not survive a fork), so a script calling the backtest on many groups keeps its
+top-level work under ``if __name__ == "__main__":``, as for any process pool.
 """
 
 import os
@@ -151,11 +153,12 @@ def _start_worker(kinds: tuple[str, ...]) -> None:
 
     threadpool_limits(1)
     if "lstm" in kinds:
+        from monitoring_pipelines.ml.lstm.config import LstmConfig
         from monitoring_pipelines.ml.lstm.network import tensorflow_modules
 
-        tf, _ = tensorflow_modules(1)
-        # Start the runtime now, so the LSTM's own thread setting (two) cannot override this one.
-        tf.constant(0.0)
+        # As many TensorFlow threads as in one process: another count sums in another order, and
+        # the float32 scores would differ in their last digits from the serial run's.
+        tensorflow_modules(LstmConfig().threads)
     if "prophet" in kinds:
         import prophet  # noqa: F401
 
