@@ -17,6 +17,9 @@ score of the steps just before it), and ``is_anomaly`` is that score at the seri
 one incident flags its onset, not every point while it lasts; ``alert`` is the alert policy on
 the ensemble score itself, and the event figures judge those alerts.
 
+Groups are fitted and scored on one process per core when the backtest is big enough
+(:mod:`~monitoring_pipelines.ml.backtest_workers`), with the same output as one process.
+
 Input is put on the pipeline's grid (:mod:`~monitoring_pipelines.ml.frames`: naive timestamps are
 UTC, irregular spacing floored to the inferred step, duplicates averaged, gaps NaN), and the output
 has one row per input row, in input order, each row carrying the scores of the grid step it
@@ -27,15 +30,15 @@ landed in.
 """
 
 import math
-import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from monitoring_pipelines.ml.backtest_rows import ENSEMBLE, Group, is_records, rows_out
-from monitoring_pipelines.ml.base import Detector
+from monitoring_pipelines.ml.backtest_workers import DetectorSpec
+from monitoring_pipelines.ml.backtest_workers import member_scores as score_members
 from monitoring_pipelines.ml.catalogue import KINDS, detector_class
 from monitoring_pipelines.ml.ensemble import (
     DEFAULT_COMBINER,
@@ -66,16 +69,7 @@ from monitoring_pipelines.ml.thresholds import (
     flags,
 )
 
-DetectorSpec = type[Detector] | Callable[[], Detector]
 __all__ = ["ENSEMBLE", "BacktestResult", "run_backtest"]
-# A detector needs this many training steps at least: eight hours of 5-minute steps. Detectors find
-# their season (or none) from the training data and judge points against trailing windows from the
-# first hours, so a short series (1,000 points at --train-fraction 0.15) still gets scores; 288
-# left every series under about 1,900 points unscored.
-MIN_TRAIN_POINTS = 96
-# Steps of past data scored before each refit chunk (or the detector's own history_steps, if more):
-# enough for the two-week calibration window to be full, without rescoring all history each time.
-REFIT_CONTEXT_POINTS = 3 * 2016
 
 
 def _default_detectors() -> list[DetectorSpec]:
@@ -117,29 +111,6 @@ def _train_points(n: int, train_fraction: float, max_train_points: int | None) -
     return max(0, min(points, n))
 
 
-def _fit_and_score(
-    spec: DetectorSpec,
-    frame: pd.DataFrame,
-    n_train: int,
-    refit_every: int | None,
-    max_train_points: int | None,
-) -> pd.DataFrame:
-    """Calibrated scores for every step of ``frame``, each from a model fitted on earlier steps."""
-    detector = _build(spec, None).fit(frame.iloc[:n_train])
-    if not refit_every or n_train + refit_every >= len(frame):
-        return detector.score(frame)
-    parts = [detector.score(frame.iloc[: n_train + refit_every])]
-    start = n_train + refit_every
-    while start < len(frame):
-        stop = min(start + refit_every, len(frame))
-        first = 0 if max_train_points is None else max(0, start - max_train_points)
-        detector = _build(spec, None).fit(frame.iloc[first:start])
-        context = max(0, start - max(REFIT_CONTEXT_POINTS, detector.history_steps()))
-        parts.append(detector.score(frame.iloc[context:stop]).iloc[start - context :])
-        start = stop
-    return pd.concat(parts)
-
-
 def _threshold_for(
     mode: str | float | Thresholds,
     ensemble: Mapping[str, pd.Series],
@@ -179,6 +150,7 @@ def run_backtest(
     evaluation: EvaluationConfig | None = None,
     step_seconds: float | None = None,
     progress: bool = True,
+    workers: int | None = None,
 ) -> BacktestResult:
     """Backtest ``detectors`` on record rows or on ``{name: (timestamps, values)}`` series.
 
@@ -186,7 +158,9 @@ def run_backtest(
     names are ``tenant/service/metric`` for records). ``detectors`` default to every catalogued
     kind, combined by the pipeline's rule. ``thresholds``: ``"global"`` (the calibrated level in
     ``threshold_config.default_threshold``), ``"train"`` (per series from the training prefix,
-    never below the global level), a number, or a :class:`Thresholds`.
+    never below the global level), a number, or a :class:`Thresholds`. ``workers``: processes
+    fitting and scoring groups (default: one per core when the backtest is big enough to pay for
+    them, :mod:`~monitoring_pipelines.ml.backtest_workers`); the output is the same either way.
     """
     if not 0.0 < train_fraction < 1.0:
         raise ValueError("train_fraction must be between 0 and 1")
@@ -199,7 +173,7 @@ def run_backtest(
     windows = parse_windows(labels or {})
     groups, row_maps = _groups(data, train_fraction, max_train_points, step_seconds)
     fit = {"refit_every": refit_every, "max_train_points": max_train_points}
-    member_scores, skipped = _member_scores(groups, specs, kinds, fit, progress)
+    member_scores, skipped = score_members(groups, specs, kinds, fit, progress, workers)
     ensemble = _ensemble_scores(groups, member_scores, combiner)
     fitted = _threshold_for(
         thresholds, _training_series(groups, ensemble), windows, threshold_config
@@ -234,37 +208,6 @@ def _specs_and_kinds(
     if len(set(kinds)) != len(kinds):
         raise ValueError(f"each detector kind may appear once, got {kinds}")
     return specs, kinds
-
-
-def _member_scores(groups, specs, kinds, fit: dict, progress: bool):
-    """Each kind's calibrated scores per group, and why a group-kind was skipped."""
-    from tqdm.auto import tqdm
-
-    member_scores: dict[str, dict[GroupKey, pd.DataFrame]] = {k: {} for k in kinds}
-    skipped: dict[str, str] = {}
-    bar = tqdm(
-        total=len(groups) * len(specs),
-        desc="backtest",
-        unit="fit",
-        file=sys.stderr,
-        disable=not progress,
-    )
-    for group in groups:
-        for spec, kind in zip(specs, kinds, strict=True):
-            label = f"{'/'.join(group.key)} {kind}"
-            bar.set_postfix_str(label, refresh=False)
-            if group.n_train < MIN_TRAIN_POINTS:
-                skipped[label] = f"{group.n_train} training steps, fewer than {MIN_TRAIN_POINTS}"
-            else:
-                try:
-                    member_scores[kind][group.key] = _fit_and_score(
-                        spec, group.frame, group.n_train, **fit
-                    )
-                except ValueError as exc:
-                    skipped[label] = str(exc)
-            bar.update()
-    bar.close()
-    return member_scores, skipped
 
 
 def _ensemble_scores(groups, member_scores, combiner) -> dict[GroupKey, np.ndarray]:

@@ -7,16 +7,16 @@ a regression check, never evidence on its own (real data first: ``make bench-det
 """
 
 import itertools
-import sys
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from monitoring_pipelines.ml.backtest import DetectorSpec, _default_detectors
+from monitoring_pipelines.ml.backtest import _default_detectors
 from monitoring_pipelines.ml.backtest_rows import ENSEMBLE
+from monitoring_pipelines.ml.backtest_workers import DetectorSpec
+from monitoring_pipelines.ml.demo_scores import demo_records, ensemble_throughput, fit_members
 from monitoring_pipelines.ml.ensemble import CombinerConfig, combine_arrays, weights_from_validation
 from monitoring_pipelines.ml.evaluation import (
     EvaluationConfig,
@@ -28,7 +28,6 @@ from monitoring_pipelines.ml.evaluation import (
     summarise,
 )
 from monitoring_pipelines.ml.frames import GroupKey
-from monitoring_pipelines.ml.model_set import DetectorSet, map_threads
 from monitoring_pipelines.ml.thresholds import (
     ThresholdConfig,
     Thresholds,
@@ -79,33 +78,9 @@ class DemoEvaluation:
     thresholds: dict[str, Thresholds]
     throughput: dict[str, float]
     split: dict[str, str]
-
-
-def demo_records(data) -> pd.DataFrame:
-    """The demo's records as the quality gate would let them through.
-
-    Non-finite and out-of-range values are dropped, duplicates keep the last row received, and the
-    broken tenant-day (blocked by the gate) is dropped whole, so detectors see gaps there.
-    """
-    from monitoring_pipelines.sources.records import metric_kind
-
-    records = data.records
-    values = records["value"].to_numpy(dtype="float64")
-    keep = np.isfinite(values)
-    for metric in records["metric"].unique():
-        kind = metric_kind(metric)
-        rows = (records["metric"] == metric).to_numpy()
-        if kind.lower is not None:
-            keep &= ~rows | (values >= kind.lower)
-        if kind.upper is not None:
-            keep &= ~rows | (values <= kind.upper)
-    if data.broken_partition is not None:
-        tenant, day = data.broken_partition
-        keep &= ~(
-            (records["tenant"] == tenant) & (records["ts"].dt.strftime("%Y-%m-%d") == day)
-        ).to_numpy()
-    clean = records.loc[keep]
-    return clean.drop_duplicates(["tenant", "service", "metric", "ts"], keep="last")
+    # Per tenant, the weights the pipeline would learn on its calibration week (the validation
+    # week here), when ``measure_members(learn=...)`` asked for them.
+    learned: dict[str, CombinerConfig] = field(default_factory=dict)
 
 
 def evaluate_on_demo(
@@ -118,6 +93,7 @@ def evaluate_on_demo(
     split_days: tuple[int, int] = DEMO_SPLIT_DAYS,
     refit_before_test: bool = True,
     progress: bool = False,
+    learn: Sequence[str] | None = None,
 ) -> DemoEvaluation:
     """Measure detectors and ensembles on the seeded demo data with a strict time split.
 
@@ -130,6 +106,8 @@ def evaluate_on_demo(
     event-level (see :mod:`~monitoring_pipelines.ml.evaluation`). Ensembles are tried
     for every subset of two or more members and every rule in ``combiners`` (default: mean, max,
     noisy-OR, top-2 mean for three members or more, and a mean weighted by validation F1).
+    ``learn``: the members whose weights are also learned per tenant, as the pipeline learns them
+    (see :func:`measure_members`).
     """
     from monitoring_pipelines.ml.frames import group_frames
     from monitoring_pipelines.sources.demo import DemoConfig, generate
@@ -144,7 +122,7 @@ def evaluate_on_demo(
     before_test = (
         {k: f.loc[f.index < val_end] for k, f in frames.items()} if refit_before_test else None
     )
-    member_scores, model_sets, throughput = _fit_members(
+    member_scores, model_sets, throughput = fit_members(
         specs, frames, train, before_test, val_end, progress
     )
     evaluation_ = measure_members(
@@ -155,9 +133,10 @@ def evaluate_on_demo(
         combiners=combiners,
         threshold_config=threshold_config,
         evaluation=evaluation,
+        learn=learn,
     )
     chosen = {k: model_sets[k] for k in evaluation_.members}
-    throughput[ENSEMBLE] = _ensemble_throughput(chosen, frames, evaluation_.combiner)
+    throughput[ENSEMBLE] = ensemble_throughput(chosen, frames, evaluation_.combiner)
     evaluation_.throughput = throughput
     evaluation_.split = {
         "train": f"[{origin.isoformat()}, {train_end.isoformat()})",
@@ -165,85 +144,6 @@ def evaluate_on_demo(
         "test": f"[{val_end.isoformat()}, end of data]",
     }
     return evaluation_
-
-
-def _ensemble_throughput(
-    model_sets: Mapping[str, DetectorSet],
-    frames: Mapping[GroupKey, pd.DataFrame],
-    combiner: CombinerConfig,
-) -> float:
-    """The chosen ensemble's scoring rate over every group, in points per second."""
-    from monitoring_pipelines.ml.features import clear_cache
-
-    points = _points(frames)
-    clear_cache()
-    began = time.perf_counter()
-    _score_ensemble(model_sets, frames, combiner)
-    return points / (time.perf_counter() - began)
-
-
-def _points(frames: Mapping[GroupKey, pd.DataFrame]) -> int:
-    """How many values the frames hold (missing ones not counted)."""
-    return sum(int(f.notna().to_numpy().sum()) for f in frames.values())
-
-
-def _fit_members(specs, frames, train, before_test, val_end, progress: bool):
-    """Each kind's scores over the whole period (refitted before the test week when
-    ``before_test`` is given), its fitted set, and its scoring rate in points per second."""
-    from tqdm.auto import tqdm
-
-    from monitoring_pipelines.ml.features import clear_cache
-
-    model_sets: dict[str, DetectorSet] = {}
-    member_scores: dict[str, dict[GroupKey, pd.DataFrame]] = {}
-    throughput: dict[str, float] = {}
-    points = _points(frames)
-    for spec in tqdm(specs, desc="demo", unit="detector", file=sys.stderr, disable=not progress):
-        model_set = DetectorSet.fit_groups(spec, None, train)
-        clear_cache()
-        began = time.perf_counter()
-        scores = model_set.score(frames)
-        throughput[model_set.kind] = points / (time.perf_counter() - began)
-        if before_test is not None:
-            model_set = DetectorSet.fit_groups(spec, None, before_test)
-            later = model_set.score(frames)
-            scores = {key: _splice(frame, later.get(key), val_end) for key, frame in scores.items()}
-        member_scores[model_set.kind] = scores
-        model_sets[model_set.kind] = model_set
-    return member_scores, model_sets, throughput
-
-
-def _splice(first: pd.DataFrame, later: pd.DataFrame | None, at: pd.Timestamp) -> pd.DataFrame:
-    """``first`` before ``at``, ``later`` from ``at`` on (all NaN there if ``later`` is missing)."""
-    later = (later if later is not None else first * np.nan).reindex_like(first)
-    before = np.broadcast_to((first.index < at)[:, None], first.shape)
-    return first.where(before, later)
-
-
-def _score_ensemble(
-    model_sets: Mapping[str, DetectorSet],
-    frames: Mapping[GroupKey, pd.DataFrame],
-    combiner: CombinerConfig,
-) -> dict[GroupKey, pd.DataFrame]:
-    """Ensemble scores group by group, members inside, so members share each group's features;
-    groups on up to two threads."""
-
-    def one(item: tuple[GroupKey, pd.DataFrame]) -> pd.DataFrame | None:
-        key, frame = item
-        members = {
-            kind: model_set.detectors[key].score(frame).to_numpy(dtype="float64")
-            for kind, model_set in model_sets.items()
-            if key in model_set.detectors
-        }
-        if not members:
-            return None
-        return pd.DataFrame(
-            combine_arrays(members, combiner), index=frame.index, columns=frame.columns
-        )
-
-    items = list(frames.items())
-    scored = map_threads(one, items)
-    return {key: frame for (key, _), frame in zip(items, scored, strict=True) if frame is not None}
 
 
 def measure_members(
@@ -255,11 +155,17 @@ def measure_members(
     combiners: Sequence[CombinerConfig] | None = None,
     threshold_config: ThresholdConfig | None = None,
     evaluation: EvaluationConfig | None = None,
+    learn: Sequence[str] | None = None,
 ) -> DemoEvaluation:
     """The measurement behind :func:`evaluate_on_demo`, on member scores already computed.
 
     Without ``threshold_config`` each member alone gets its own default level and every ensemble
-    the ensemble's (:func:`~monitoring_pipelines.ml.thresholds.default_level`).
+    the ensemble's (:func:`~monitoring_pipelines.ml.thresholds.default_level`). Thresholds are
+    fitted per tenant, as the pipeline fits them. ``learn``: members whose weights are also
+    learned per tenant on the validation week, as the pipeline learns them on its calibration
+    week (:func:`~monitoring_pipelines.ml.training.learn_combiner`); that ensemble is the row
+    ``ensemble[...]:learned`` (``ensemble:learned`` with every member) and stays out of the
+    choice of ``combiner``.
     """
     kinds = list(member_scores)
     results: dict[str, tuple[dict, dict, pd.DataFrame, Thresholds]] = {}
@@ -268,11 +174,14 @@ def measure_members(
         name: str,
         arrays: Mapping[GroupKey, pd.DataFrame],
         members: Sequence[str],
-        rule: CombinerConfig | None = None,
+        rule: CombinerConfig | Mapping[str, CombinerConfig] | None = None,
     ) -> None:
-        # An ensemble is cut at its rule's level (a noisy-OR sits above its members).
-        config = config_for(members, threshold_config, rule)
-        results[name] = _judge(_series_of(arrays), windows, train_end, val_end, config, evaluation)
+        # An ensemble is cut at its rule's level (a noisy-OR sits above its members), per tenant
+        # when each tenant has its own rule.
+        tenants = sorted({key[0] for key in arrays})
+        rules = rule if isinstance(rule, Mapping) else dict.fromkeys(tenants, rule)
+        configs = {t: config_for(members, threshold_config, rules[t]) for t in tenants}
+        results[name] = _judge(_series_of(arrays), windows, train_end, val_end, configs, evaluation)
 
     for kind in kinds:
         judge(kind, member_scores[kind], [kind])
@@ -294,6 +203,11 @@ def measure_members(
         ),
     )
     results[ENSEMBLE] = results[best]
+    learned = {}
+    if learn is not None and len(learn) > 1:
+        learned = learned_combiners(member_scores, learn, windows, train_end, val_end)
+        label = f"{_candidate_label(learn, CombinerConfig(), len(kinds)).rsplit(':', 1)[0]}:learned"
+        judge(label, _combined(member_scores, learn, learned), learn, learned)
     return DemoEvaluation(
         test=_figure_table(results, 0),
         validation=_figure_table(results, 1),
@@ -303,6 +217,7 @@ def measure_members(
         thresholds={name: result[3] for name, result in results.items()},
         throughput={},
         split={},
+        learned=learned,
     )
 
 
@@ -327,8 +242,9 @@ def _series_of(arrays: Mapping[GroupKey, pd.DataFrame]) -> dict[str, pd.Series]:
 def _combined(
     member_scores: Mapping[str, Mapping[GroupKey, pd.DataFrame]],
     subset: Sequence[str],
-    rule: CombinerConfig,
+    rule: CombinerConfig | Mapping[str, CombinerConfig],
 ) -> dict[GroupKey, pd.DataFrame]:
+    """The members of ``subset`` combined group by group, by ``rule`` or by its tenant's rule."""
     out = {}
     groups = dict.fromkeys(g for k in subset for g in member_scores[k])
     for key in groups:
@@ -338,8 +254,9 @@ def _combined(
             k: member_scores[k][key].reindex(index=some.index, columns=some.columns).to_numpy()
             for k in present
         }
+        tenant_rule = rule[key[0]] if isinstance(rule, Mapping) else rule
         out[key] = pd.DataFrame(
-            combine_arrays(members, rule), index=some.index, columns=some.columns
+            combine_arrays(members, tenant_rule), index=some.index, columns=some.columns
         )
     return out
 
@@ -369,12 +286,13 @@ def _judge(
     windows: Mapping[str, list[Window]],
     train_end: pd.Timestamp,
     val_end: pd.Timestamp,
-    threshold_config: ThresholdConfig,
+    configs: Mapping[str, ThresholdConfig],
     evaluation: EvaluationConfig | None,
 ) -> tuple[dict, dict, pd.DataFrame, Thresholds]:
-    """Thresholds from validation, then (test overall, validation overall, test per series)."""
+    """Thresholds per tenant (``configs``) from validation, then (test overall, validation
+    overall, test per series)."""
     validation = {n: s.loc[(s.index >= train_end) & (s.index < val_end)] for n, s in scores.items()}
-    thresholds = fit_thresholds(validation, windows, threshold_config)
+    thresholds = _tenant_thresholds(validation, windows, configs)
     tests, vals = [], []
     auc_parts: dict[str, tuple[list, list]] = {"test": ([], []), "validation": ([], [])}
     for name, series in scores.items():
@@ -410,3 +328,50 @@ def _judge(
     test_row["event_auc"] = event_auc(*auc_parts["test"])
     val_row["event_auc"] = event_auc(*auc_parts["validation"])
     return test_row, val_row, test_summary, thresholds
+
+
+def _tenant_thresholds(
+    validation: Mapping[str, pd.Series],
+    windows: Mapping[str, list[Window]],
+    configs: Mapping[str, ThresholdConfig],
+) -> Thresholds:
+    """Thresholds fitted tenant by tenant, as the pipeline fits them (each tenant's series pooled
+    on their own); ``default`` is the median of the tenants' defaults (every series with
+    validation scores has its own threshold)."""
+    parts = [
+        fit_thresholds(
+            {n: s for n, s in validation.items() if n.split("/", 1)[0] == tenant}, windows, config
+        )
+        for tenant, config in configs.items()
+    ]
+    return Thresholds(
+        default=float(np.median([p.default for p in parts])),
+        per_series={n: v for p in parts for n, v in p.per_series.items()},
+        policy=parts[0].policy,
+    )
+
+
+def learned_combiners(
+    member_scores: Mapping[str, Mapping[GroupKey, pd.DataFrame]],
+    members: Sequence[str],
+    windows: Mapping[str, list[Window]],
+    train_end: pd.Timestamp,
+    val_end: pd.Timestamp,
+) -> dict[str, CombinerConfig]:
+    """Per tenant, :func:`~monitoring_pipelines.ml.training.learn_combiner` on the validation week
+    (the pipeline's calibration week): learned weights where it holds labelled incidents, the
+    data-free default otherwise."""
+    from monitoring_pipelines.ml.training import TrainingPlan, learn_combiner
+
+    tenants = sorted({key[0] for kind in members for key in member_scores[kind]})
+    plan = TrainingPlan(
+        train_start=train_end, train_end=train_end, calibration_end=val_end, validation_end=val_end
+    )
+    out = {}
+    for tenant in tenants:
+        scores = {
+            kind: {g: f for g, f in member_scores[kind].items() if g[0] == tenant}
+            for kind in members
+        }
+        out[tenant] = learn_combiner(scores, plan, windows)[0]
+    return out
