@@ -2,8 +2,12 @@
 
 - training: seconds per tenant per detector (one tenant: 3 services, 24 series, 21 days);
 - scoring: the whole ensemble (every kind scored, then combined) in metric points per second on
-  two cores: two worker processes, each scoring a tenant the way a Dagster run does (the
-  multiprocess executor runs two partitions at once), one thread each. Two paths:
+  two cores: two worker processes sharing ``SCALE`` x the demo's series (5 ``SCALE`` tenants of
+  24 series, ``make bench SCALE=N``), each scoring its tenants one run at a time the way a
+  Dagster run does (the multiprocess executor runs two partitions at once), one thread each.
+  Every tenant is scored with the champions fitted on the first (scoring costs the same whoever
+  a model was fitted on; fitting 5 ``SCALE`` tenants is the training figure times that). Two
+  paths:
   - daily: a week scored one tenant-day per call, each detector's state read from and written
     back to the warehouse between days (a scheduled run of one partition);
   - backfill: four weeks in one call (a ranged backfill run, which takes up to a month; the demo
@@ -14,13 +18,14 @@
 - the ``anomaly_scores`` asset's whole body on SQLite (read the look-back, score, write), per
   daily run and per backfill run, to show what the warehouse adds.
 
-Run as a module: ``python -m benchmarks.models [--runs 3] [--kinds ...] [--daily-days 7]
-[--backfill-days 28]``.
+Run as a module: ``python -m benchmarks.models [--runs 3] [--scale N] [--kinds ...]
+[--daily-days 7] [--backfill-days 28]``.
 """
 
 import argparse
 import json
 import multiprocessing
+import os
 import resource
 import statistics
 import subprocess
@@ -44,15 +49,32 @@ WORKERS = 2
 MODES = ("daily", "backfill")
 
 
-def _records() -> pd.DataFrame:
-    config = DemoConfig(tenants=(TENANT,), days=35, bad_rows=False, broken_partition=False)
+def tenants(scale: int) -> tuple[str, ...]:
+    """The tenants of ``scale`` x the demo's series: the demo's five, then made-up ones."""
+    named = DemoConfig().tenants
+    count = 5 * scale
+    return (*named, *(f"tenant-{i:03d}" for i in range(len(named) + 1, count + 1)))[:count]
+
+
+def _records(names: tuple[str, ...] = (TENANT,)) -> pd.DataFrame:
+    config = DemoConfig(tenants=names, days=35, bad_rows=False, broken_partition=False)
     return generate(config).records
 
 
-def _load_sets(models: Path, kinds: list[str]) -> dict:
+def _load_sets(models: Path, kinds: list[str], tenant: str = TENANT) -> dict:
+    """The champions fitted on ``TENANT``, as ``tenant``'s (its groups are the same services)."""
     from monitoring_pipelines.ml.model_set import DetectorSet
 
-    return {kind: DetectorSet.load(models / kind, detector_class(kind)) for kind in kinds}
+    sets = {}
+    for kind in kinds:
+        loaded = DetectorSet.load(models / kind, detector_class(kind))
+        detectors = {(tenant, *group[1:]): d for group, d in loaded.detectors.items()}
+        sets[kind] = DetectorSet(kind, detectors)
+    return sets
+
+
+def _of_tenant(frames: dict, tenant: str) -> dict:
+    return {group: frame for group, frame in frames.items() if group[0] == tenant}
 
 
 def _between(frames: dict, start: pd.Timestamp | None, end: pd.Timestamp) -> dict:
@@ -88,47 +110,50 @@ def _reference_seconds(frames: dict, start: pd.Timestamp, end: pd.Timestamp) -> 
     return seconds
 
 
-def _score_worker(models, kinds, mode, days, barrier, results) -> None:
-    """One scoring process: catch up to the first day, wait for the others, then score
-    ``days`` days the way ``mode`` says, through the asset's incremental path. As in the
-    pipeline, where every run is a process of its own, the champions are loaded afresh for each
-    run (untimed), so each run pays for what a run pays: Prophet forecasting its new days, the
-    LSTM tracing its first batch."""
+def _score_worker(models, kinds, mode, days, names, barrier, results) -> None:
+    """One scoring process: catch each of its tenants up to the first day, wait for the
+    others, then score ``days`` days the way ``mode`` says, a run per tenant (and per day when
+    daily), through the asset's incremental path. As in the pipeline, where every run is a
+    process of its own, the champions are loaded afresh for each run (untimed), so each run pays
+    for what a run pays: Prophet forecasting its new days, the LSTM tracing its first batch."""
     from monitoring_pipelines.ml.incremental import WarehouseStateStore, score_sets_since
     from monitoring_pipelines.ml.lookback import score_carried
     from monitoring_pipelines.warehouse import Warehouse
 
-    frames = group_frames(_records())
+    frames = group_frames(_records(names)) if names else {}
+    by_tenant = {tenant: _of_tenant(frames, tenant) for tenant in names}
     versions = dict.fromkeys(kinds, 1)
     start = AS_OF - pd.Timedelta(days=days)
     step = pd.Timedelta(days=1 if mode == "daily" else days)
     with tempfile.TemporaryDirectory() as tmp:
         store = WarehouseStateStore(Warehouse(f"sqlite:///{tmp}/warehouse.db"))
-        sets = _load_sets(Path(models), kinds)
-        before = _between(frames, None, start)
-        _, carried = score_sets_since(sets, before, {}, start, start, n_jobs=1)
-        for kind, states in carried.items():
-            store.save(TENANT, kind, 1, states)
+        for tenant, own in by_tenant.items():
+            sets = _load_sets(Path(models), kinds, tenant)
+            before = _between(own, None, start)
+            _, carried = score_sets_since(sets, before, {}, start, start, n_jobs=1)
+            for kind, states in carried.items():
+                store.save(tenant, kind, 1, states)
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         barrier.wait()
         seconds, points, reference = 0.0, 0, 0.0
         for first in pd.date_range(start, AS_OF, freq=step, inclusive="left"):
-            sets = _load_sets(Path(models), kinds)
-            began = time.perf_counter()
-            members = score_carried(
-                store,
-                TENANT,
-                sets,
-                versions,
-                first,
-                first + step,
-                STEP,
-                lambda a, b: _between(frames, a, b),
-                n_jobs=1,
-            ).members
-            seconds += time.perf_counter() - began
-            points += _points(members)
-            reference += _reference_seconds(frames, first, first + step)
+            for tenant, own in by_tenant.items():
+                sets = _load_sets(Path(models), kinds, tenant)
+                began = time.perf_counter()
+                members = score_carried(
+                    store,
+                    tenant,
+                    sets,
+                    versions,
+                    first,
+                    first + step,
+                    STEP,
+                    lambda a, b, own=own: _between(own, a, b),
+                    n_jobs=1,
+                ).members
+                seconds += time.perf_counter() - began
+                points += _points(members)
+                reference += _reference_seconds(own, first, first + step)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     results.put(
         {
@@ -141,24 +166,31 @@ def _score_worker(models, kinds, mode, days, barrier, results) -> None:
     )
 
 
-def measure_scoring(models: Path, kinds: list[str], mode: str, days: int) -> dict:
-    """``WORKERS`` scoring processes at once (they start together and score the same amount);
-    the rate on the machine is the sum of each process's points over its scoring seconds."""
+def measure_scoring(models: Path, kinds: list[str], mode: str, days: int, scale: int) -> dict:
+    """``WORKERS`` scoring processes at once (they start together, the tenants dealt out in
+    turn); the rate on the machine is the sum of each process's points over its scoring
+    seconds."""
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(WORKERS), ctx.Queue()
+    names = tenants(scale)
     workers = [
-        ctx.Process(target=_score_worker, args=(str(models), kinds, mode, days, barrier, results))
-        for _ in range(WORKERS)
+        ctx.Process(
+            target=_score_worker,
+            args=(str(models), kinds, mode, days, names[i::WORKERS], barrier, results),
+        )
+        for i in range(WORKERS)
     ]
     for worker in workers:
         worker.start()
-    found = [results.get(timeout=1800) for _ in workers]
+    found = [results.get(timeout=7200) for _ in workers]
     for worker in workers:
         worker.join()
     return {
         "points": sum(r["points"] for r in found),
-        "points_per_second": sum(r["points"] / r["seconds"] for r in found),
-        "reference_per_second": sum(r["points"] / r["reference_seconds"] for r in found),
+        "points_per_second": sum(r["points"] / r["seconds"] for r in found if r["points"]),
+        "reference_per_second": sum(
+            r["points"] / r["reference_seconds"] for r in found if r["points"]
+        ),
         "peak_rss_mib": max(r["peak_rss_mib"] for r in found),
         "growth_mib": max(r["growth_mib"] for r in found),
     }
@@ -210,8 +242,8 @@ def measure_asset(models: Path, kinds: list[str], records: pd.DataFrame, days: d
     return out
 
 
-def measure(kinds: list[str], days: dict) -> dict:
-    """One run: fit each kind once (timed), then the scoring paths."""
+def measure(kinds: list[str], days: dict, scale: int) -> dict:
+    """One run: fit each kind once on one tenant (timed), then the scoring paths."""
     records = _records()
     frames = group_frames(records)
     plan = TrainingPlan.ending(AS_OF)
@@ -223,7 +255,7 @@ def measure(kinds: list[str], days: dict) -> dict:
             fitted = fit_candidate(kind, frames, plan)
             train_seconds[kind] = time.perf_counter() - started
             fitted.save(models / kind)
-        scoring = {mode: measure_scoring(models, kinds, mode, days[mode]) for mode in MODES}
+        scoring = {mode: measure_scoring(models, kinds, mode, days[mode], scale) for mode in MODES}
         asset = measure_asset(models, kinds, records, days)
     return {"train_seconds": train_seconds, "scoring": scoring, "asset": asset}
 
@@ -231,6 +263,9 @@ def measure(kinds: list[str], days: dict) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--scale", type=int, default=int(os.environ.get("SCALE") or 1), help="x the demo's series"
+    )
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--daily-days", type=int, default=7)
     parser.add_argument("--backfill-days", type=int, default=28)
@@ -238,10 +273,13 @@ def main() -> int:
     args = parser.parse_args()
     kinds = [k for k in args.kinds.split(",") if k]
     days = {"daily": args.daily_days, "backfill": args.backfill_days}
+    if args.scale < 1:
+        parser.error("--scale must be at least 1")
     if args.one:
-        print(json.dumps(measure(kinds, days)))
+        print(json.dumps(measure(kinds, days, args.scale)))
         return 0
     command = [sys.executable, "-m", "benchmarks.models", "--one", "--kinds", ",".join(kinds)]
+    command += ["--scale", str(args.scale)]
     command += ["--daily-days", str(args.daily_days), "--backfill-days", str(args.backfill_days)]
     runs = []
     for _ in range(args.runs):
@@ -254,9 +292,11 @@ def main() -> int:
     for kind in kinds:
         seconds = median(lambda r, k=kind: r["train_seconds"][k])
         print(f"training {kind:17} one tenant (24 series, 21 days): {seconds:.1f} s")
+    count = len(tenants(args.scale))
     print(
-        f"scoring the ensemble ({'+'.join(kinds)}), {WORKERS} processes of one thread, each "
-        f"scoring a tenant (median of {len(runs)}):"
+        f"scoring the ensemble ({'+'.join(kinds)}) at {args.scale}x the demo's series ({count} "
+        f"tenants, {24 * count} series), {WORKERS} processes of one thread sharing the tenants "
+        f"(median of {len(runs)}):"
     )
     for mode in MODES:
         pps = median(lambda r, m=mode: r["scoring"][m]["points_per_second"])

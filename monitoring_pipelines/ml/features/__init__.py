@@ -43,7 +43,7 @@ not inflate the scale that judges the next one. Gaps stay NaN in every per-metri
 inside a window just means fewer points.
 """
 
-from monitoring_pipelines.ml.features.compute import (
+from monitoring_pipelines.ml.features.cache import (
     clear_cache,
     compute_features,
     group_features,
