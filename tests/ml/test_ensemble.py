@@ -234,3 +234,27 @@ def test_no_warm_up_pages_right_after_a_fit():
         first_hours = combine({d.kind: d.score(scored).iloc[-day:][:24] for d in members})
         assert first_hours.iloc[12:].notna().to_numpy().all()
         assert first_hours.max().max() < RULE_LEVELS[DEFAULT_COMBINER.rule]
+
+
+def test_no_warm_up_pages_on_the_first_days_of_a_series_history():
+    """Issue 9 item 6: a backfill from a series' very first point (the demo's first days) does
+    not page while the seasonal reference holds less than one cycle and a window: the z-score's
+    surprise ramps up over that span (the demo's second midnight paged on every tenant)."""
+    from monitoring_pipelines.ml.thresholds import MEMBER_LEVELS
+
+    rng = np.random.default_rng(3)
+    day = 288
+    n = 21 * day
+    index = pd.date_range("2026-11-02", periods=n, freq="5min", tz="UTC")
+    wave = np.sin(2 * np.pi * np.arange(n) / day)
+    frame = pd.DataFrame(
+        {
+            "requests": 1000 + 400 * wave + rng.normal(0, 30, n),
+            "latency_ms": 120 + 30 * np.roll(wave, 20) + rng.normal(0, 6, n),
+            "skip_rate": 0.2 + 0.03 * wave + rng.normal(0, 0.01, n),
+        },
+        index=index,
+    )
+    detector = ZScoreDetector().fit(frame)
+    first_days = detector.score(frame.iloc[: 3 * day])
+    assert first_days.max().max() < MEMBER_LEVELS["zscore"]
