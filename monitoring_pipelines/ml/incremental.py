@@ -322,13 +322,29 @@ def score_sets_since(
     return members, carried
 
 
+def pack(header: Any, arrays: list[np.ndarray]) -> bytes:
+    """The stored-state byte format: the JSON header's length (8 bytes, little-endian), the
+    header, then every array's values as little-endian float64, back to back."""
+    import json
+
+    text = json.dumps(header).encode()
+    body = np.concatenate(arrays).astype("<f8").tobytes() if arrays else b""
+    return len(text).to_bytes(8, "little") + text + body
+
+
+def unpack(payload: bytes) -> tuple[Any, np.ndarray]:
+    """:func:`pack`'s header and the float64 values after it, as one flat array."""
+    import json
+
+    size = int.from_bytes(payload[:8], "little")
+    return json.loads(payload[8 : 8 + size]), np.frombuffer(payload[8 + size :], dtype="<f8")
+
+
 def encode_states(states: SetStates) -> bytes:
     """A set's states as bytes: a JSON header naming each sample, then the samples as float64.
 
     Exact (no rounding) and safe to load from a shared database (no pickle).
     """
-    import json
-
     entries, arrays = [], []
     for group, state in sorted(states.items()):
         for name, by_col in sorted(state.samples.items()):
@@ -338,17 +354,11 @@ def encode_states(states: SetStates) -> bytes:
                 arrays.append(values)
         if not state.samples:
             entries.append([list(group), None, None, int(state.as_of), 0])
-    header = json.dumps(entries).encode()
-    body = np.concatenate(arrays).tobytes() if arrays else b""
-    return len(header).to_bytes(8, "little") + header + body
+    return pack(entries, arrays)
 
 
 def decode_states(payload: bytes) -> SetStates:
-    import json
-
-    size = int.from_bytes(payload[:8], "little")
-    entries = json.loads(payload[8 : 8 + size])
-    values = np.frombuffer(payload[8 + size :], dtype="<f8")
+    entries, values = unpack(payload)
     states: SetStates = {}
     offset = 0
     for group, name, col, as_of, length in entries:

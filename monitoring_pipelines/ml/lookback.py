@@ -15,7 +15,6 @@ tenant; the payload is a JSON header and the values as float64, exact, no pickle
 (:mod:`monitoring_pipelines.ml.incremental`) and the carried look-back.
 """
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +25,11 @@ import pandas as pd
 from monitoring_pipelines.ml.incremental import (
     SetStates,
     WarehouseStateStore,
+    pack,
     raw_context_steps,
     score_sets_since,
     state_start,
+    unpack,
 )
 
 KIND = "lookback"
@@ -51,22 +52,17 @@ def encode(lookback: Lookback) -> bytes:
         index = pd.DatetimeIndex(frame.index).as_unit("ns").asi8
         groups.append([list(group), [str(c) for c in frame.columns], index.tolist()])
         arrays.append(np.ascontiguousarray(frame.to_numpy(dtype="float64"), dtype="<f8").ravel())
-    header = json.dumps(
-        {
-            "first": int(lookback.first.value),
-            "end": int(lookback.end.value),
-            "versions": lookback.versions,
-            "groups": groups,
-        }
-    ).encode()
-    body = np.concatenate(arrays).tobytes() if arrays else b""
-    return len(header).to_bytes(8, "little") + header + body
+    header = {
+        "first": int(lookback.first.value),
+        "end": int(lookback.end.value),
+        "versions": lookback.versions,
+        "groups": groups,
+    }
+    return pack(header, arrays)
 
 
 def decode(payload: bytes) -> Lookback:
-    size = int.from_bytes(payload[:8], "little")
-    header = json.loads(payload[8 : 8 + size])
-    values = np.frombuffer(payload[8 + size :], dtype="<f8")
+    header, values = unpack(payload)
     frames, offset = {}, 0
     for group, columns, index in header["groups"]:
         count = len(index) * len(columns)

@@ -87,6 +87,9 @@ def promote_if_not_worse(
     :func:`~.promotion_rule.feedback_figures`) it must also be not worse on operator feedback.
     The decision, its reasons, the metrics and the feedback used are written on the candidate
     version; a replaced champion is tagged with the version that replaced it.
+
+    It runs to about 60 lines because reading both versions, deciding, and writing the decision
+    with the alias move happen inside one ``registry.activate()`` block, so they see one store.
     """
     name = registered_model_name(kind, scope)
     candidate_version = int(candidate_version)
