@@ -92,32 +92,6 @@ def tail_calibration(short_window: int = 3, **overrides: Any) -> CalibrationConf
     return CalibrationConfig(**settings)
 
 
-def recent_tail_calibration(stride: int = 3, **overrides: Any) -> CalibrationConfig:
-    """The tail method against the last ``long_window=300`` steps, without averaging.
-
-    For members whose raw score is a model's error (Isolation Forest, Prophet, LSTM): judged
-    against the two weeks before it, a fault that lasts keeps paging until it fills the quantiles,
-    while against the last 300 steps it becomes the series' new normal within them, and the first
-    alert comes at the first surprising point (``short_window=1``). Measured on SKAB's sensors one
-    by one (every 4th experiment, 72 series, NAB-style with one level for all series; the
-    reference baseline 7.4 on NAB's onset layout, 11.0 with the ensemble's refractory), this
-    instead of :func:`tail_calibration`: Isolation Forest (stride 1) 2.8 -> 16.6 and, with the
-    refractory, 17.6 -> 22.0; Prophet (stride 3) 7.6 -> 9.3 and 12.8 -> 23.1. ``stride`` trades
-    speed for quantile resolution: 300 / stride samples estimate the 99th percentile.
-    """
-    settings = {
-        "method": "tail",
-        "short_window": 1,
-        "long_window": 300,
-        "min_history": 60,
-        "stride": stride,
-        "decades": 4.0,
-        "mapping": "soft",
-        **overrides,
-    }
-    return CalibrationConfig(**settings)
-
-
 def to_score(decades: np.ndarray, scale: float, mapping: str = "soft") -> np.ndarray:
     """Map decades of surprise (>= 0) to [0, 1]; ``scale`` decades give 0.5 (soft) or 1 (linear)."""
     decades = np.maximum(decades, 0.0)

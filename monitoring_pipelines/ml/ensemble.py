@@ -76,12 +76,6 @@ a noisy-OR lets either member raise the ensemble, each to the extent of its weig
 the demo's held-out week it gives event F1 0.889 at its level 0.7 (z-score alone at its 0.575:
 0.857). Isolation Forest, LSTM and Prophet stay at weight 0 in the data-free default: each alone
 scores below the z-score on both real sets, and a noisy-OR adds every member's false alarms.
-Since those three judge their error against its last 300 steps
-(:func:`~monitoring_pipelines.ml.calibration.recent_tail_calibration`), on every 4th SKAB
-experiment's sensors Isolation Forest (16.6) and LSTM (14.7) alone beat the z-score (13.0)
-undamped on NAB's layout, not after the refractory step (22.4, 24.4 against 27.4), and Prophet
-at 0.5 added to the noisy-OR raised the damped ensemble from 32.4 to 33.9: not adopted until the
-demo and all 272 series are measured.
 """
 
 from collections.abc import Mapping, Sequence

@@ -122,12 +122,10 @@ def _assert_shift_stands_out(detector: ProphetDetector, frame: pd.DataFrame) -> 
         shifted, normal = raw.loc[inside, column], raw.loc[~inside, column].dropna()
         # Typically several sigmas off the forecast, against about one sigma normally.
         assert shifted.median() > max(normal.quantile(0.99), 4 * normal.median()), column
-        # Calibrated: the shift's first steps rank above 99% of the normal points (ranks, not
-        # levels, so the assertion holds whichever calibration mapping is the default). Only
-        # the first: the calibrator judges the residual against its last 300 steps, so a shift
-        # that lasts becomes the new normal instead of paging for as long as it lasts.
+        # Calibrated: more than half of the shift ranks above 99% of the normal points. Ranks,
+        # not levels, so the assertion holds whichever calibration mapping is the default.
         shifted, normal = scores.loc[inside, column], scores.loc[~inside, column].dropna()
-        assert shifted.iloc[:3].min() > normal.quantile(0.99), column
+        assert shifted.median() > normal.quantile(0.99), column
         assert shifted.max() >= normal.max(), column
 
 

@@ -1,22 +1,12 @@
 """The LSTM detector's settings."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from monitoring_pipelines.ml.base import DetectorConfig
-from monitoring_pipelines.ml.calibration import CalibrationConfig, recent_tail_calibration
-
-
-def _calibration() -> CalibrationConfig:
-    # The forecast error judged against its last 300 steps, every step a sample, no averaging:
-    # on SKAB's sensors one by one (NAB's onset layout, every 4th experiment) 14.7 instead of 4.7
-    # with the two-week default, 25.1 instead of 12.5 with the ensemble's refractory (reference
-    # baseline 7.4 and 11.0); every 3rd step as a sample 9.5 and 23.8.
-    return recent_tail_calibration(stride=1)
 
 
 @dataclass(frozen=True)
 class LstmConfig(DetectorConfig):
-    calibration: CalibrationConfig = field(default_factory=_calibration)
     # Shortest history a point is forecast from (36 x 5 minutes = 3 hours).
     lookback: int = 36
     # Points scored per sequence pass; every point sees lookback .. lookback + block - 1 steps.

@@ -4,15 +4,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from monitoring_pipelines.ml.base import DetectorConfig
-from monitoring_pipelines.ml.calibration import CalibrationConfig, recent_tail_calibration
+from monitoring_pipelines.ml.calibration import CalibrationConfig, tail_calibration
 
 
 def _calibration() -> CalibrationConfig:
-    # The causal residual z is judged like every member, by the per-series tail likelihood, but
-    # against its last 300 steps without averaging: on SKAB's sensors one by one (NAB's onset
-    # layout, every 4th experiment) 9.3 instead of 7.6 with two weeks and a 3-step mean, 23.1
-    # instead of 12.8 with the ensemble's refractory (reference baseline 7.4 and 11.0).
-    return recent_tail_calibration(stride=3)
+    # The causal residual z is judged like every member: the per-series tail likelihood.
+    return tail_calibration()
 
 
 @dataclass(frozen=True)
