@@ -18,7 +18,10 @@ series (what a NAB threshold optimiser does); ``decisions`` scores the backtest'
 SKAB labels a fault for as long as it lasts (half of the points), while NAB labels a window around
 each onset covering 10% of the series in all, and a lasting change after it counts as outside.
 ``onset`` columns score the same output against windows laid out NAB's way
-(:func:`onset_windows`): the harder, closer proxy of the held-out benchmark.
+(:func:`onset_windows`): the harder, closer proxy of the held-out benchmark. Every member and the
+reference baseline are scored undamped and ``_damped`` (after the ensemble's refractory step,
+which the backtest's ``ensemble_score`` already has), so all are compared after the same
+post-processing.
 """
 
 import time
@@ -139,6 +142,20 @@ def nab_scores(series: dict[str, pd.DataFrame], labels: dict, columns: list[str]
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
+def with_damped(series: dict[str, pd.DataFrame], columns: list[str]) -> list[str]:
+    """Add ``<column>_damped`` beside each score column of every series: the column after the
+    ensemble's refractory step (:func:`~monitoring_pipelines.ml.ensemble.refractory`), so members,
+    the baseline and the ensemble are judged after the same post-processing. Returns the names."""
+    from monitoring_pipelines.ml.ensemble import refractory
+
+    for frame in series.values():
+        for column in columns:
+            if column in frame:
+                values = frame[column].to_numpy(dtype="float64")
+                frame[f"{column}_damped"] = refractory(values)
+    return [f"{column}_damped" for column in columns]
+
+
 def run(skab: Path, kinds: list[str], every: int = 1, baseline: bool = True) -> tuple:
     """The proxy backtest of ``kinds`` (and the pipeline's ensemble) plus the reference baseline."""
     from monitoring_pipelines.ml.backtest import run_backtest
@@ -150,11 +167,14 @@ def run(skab: Path, kinds: list[str], every: int = 1, baseline: bool = True) -> 
     began = time.perf_counter()
     result = run_backtest(series, labels, detectors=[detector_class(k) for k in kinds], **options)
     seconds = time.perf_counter() - began
-    columns = [f"{k}_score" for k in kinds] + ["ensemble_score"]
+    members = [f"{k}_score" for k in kinds]
+    # The backtest's ensemble_score is already damped; members are scored both ways.
+    columns = members + with_damped(result.series, members) + ["ensemble_score"]
     table = _both_layouts(result.series, labels, columns)
     if baseline:
         ref = run_backtest(series, labels, detectors=[RollingZScoreBaseline], **options)
-        base = _both_layouts(ref.series, labels, ["baseline_score"]).loc[["baseline_score"]]
+        names = ["baseline_score", *with_damped(ref.series, ["baseline_score"])]
+        base = _both_layouts(ref.series, labels, names).loc[names]
         table = pd.concat([table, base])
     return table, seconds, result
 

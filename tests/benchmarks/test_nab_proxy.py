@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from benchmarks.nab_proxy import nab_scores, onset_windows
+from benchmarks.nab_proxy import nab_scores, onset_windows, with_damped
 
 N = 200
 TS = pd.date_range("2026-01-01", periods=N, freq="1s", tz="UTC")
@@ -56,3 +56,17 @@ def test_onset_windows_are_laid_out_around_each_onset_like_nab():
     lasting[100:120] = 0.9
     onset = nab_scores(_series(lasting), {"s": windows}, ["x_score"]).loc["x_score", "best"]
     assert onset < _best(lasting)
+
+
+def test_damped_columns_keep_only_the_first_peak_of_a_lasting_alarm():
+    lasting = np.zeros(N)
+    lasting[100:180] = 0.9
+    series = _series(lasting)
+    assert with_damped(series, ["x_score", "missing_score"]) == [
+        "x_score_damped",
+        "missing_score_damped",
+    ]
+    damped = series["s"]["x_score_damped"].to_numpy()
+    assert np.flatnonzero(damped).tolist() == [100]
+    table = nab_scores(series, LABELS, ["x_score", "x_score_damped"])
+    assert table.loc["x_score_damped", "best"] > table.loc["x_score", "best"]
