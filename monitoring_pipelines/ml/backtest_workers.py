@@ -7,8 +7,8 @@ Each worker imports the heavy libraries its kinds need once, when it starts (Ten
 Prophet), and keeps its compiled LSTM trainers from group to group; BLAS is held to one
 thread per worker so two workers use two cores instead of fighting over them.
 
-A pool costs a few seconds to start (a fresh interpreter per worker, TensorFlow imported again),
-so a small backtest runs in this process: see :data:`MIN_PARALLEL_STEPS`. Workers are spawned
+A pool costs about 21 s of CPU per worker to start (a fresh interpreter, TensorFlow imported again),
+so a small backtest runs in this process: see :data:`MIN_PARALLEL_CELLS`. Workers are spawned
 (TensorFlow does not survive a fork), so a script calling the backtest on many groups keeps its
 top-level work under ``if __name__ == "__main__":``, as for any process pool.
 """
@@ -40,7 +40,7 @@ REFIT_CONTEXT_POINTS = 3 * 2016
 # 4 of SKAB's machines with every kind (176,000 cells, the same output): 56 s of CPU in one
 # process, 98 s on two workers, so each worker costs about 21 s to start (a fresh interpreter,
 # TensorFlow, Prophet); two workers halve the rest, which pays from about 130,000 such cells.
-MIN_PARALLEL_STEPS = 200_000
+MIN_PARALLEL_CELLS = 200_000
 # What each group's result holds: the scores of every kind that scored it, and why others did not.
 GroupScores = tuple[dict[str, pd.DataFrame], dict[str, str]]
 
@@ -96,7 +96,7 @@ def worker_count(
             raise ValueError("workers must be at least 1")
         return min(workers, max(1, len(groups)))
     cells = sum(g.frame.size for g in groups) * len(specs)
-    if len(groups) < 2 or cells < MIN_PARALLEL_STEPS or not _picklable(specs):
+    if len(groups) < 2 or cells < MIN_PARALLEL_CELLS or not _picklable(specs):
         return 1
     return min(len(os.sched_getaffinity(0)), len(groups))
 

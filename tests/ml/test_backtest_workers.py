@@ -7,7 +7,7 @@ import pytest
 
 from monitoring_pipelines.ml.backtest import run_backtest
 from monitoring_pipelines.ml.backtest_rows import Group
-from monitoring_pipelines.ml.backtest_workers import MIN_PARALLEL_STEPS, worker_count
+from monitoring_pipelines.ml.backtest_workers import MIN_PARALLEL_CELLS, worker_count
 from monitoring_pipelines.ml.catalogue import KINDS, detector_class
 from monitoring_pipelines.ml.zscore import ZScoreDetector
 from monitoring_pipelines.sources.demo import DemoConfig, generate
@@ -63,7 +63,7 @@ def group(steps: int, key: str = "g") -> Group:
 def test_a_small_backtest_stays_in_one_process_and_a_big_one_uses_the_cores():
     small = [group(100, "a"), group(100, "b")]
     assert worker_count(small, [ZScoreDetector], None) == 1
-    big = [group(MIN_PARALLEL_STEPS, "a"), group(MIN_PARALLEL_STEPS, "b")]
+    big = [group(MIN_PARALLEL_CELLS, "a"), group(MIN_PARALLEL_CELLS, "b")]
     assert worker_count(big, [ZScoreDetector], None) == min(2, len(os.sched_getaffinity(0)))
     # A detector made by a lambda cannot be sent to another process.
     assert worker_count(big, [lambda: ZScoreDetector()], None) == 1
