@@ -262,10 +262,7 @@ def _zscore_raw(detector, frame, begin, next_begin, state, new_samples) -> pd.Da
             next_begin,
         )
         surprise.append(decades.to_numpy())
-    stacked = np.stack(surprise)
-    have = ~np.isnan(stacked)
-    raw = np.where(have, stacked, -np.inf).max(axis=0)
-    raw = np.where(have.any(axis=0) & kept.notna().to_numpy(), raw, np.nan)
+    raw = detector.combine_parts(surprise, frame, start)
     return pd.DataFrame(raw, index=kept.index, columns=kept.columns)
 
 

@@ -107,21 +107,30 @@ class ZScoreDetector(Detector):
             self.part_calibrators[part].decades(values).to_numpy()
             for part, values in self._parts(frame).items()
         ]
+        raw = self.combine_parts(surprise, frame)
+        return pd.DataFrame(raw, index=frame.index, columns=frame.columns)
+
+    def combine_parts(self, surprise: list[np.ndarray], frame: pd.DataFrame, start: int = 0):
+        """The raw score of ``frame``'s rows from ``start`` given each part's surprise (decades)
+        on those rows: the largest part, NaN where the point is missing or no part judged it.
+        Both scoring paths (``raw_scores`` and the carried-state path in ``ml/incremental.py``)
+        go through here, so they ramp the same way.
+
+        No warm-up pages: while a series has less than a trailing window of history in the
+        frame, its features are judged on few points; the surprise ramps up with the history
+        instead of paging on the noise of the first hours. A frame carrying history_steps of
+        context (scoring, refits) is past the ramp where it matters. Models saved before seasons
+        were resolved at fit ("auto" left unresolved) keep scoring exactly as they did."""
         stacked = np.stack(surprise)
         have = ~np.isnan(stacked)
         raw = np.where(have, stacked, -np.inf).max(axis=0)
         present = frame.notna().to_numpy()
-        raw = np.where(have.any(axis=0) & present, raw, np.nan)
-        # No warm-up pages: while a series has less than a trailing window of history in the
-        # frame, its features are judged on few points; the surprise ramps up with the history
-        # instead of paging on the noise of the first hours. A frame carrying history_steps of
-        # context (scoring, refits) is past the ramp where it matters. Models saved before seasons
-        # were resolved at fit ("auto" left unresolved) keep scoring exactly as they did.
+        raw = np.where(have.any(axis=0) & present[start:], raw, np.nan)
         if self.config.features.season != "auto":
-            seen = np.cumsum(present, axis=0)
+            seen = np.cumsum(present, axis=0)[start:]
             steps, power = self._ramp()
             raw = raw * np.clip(seen / steps, 0.0, 1.0) ** power
-        return pd.DataFrame(raw, index=frame.index, columns=frame.columns)
+        return raw
 
     def _state(self) -> dict[str, Any]:
         return {"parts": {p: c.to_dict() for p, c in self.part_calibrators.items()}}
